@@ -1,0 +1,303 @@
+"""Dockerfile text → validated instructions, as BuildKit's parser and `instructions` package do.
+
+The line-level parsing (continuations, JSON forms, heredocs, the escape directive) is BuildKit's
+own Go parser through the `dockerfile` package. This module adds what that parser leaves to
+`instructions.Parse`: parser directives, known keywords with BuildKit's "did you mean" hint,
+per-instruction flags and argument counts, and ONBUILD triggers re-parsed as instructions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dockerfile as _buildkit
+
+from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Directives", "Instruction", "ParsedDockerfile", "parse_dockerfile", "parse_text"]
+
+INSTRUCTIONS = (
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+)
+
+_BOOL, _STRING, _STRINGS = "bool", "string", "strings"
+
+FLAGS: Mapping[str, Mapping[str, str]] = {
+    "FROM": {"platform": _STRING},
+    "COPY": {
+        "chown": _STRING,
+        "from": _STRING,
+        "chmod": _STRING,
+        "link": _BOOL,
+        "exclude": _STRINGS,
+        "parents": _BOOL,
+    },
+    "ADD": {
+        "chown": _STRING,
+        "chmod": _STRING,
+        "link": _BOOL,
+        "keep-git-dir": _BOOL,
+        "checksum": _STRING,
+        "unpack": _BOOL,
+        "exclude": _STRINGS,
+    },
+    "RUN": {"mount": _STRINGS, "network": _STRING, "security": _STRING, "device": _STRINGS},
+    "HEALTHCHECK": {
+        "interval": _STRING,
+        "timeout": _STRING,
+        "start-period": _STRING,
+        "start-interval": _STRING,
+        "retries": _STRING,
+    },
+}
+
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_DIRECTIVE_KEYS = ("syntax", "escape", "check")
+_ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Directives:
+    syntax: str | None = None
+    escape: str = "\\"
+    check: str | None = None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction: keyword upper-cased, flags by name, arguments as BuildKit split them."""
+
+    cmd: str
+    args: tuple[str, ...]
+    flags: Mapping[str, tuple[str, ...]]
+    line: int
+    end_line: int
+    original: str
+    json: bool = False
+    trigger: Instruction | None = None
+
+    def flag(self, name: str) -> str | None:
+        values = self.flags.get(name)
+        return values[-1] if values else None
+
+
+@dataclass(frozen=True)
+class ParsedDockerfile:
+    path: str
+    directives: Directives
+    instructions: tuple[Instruction, ...]
+
+
+def parse_dockerfile(path: str | Path) -> ParsedDockerfile:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError("Dockerfile not found", path=path) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read Dockerfile: {exc.strerror}", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"not UTF-8 text (byte {exc.start})", path=path) from None
+    return parse_text(text, path=str(path))
+
+
+def parse_text(text: str, *, path: str = "Dockerfile") -> ParsedDockerfile:
+    text = text.removeprefix("\ufeff")
+    if not text:
+        raise UsageError("the Dockerfile cannot be empty", path=path)
+    directives = _read_directives(text, path)
+    try:
+        nodes = _buildkit.parse_string(text)
+    except _buildkit.GoParseError as exc:
+        raise UsageError(f"dockerfile parse error: {exc}", path=path) from None
+    instructions = tuple(_instruction(node, path, directives.escape) for node in nodes)
+    return ParsedDockerfile(path=path, directives=directives, instructions=instructions)
+
+
+def _read_directives(text: str, path: str) -> Directives:
+    """Directives count only at the very top; the first other line ends them, as in BuildKit."""
+    found: dict[str, tuple[str, int]] = {}
+    lines = text.splitlines()
+    start = 1 if lines and lines[0].startswith("#!") else 0
+    for number, line in enumerate(lines[start:], start=start + 1):
+        match = _DIRECTIVE.match(line.strip())
+        if match is None or match.group(1).lower() not in _DIRECTIVE_KEYS:
+            break
+        key, value = match.group(1).lower(), match.group(2)
+        if key in found:
+            raise UsageError(f"only one {key} parser directive can be used", path=path, line=number)
+        found[key] = (value, number)
+    escape = found.get("escape", ("\\", 0))
+    if escape[0] not in ("\\", "`"):
+        raise UsageError(
+            f"invalid escape token '{escape[0]}' does not match ` or \\", path=path, line=escape[1]
+        )
+    return Directives(
+        syntax=found.get("syntax", (None, 0))[0],
+        escape=escape[0],
+        check=found.get("check", (None, 0))[0],
+    )
+
+
+def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction:
+    cmd = node.cmd.upper()
+    line = node.start_line
+    if cmd not in INSTRUCTIONS:
+        raise UsageError(_unknown_instruction(node.cmd), path=path, line=line)
+    if node.heredocs and cmd not in ("RUN", "COPY", "ADD"):
+        raise UsageError(f"{cmd} cannot accept a heredoc", path=path, line=line)
+    trigger = _onbuild_trigger(node, path, escape) if cmd == "ONBUILD" else None
+    args = tuple(node.value)
+    flags = _parse_flags(cmd, node.flags, path, line)
+    _check_arguments(cmd, args, path, line)
+    return Instruction(
+        cmd=cmd,
+        args=args,
+        flags=flags,
+        line=line,
+        end_line=node.end_line,
+        original=node.original,
+        json=node.json,
+        trigger=trigger,
+    )
+
+
+def _onbuild_trigger(node: _buildkit.Command, path: str, escape: str) -> Instruction:
+    """BuildKit re-parses an ONBUILD expression as a Dockerfile of its own (initOnBuildTriggers)."""
+    body = _ONBUILD_PREFIX.sub("", node.original, count=1)
+    if not body.strip():
+        raise UsageError("ONBUILD requires at least one argument", path=path, line=node.start_line)
+    keyword = body.split(None, 1)[0].upper()
+    if keyword == "ONBUILD":
+        message = "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        raise UsageError(message, path=path, line=node.start_line)
+    if keyword in ("MAINTAINER", "FROM"):
+        message = f"{keyword} isn't allowed as an ONBUILD trigger"
+        raise UsageError(message, path=path, line=node.start_line)
+    try:
+        (inner,) = _buildkit.parse_string(f"# escape={escape}\n{body}")
+    except (_buildkit.GoParseError, ValueError) as exc:
+        raise UsageError(f"ONBUILD: {exc}", path=path, line=node.start_line) from None
+    trigger = _instruction(inner, path, escape)
+    return Instruction(
+        cmd=trigger.cmd,
+        args=trigger.args,
+        flags=trigger.flags,
+        line=node.start_line,
+        end_line=node.end_line,
+        original=trigger.original,
+        json=trigger.json,
+    )
+
+
+def _unknown_instruction(keyword: str) -> str:
+    message = f"unknown instruction: {keyword}"
+    match = _suggest(keyword, INSTRUCTIONS, case_sensitive=False)
+    return message if match is None else f"{message} (did you mean {match}?)"
+
+
+def _parse_flags(
+    cmd: str, raw: tuple[str, ...], path: str, line: int
+) -> Mapping[str, tuple[str, ...]]:
+    """BuildKit's BFlags.Parse: known flags only, values required for strings, no repeats."""
+    known = FLAGS.get(cmd, {})
+    parsed: dict[str, list[str]] = {}
+    for text in raw:
+        if text == "--":
+            break
+        if not text.startswith("--"):
+            raise UsageError(f"arg should start with -- : {text}", path=path, line=line)
+        flag_name, has_value, value = text.partition("=")
+        name = flag_name[2:]
+        kind = known.get(name)
+        if kind is None:
+            message = f"unknown flag: {flag_name}"
+            match = _suggest(name, tuple(known), case_sensitive=True)
+            if match is not None:
+                message += f" (did you mean {match}?)"
+            raise UsageError(message, path=path, line=line)
+        if name in parsed and kind != _STRINGS:
+            raise UsageError(f"duplicate flag specified: {flag_name}", path=path, line=line)
+        if kind == _BOOL:
+            if has_value and not value:
+                raise UsageError(f"missing a value on flag: {flag_name}", path=path, line=line)
+            if value.lower() not in ("true", "false", ""):
+                raise UsageError(
+                    f"expecting boolean value for flag {flag_name}, not: {value}",
+                    path=path,
+                    line=line,
+                )
+            value = "false" if value.lower() == "false" else "true"
+        elif not has_value:
+            raise UsageError(f"missing a value on flag: {flag_name}", path=path, line=line)
+        parsed.setdefault(name, []).append(value)
+    return {name: tuple(values) for name, values in parsed.items()}
+
+
+def _check_arguments(cmd: str, args: tuple[str, ...], path: str, line: int) -> None:
+    if cmd == "FROM":
+        if not (len(args) == 1 or (len(args) == 3 and args[1].lower() == "as")):
+            raise UsageError("FROM requires either one or three arguments", path=path, line=line)
+    elif cmd in ("COPY", "ADD") and len(args) < 2:
+        raise UsageError(
+            f"{cmd} requires at least two arguments, but only one was provided. "
+            "Destination could not be determined",
+            path=path,
+            line=line,
+        )
+    elif cmd in ("ARG", "ENV", "LABEL", "RUN", "EXPOSE", "VOLUME", "USER") and not any(args):
+        raise UsageError(f"{cmd} requires at least one argument", path=path, line=line)
+    elif cmd == "ARG" and any(arg.startswith("=") for arg in args):
+        raise UsageError("ARG names can not be blank", path=path, line=line)
+
+
+def _suggest(value: str, options: tuple[str, ...], *, case_sensitive: bool) -> str | None:
+    """util/suggest.Search: the closest option under Levenshtein distance 3, in the value's case."""
+    probe = value if case_sensitive else value.lower()
+    best, best_distance = None, 3
+    for option in options:
+        candidate = option if case_sensitive else option.lower()
+        if candidate == probe:
+            return None
+        distance = _levenshtein(probe, candidate)
+        if distance < best_distance:
+            best, best_distance = candidate, distance
+    if best is None or case_sensitive:
+        return best
+    return best.upper() if value == value.upper() else best.lower()
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
