@@ -1,0 +1,469 @@
+"""The config file, `dagger-stages.yaml`, read into a typed `Config`.
+
+Validation is strict, because a typo in a CI config otherwise surfaces as a
+silently ignored setting several minutes into a build. Every error names the
+file and the line of the offending YAML node. Nothing here fills in defaults:
+unset fields stay None or empty, so the CLI can layer its sources
+(flags > config > CI > built-ins). `schema/dagger-stages.schema.json` describes
+the same file for editors; `tests/test_config.py` keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "Config",
+    "Engine",
+    "SecretSpec",
+    "find_config",
+    "load_config",
+    "parse_build_arg",
+    "parse_secret",
+]
+
+Engine = Literal["dagger", "docker", "auto"]
+
+CONFIG_FILENAME = "dagger-stages.yaml"
+
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+KEYS = (
+    "dockerfile",
+    "context",
+    "targets",
+    "build_args",
+    "cache_repo",
+    "engine",
+    "platforms",
+    "secrets",
+    "publish",
+)
+SECRET_KEYS = ("id", "env", "src", "source")
+
+# The schema carries the same patterns; Python applies them with fullmatch.
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+PLATFORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
+REPOSITORY = re.compile(r"([^\s@/]+/)*[^\s@/:]+")
+ARG_NAME = re.compile(r"[^\s=]+")
+
+_TAG = "tag:yaml.org,2002:"
+_KINDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a float",
+    "bool": "a boolean",
+    "null": "null",
+    "timestamp": "a date",
+    "binary": "binary data",
+    "seq": "a list",
+    "map": "a mapping",
+    "merge": "a merge key (<<)",
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A build secret by reference: the variable or file it comes from, never its value."""
+
+    id: str
+    env: str | None = None
+    src: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the config file says; None or empty wherever it says nothing."""
+
+    path: Path | None = None
+    dockerfile: str | None = None
+    context: str | None = None
+    targets: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    cache_repo: str | None = None
+    engine: Engine | None = None
+    platforms: tuple[str, ...] = ()
+    secrets: tuple[SecretSpec, ...] = ()
+    publish: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def empty(cls) -> Config:
+        """The config of a project without a config file."""
+        return cls()
+
+
+def find_config(explicit: str | None, cwd: Path) -> Path | None:
+    """The config file to load, or None when there is none.
+
+    An explicit path is returned as given, so relative paths (and the messages
+    that quote them) stay relative; the default is `cwd / CONFIG_FILENAME`.
+    """
+    if explicit == "":
+        raise UsageError("--config: the path is empty")
+    if explicit is not None:
+        candidate = cwd / explicit
+        if candidate.is_dir():
+            raise UsageError(
+                f"--config names a directory, not a file (try {Path(explicit, CONFIG_FILENAME)})",
+                path=explicit,
+            )
+        if not candidate.is_file():
+            raise UsageError("config file not found (given by --config)", path=explicit)
+        return Path(explicit)
+    default = cwd / CONFIG_FILENAME
+    return default if default.is_file() else None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("config file is not UTF-8 text", path=path) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file: {exc.strerror}", path=path) from None
+    doc = _Document(path, text)
+    root = doc.root()
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _TAG + "null"):
+        return Config(path=path)
+    if not isinstance(root, MappingNode) or root.tag != _TAG + "map":
+        raise doc.error(root, f"expected a mapping of settings, got {_kind(root, doc)}")
+    return _config(doc, root)
+
+
+def parse_build_arg(
+    text: str, *, source: str = "--build-arg", env: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
+    """`NAME=VALUE`, or a bare `NAME` that takes its value from the environment.
+
+    Like `docker build`, a bare name that is not in the environment (`env`,
+    default `os.environ`) is skipped: the result is None and the Dockerfile's
+    default applies.
+    """
+    name, sep, value = text.partition("=")
+    if not name:
+        raise UsageError(f'{source} "{text}": the name is empty (expected NAME=VALUE or NAME)')
+    if not ARG_NAME.fullmatch(name):
+        raise UsageError(
+            f'{source} "{text}": "{name}" is not a valid name (expected NAME=VALUE or NAME)'
+        )
+    if sep:
+        return name, value
+    environ = os.environ if env is None else env
+    found = environ.get(name)
+    return None if found is None else (name, found)
+
+
+def parse_secret(text: str, *, source: str = "--secret") -> SecretSpec:
+    """buildx syntax: `id=ID,env=VAR` or `id=ID,src=PATH` (`source=` and `type=env|file` too)."""
+
+    def fail(reason: str) -> UsageError:
+        return UsageError(f'{source} "{text}": {reason}')
+
+    return _parse_secret(text, fail)
+
+
+def _parse_secret(text: str, fail: Callable[[str], UsageError]) -> SecretSpec:
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise fail(str(exc)) from None
+    values: dict[str, str] = {}
+    for field in fields:
+        key, sep, value = field.partition("=")
+        key = key.strip().lower()
+        key = "src" if key == "source" else key
+        if not sep:
+            raise fail(f'"{field}" is not a key=value pair')
+        if key not in ("type", "id", "env", "src"):
+            raise fail(f'unknown key "{key}" (expected id, env, src or type)')
+        if key in values:
+            raise fail(f'"{key}" is given twice')
+        values[key] = value
+    kind = values.pop("type", None)
+    if kind not in (None, "env", "file"):
+        raise fail(f'type must be "env" or "file", not "{kind}"')
+    if kind == "env" and "env" not in values and "src" in values:
+        values["env"] = values.pop("src")
+    return _secret(values, kind, fail)
+
+
+def _secret(
+    values: dict[str, str], kind: str | None, fail: Callable[[str], UsageError]
+) -> SecretSpec:
+    if not values.get("id"):
+        raise fail("the id is missing")
+    if "env" in values and "src" in values:
+        raise fail("give env or src, not both")
+    if "env" not in values and "src" not in values:
+        raise fail("needs env (a variable name) or src (a file path) to say where the value is")
+    if kind == "file" and "env" in values:
+        raise fail("type=file takes src, not env")
+    for key in ("env", "src"):
+        if key in values and not values[key]:
+            raise fail(f"{key} is empty")
+    return SecretSpec(id=values["id"], env=values.get("env"), src=values.get("src"))
+
+
+@dataclass(frozen=True)
+class _Document:
+    """A YAML file, composed into nodes that know their lines."""
+
+    path: Path
+    text: str
+
+    def root(self) -> Node | None:
+        loader = None
+        try:
+            loader = yaml.SafeLoader(self.text)
+            return loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            if mark is None or (mark.index >= len(self.text) and exc.context_mark is not None):
+                mark = exc.context_mark  # at end of file, where the unclosed thing began helps more
+            line = None if mark is None else mark.line + 1
+            raise UsageError(exc.problem or str(exc), path=self.path, line=line) from None
+        except yaml.reader.ReaderError as exc:
+            line = self.text.count("\n", 0, exc.position) + 1
+            message = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+            raise UsageError(message, path=self.path, line=line) from None
+        except yaml.YAMLError as exc:
+            raise UsageError(str(exc), path=self.path) from None
+        finally:
+            if loader is not None:
+                loader.dispose()
+
+    def error(self, node: Node, message: str) -> UsageError:
+        return UsageError(message, path=self.path, line=node.start_mark.line + 1)
+
+    def scalar(self, node: ScalarNode) -> object:
+        return SafeConstructor().construct_object(node)
+
+
+def _config(doc: _Document, root: MappingNode) -> Config:
+    nodes: dict[str, Node] = {}
+    for key, key_node, value in _pairs(doc, root, ""):
+        if key not in KEYS:
+            raise doc.error(key_node, _unknown(key, KEYS))
+        nodes[key] = value
+    config_dir = os.path.dirname(doc.path)
+
+    def relative(key: str) -> str | None:
+        if key not in nodes:
+            return None
+        return os.path.normpath(os.path.join(config_dir, _string(doc, nodes[key], key)))
+
+    def read(key: str, reader: Callable[[_Document, Node, str], T], default: T) -> T:
+        return reader(doc, nodes[key], key) if key in nodes else default
+
+    return Config(
+        path=doc.path,
+        dockerfile=relative("dockerfile"),
+        context=relative("context"),
+        targets=read("targets", _targets, ()),
+        build_args=read("build_args", _build_args, ()),
+        cache_repo=read("cache_repo", _cache_repo, None),
+        engine=read("engine", _engine, None),
+        platforms=read("platforms", _platforms, ()),
+        secrets=read("secrets", _secrets, ()),
+        publish=read("publish", _publish, ()),
+    )
+
+
+def _pairs(doc: _Document, node: MappingNode, where: str) -> Iterator[tuple[str, Node, Node]]:
+    """Each key, its node (for its line) and its value; duplicate keys are an error."""
+    seen: dict[str, int] = {}
+    prefix = f"{where}: " if where else ""
+    for key_node, value in node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.tag != _TAG + "str":
+            raise doc.error(key_node, f"{prefix}expected a string key, got {_kind(key_node, doc)}")
+        key = str(key_node.value)
+        if key in seen:
+            raise doc.error(key_node, f'{prefix}duplicate key "{key}" (first at line {seen[key]})')
+        seen[key] = key_node.start_mark.line + 1
+        yield key, key_node, value
+
+
+def _unknown(key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f'did you mean "{close[0]}"?' if close else "allowed: " + ", ".join(allowed)
+    return f'unknown key "{key}" ({hint})'
+
+
+def _kind(node: Node, doc: _Document) -> str:
+    """How to name what the user wrote, with a quoting hint where YAML changed their text."""
+    tag = str(node.tag)
+    kind = _KINDS.get(tag.removeprefix(_TAG)) if tag.startswith(_TAG) else None
+    if kind is None:
+        return f"a value tagged {tag.replace(_TAG, '!!')}"
+    if isinstance(node, ScalarNode) and tag in (_TAG + "float", _TAG + "bool"):
+        value = doc.scalar(node)
+        read = str(value).lower() if isinstance(value, bool) else repr(value)
+        return f'{kind} (quote it: "{node.value}" would read as {read})'
+    return kind
+
+
+def _is(node: Node, kind: type[Node], tag: str) -> bool:
+    return isinstance(node, kind) and node.tag == _TAG + tag
+
+
+def _string(doc: _Document, node: Node, where: str, *, empty: bool = False) -> str:
+    if not _is(node, ScalarNode, "str"):
+        raise doc.error(node, f"{where}: expected a string, got {_kind(node, doc)}")
+    if not node.value and not empty:
+        raise doc.error(node, f"{where}: must not be empty")
+    return str(node.value)
+
+
+def _strings(
+    doc: _Document, node: Node, where: str, *, single: bool
+) -> list[tuple[str, str, Node]]:
+    """A list of distinct strings (or one string, when `single`), each with its place and node."""
+    if single and _is(node, ScalarNode, "str"):
+        return [(_string(doc, node, where), where, node)]
+    if not _is(node, SequenceNode, "seq"):
+        wanted = "a string or a list of strings" if single else "a list of strings"
+        raise doc.error(node, f"{where}: expected {wanted}, got {_kind(node, doc)}")
+    items: list[tuple[str, str, Node]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(node.value):
+        place = f"{where}[{index}]"
+        text = _string(doc, item, place)
+        if text in seen:
+            raise doc.error(item, f'{place}: "{text}" is listed twice')
+        seen.add(text)
+        items.append((text, place, item))
+    return items
+
+
+def _matching(
+    doc: _Document, node: Node, where: str, pattern: re.Pattern[str], what: str
+) -> tuple[str, ...]:
+    items = _strings(doc, node, where, single=True)
+    for text, place, item in items:
+        if not pattern.fullmatch(text):
+            raise doc.error(item, f'{place}: "{text}" is not {what}')
+    return tuple(text for text, _, _ in items)
+
+
+def _targets(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
+    what = "a stage name (list several targets as a YAML list)"
+    return _matching(doc, node, where, STAGE_NAME, what)
+
+
+def _platforms(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
+    what = "a platform like linux/amd64 (os/arch[/variant]; list several as a YAML list)"
+    return _matching(doc, node, where, PLATFORM, what)
+
+
+def _cache_repo(doc: _Document, node: Node, where: str) -> str:
+    text = _string(doc, node, where)
+    if not REPOSITORY.fullmatch(text):
+        raise doc.error(
+            node,
+            f'{where}: "{text}" is not a repository like ghcr.io/acme/app/cache '
+            "(no scheme, tag or digest)",
+        )
+    return text
+
+
+def _engine(doc: _Document, node: Node, where: str) -> Engine:
+    is_string = _is(node, ScalarNode, "str")
+    for engine in ENGINES:
+        if is_string and node.value == engine:
+            return engine
+    choices = ", ".join(f'"{engine}"' for engine in ENGINES)
+    got = f'"{node.value}"' if is_string else _kind(node, doc)
+    raise doc.error(node, f"{where}: expected one of {choices}, got {got}")
+
+
+def _mapping(doc: _Document, node: Node, where: str, wanted: str) -> MappingNode:
+    if not isinstance(node, MappingNode) or node.tag != _TAG + "map":
+        raise doc.error(node, f"{where}: expected {wanted}, got {_kind(node, doc)}")
+    return node
+
+
+def _build_args(doc: _Document, node: Node, where: str) -> tuple[tuple[str, str], ...]:
+    """Integers are kept as written (`0755` stays `0755`); floats and booleans must be quoted.
+
+    An empty string is a value, as with `--build-arg NAME=`.
+    """
+    mapping = _mapping(doc, node, where, "a mapping of NAME: value")
+    args: list[tuple[str, str]] = []
+    for name, key_node, value in _pairs(doc, mapping, where):
+        if not ARG_NAME.fullmatch(name):
+            raise doc.error(key_node, f'{where}: "{name}" is not a valid build arg name')
+        if _is(value, ScalarNode, "int"):
+            args.append((name, str(value.value)))
+        else:
+            args.append((name, _string(doc, value, f"{where}.{name}", empty=True)))
+    return tuple(args)
+
+
+def _secrets(doc: _Document, node: Node, where: str) -> tuple[SecretSpec, ...]:
+    if not _is(node, SequenceNode, "seq"):
+        raise doc.error(node, f"{where}: expected a list, got {_kind(node, doc)}")
+    secrets: list[SecretSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(node.value):
+        place = f"{where}[{index}]"
+        secret = _secret_item(doc, item, place)
+        if secret.id in seen:
+            first = seen[secret.id]
+            raise doc.error(
+                item, f'{place}: secret "{secret.id}" is already defined at line {first}'
+            )
+        seen[secret.id] = item.start_mark.line + 1
+        secrets.append(secret)
+    return tuple(secrets)
+
+
+def _secret_item(doc: _Document, item: Node, place: str) -> SecretSpec:
+    if _is(item, ScalarNode, "str"):
+        text = str(item.value)
+        return _parse_secret(text, lambda reason: doc.error(item, f'{place}: "{text}": {reason}'))
+    wanted = "a string like id=ID,env=VAR or a mapping with id and env or src"
+    mapping = _mapping(doc, item, place, wanted)
+    values: dict[str, str] = {}
+    for key, key_node, value in _pairs(doc, mapping, place):
+        if key not in SECRET_KEYS:
+            raise doc.error(key_node, f"{place}: {_unknown(key, SECRET_KEYS[:3])}")
+        field = "src" if key == "source" else key
+        if field in values:
+            raise doc.error(key_node, f"{place}: give src or source, not both")
+        values[field] = _string(doc, value, f"{place}.{key}")
+
+    def fail(reason: str) -> UsageError:
+        return doc.error(mapping, f"{place}: {reason}")
+
+    return _secret(values, None, fail)
+
+
+def _publish(doc: _Document, node: Node, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    mapping = _mapping(doc, node, where, "a mapping of target: [tag template, ...]")
+    publish: list[tuple[str, tuple[str, ...]]] = []
+    for target, key_node, value in _pairs(doc, mapping, where):
+        if not STAGE_NAME.fullmatch(target):
+            raise doc.error(key_node, f'{where}: "{target}" is not a stage name')
+        place = f"{where}.{target}"
+        tags = _strings(doc, value, place, single=False)
+        if not tags:
+            raise doc.error(value, f"{place}: expected at least one tag")
+        publish.append((target, tuple(text for text, _, _ in tags)))
+    return tuple(publish)
