@@ -1,0 +1,76 @@
+"""One set of settings from four sources: CLI flags, then config file, then CI, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import UsageError
+from pipeline.stages import Platform
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pipeline.ci import CIContext
+    from pipeline.config import Config, Engine, SecretSpec
+
+__all__ = ["Options", "Settings", "resolve_settings"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line said; None or empty where it said nothing."""
+
+    dockerfile: str | None = None
+    context: str | None = None
+    targets: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    cache_repo: str | None = None
+    engine: Engine | None = None
+    platforms: tuple[str, ...] = ()
+    secrets: tuple[SecretSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    dockerfile: str
+    context: str
+    targets: tuple[str, ...]
+    build_args: Mapping[str, str]
+    cache_repo: str | None
+    engine: Engine
+    platforms: tuple[Platform, ...]
+    secrets: tuple[SecretSpec, ...]
+    publish: Mapping[str, tuple[str, ...]]
+    ci: CIContext
+    config_path: str | None = None
+
+    @property
+    def platform(self) -> Platform | None:
+        return self.platforms[0] if self.platforms else None
+
+
+def resolve_settings(options: Options, config: Config, ci: CIContext) -> Settings:
+    context = options.context or config.context or "."
+    default_dockerfile = "Dockerfile" if context == "." else os.path.join(context, "Dockerfile")
+    return Settings(
+        dockerfile=options.dockerfile or config.dockerfile or default_dockerfile,
+        context=context,
+        targets=options.targets or config.targets,
+        build_args={**dict(config.build_args), **dict(options.build_args)},
+        cache_repo=options.cache_repo or config.cache_repo or ci.cache_repo,
+        engine=options.engine or config.engine or "dagger",
+        platforms=tuple(_platform(text, config) for text in options.platforms or config.platforms),
+        secrets=tuple({s.id: s for s in (*config.secrets, *options.secrets)}.values()),
+        publish=dict(config.publish),
+        ci=ci,
+        config_path=None if config.path is None else str(config.path),
+    )
+
+
+def _platform(text: str, config: Config) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc), path=config.path) from None

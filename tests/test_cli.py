@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+PHP = FIXTURES / "php"
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=60,
+    )
+
+
+def test_plan_json_contract(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(PHP)
+    assert main(["plan", "--target", "test", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["dockerfile"] == "Dockerfile"
+    assert document["context"] == "."
+    assert document["targets"] == ["test"]
+    assert document["ci"]["provider"] == "local"
+    assert document["cache_repo"] is None
+    assert document["waves"] == [
+        ["composer-build", "npm-build", "php-extensions-build"],
+        ["app"],
+        ["dev-back"],
+        ["test"],
+    ]
+    first, app = document["stages"][0], document["stages"][3]
+    assert first == {
+        "name": "composer-build",
+        "index": 0,
+        "line": 5,
+        "base": "composer:2",
+        "base_stage": None,
+        "platform": None,
+        "depends_on": [],
+        "images": [],
+        "needed": True,
+        "wave": 0,
+    }
+    assert app["base"] == "php-extensions-build"
+    assert app["base_stage"] == "php-extensions-build"
+    assert app["depends_on"] == ["composer-build", "npm-build", "php-extensions-build"]
+    release = document["stages"][4]
+    assert (release["needed"], release["wave"]) == (False, None)
+
+
+def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["plan", "--context", str(PHP), "--target", "release", "--build-arg", "NODE_VERSION=22"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["STAGE", "INDEX", "BASE", "DEPENDS", "ON", "NEEDED", "WAVE"]
+    assert lines[2].split() == ["npm-build", "1", "node:22-alpine", "-", "yes", "0"]
+    assert "5 of 9 stages needed for release, in 3 waves" in out
+
+
+def test_config_file_and_cli_precedence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(PHP, project)
+    (tmp_path / "ci.yaml").write_text(
+        "context: project\n"
+        "targets: [release]\n"
+        "build_args:\n  NODE_VERSION: '18'\n  PHP_VERSION: '8.2'\n"
+        "cache_repo: registry.example/app/cache\n"
+    )
+    args = [
+        "plan",
+        "--config",
+        str(tmp_path / "ci.yaml"),
+        "--json",
+        "--build-arg",
+        "PHP_VERSION=8.4",
+    ]
+    assert main(args) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["context"] == str(project)
+    assert document["dockerfile"] == str(project / "Dockerfile")
+    assert document["targets"] == ["release"]
+    assert document["cache_repo"] == "registry.example/app/cache"
+    bases = {s["name"]: s["base"] for s in document["stages"]}
+    assert bases["npm-build"] == "node:18-alpine"
+    assert bases["php-extensions-build"] == "php:8.4-apache"
+    assert main([*args, "--target", "dev-front", "--cache-repo", "other/cache"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["targets"], document["cache_repo"]) == (["dev-front"], "other/cache")
+
+
+def test_ci_default_cache_repo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "Acme/Shop")
+    monkeypatch.setenv("GITHUB_REF_TYPE", "branch")
+    monkeypatch.setenv("GITHUB_REF_NAME", "feature/x")
+    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+    assert main(["plan", "--context", str(PHP), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["cache_repo"] == "ghcr.io/acme/shop/cache"
+    assert document["ci"]["provider"] == "github"
+    assert document["ci"]["branch"] == "feature/x"
+
+
+def test_duplicate_stage_warning_goes_to_stderr(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM a AS x\nFROM b AS x\n")
+    assert main(["plan", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        captured.err
+        == 'Dockerfile:2: warning: Duplicate stage name "x", stage names should be unique\n'
+    )
+    assert json.loads(captured.out)["warnings"] == [
+        {"line": 2, "message": 'Duplicate stage name "x", stage names should be unique'}
+    ]
+
+
+BAD_DOCKERFILES = [
+    ("", "Dockerfile: the Dockerfile cannot be empty"),
+    ("FROM a\nFROOM b\n", "Dockerfile:2: unknown instruction: FROOM (did you mean FROM?)"),
+    ("RUN x\nFROM a\n", "Dockerfile:1: no build stage in current context"),
+    ("FROM\n", "Dockerfile:1: FROM requires either one or three arguments"),
+    (
+        "FROM a AS 9lives\n",
+        'Dockerfile:1: invalid name for build stage: "9lives", name can\'t start',
+    ),
+    (
+        "FROM a AS y\nCOPY --from=x / /\nFROM a AS x\n",
+        'Dockerfile:2: cannot copy from stage "x", it needs to be defined before current stage "y"',
+    ),
+    ("FROM a AS x\nCOPY --from=x / /\n", "Dockerfile:2: circular dependency detected on stage: x"),
+    (
+        "FROM a AS x\nFROM a\nCOPY --from=${S} / /\n",
+        "Dockerfile:3: variable expansion is not supported",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_DOCKERFILES)
+def test_bad_dockerfiles_exit_2_without_traceback(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "Dockerfile").write_text(text)
+    result = run_cli("plan", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(expected)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "expected"),
+    [
+        (
+            ["--target", "nope"],
+            None,
+            'Dockerfile: target stage "nope" could not be found (stages: a, b)',
+        ),
+        (["--build-arg", "=x"], None, "--build-arg"),
+        (["--dockerfile", "Missing"], None, "Missing: Dockerfile not found"),
+        ([], "targets: [a\n", "dagger-stages.yaml:1:"),
+        (
+            [],
+            "targetz: [a]\n",
+            'dagger-stages.yaml:1: unknown key "targetz" (did you mean "targets"?)',
+        ),
+        ([], "engine: docker\nbuild_args: [1]\n", "dagger-stages.yaml:2: build_args"),
+        (["--config", "absent.yaml"], None, "absent.yaml"),
+    ],
+)
+def test_bad_flags_and_config_exit_2(
+    tmp_path: Path, args: list[str], config: str | None, expected: str
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM a AS a\nFROM a AS b\n")
+    if config is not None:
+        (tmp_path / "dagger-stages.yaml").write_text(config)
+    result = run_cli("plan", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_entry_point_works(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM a AS only\n")
+    forms = [
+        [sys.executable, str(ROOT / "pipeline" / "main.py")],
+        [sys.executable, "-m", "pipeline"],
+        [str(Path(sys.executable).parent / "dagger-stages")],
+    ]
+    for command in forms:
+        result = subprocess.run(
+            [*command, "plan", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert json.loads(result.stdout)["targets"] == ["only"]
+
+
+PROBE = """
+import runpy, sys
+script = sys.argv[1]
+sys.path.insert(0, str(__import__("pathlib").Path(script).parent))
+sys.argv = [script, "plan", "--json"]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exit:
+    print(exit.code, sys.path[0] == sys.path[0].rstrip("/") and "/pipeline" not in sys.path[0],
+          "dagger" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> None:
+    """pipeline/ must not stay first on sys.path, and `plan` must not pay for `import dagger`."""
+    (tmp_path / "Dockerfile").write_text("FROM a\n")
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT / "pipeline" / "main.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.stderr.split() == ["0", "True", "False"]
