@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 
 from pipeline import __version__
 from pipeline.ci import detect
-from pipeline.config import Config, find_config, load_config, parse_build_arg, parse_secret
+from pipeline.config import (
+    Config,
+    find_config,
+    load_config,
+    parse_build_arg,
+    parse_publish,
+    parse_secret,
+)
 from pipeline.errors import ToolError, UsageError
 from pipeline.graph import select
 from pipeline.parse import parse_dockerfile
@@ -116,6 +123,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="id=ID,env=VAR|src=PATH",
         help="a build secret, buildx syntax; its value is never read into plans or keys",
     )
+    parser.add_argument(
+        "--publish",
+        dest="publish",
+        action="append",
+        default=[],
+        metavar="STAGE=TAG",
+        help="publish STAGE under this tag template; repeatable (replaces the config's list)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -134,6 +149,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         engine=args.engine,
         platforms=tuple(args.platforms),
         secrets=tuple(parse_secret(text) for text in args.secrets),
+        publish=parse_publish(args.publish),
     )
     return resolve_settings(options, config, detect(os.environ, cwd))
 

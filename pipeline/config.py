@@ -25,7 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -35,6 +35,7 @@ __all__ = [
     "find_config",
     "load_config",
     "parse_build_arg",
+    "parse_publish",
     "parse_secret",
 ]
 
@@ -168,6 +169,17 @@ def parse_build_arg(
     environ = os.environ if env is None else env
     found = environ.get(name)
     return None if found is None else (name, found)
+
+
+def parse_publish(texts: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`--publish STAGE=TAG`, repeatable; the tags of one stage keep their order."""
+    tags: dict[str, list[str]] = {}
+    for text in texts:
+        stage, _, template = text.partition("=")
+        if not stage.strip() or not template.strip():
+            raise UsageError(f'--publish "{text}": expected STAGE=TAG')
+        tags.setdefault(stage.strip().lower(), []).append(template.strip())
+    return tuple((stage, tuple(values)) for stage, values in tags.items())
 
 
 def parse_secret(text: str, *, source: str = "--secret") -> SecretSpec:

@@ -30,6 +30,7 @@ class Options:
     engine: Engine | None = None
     platforms: tuple[str, ...] = ()
     secrets: tuple[SecretSpec, ...] = ()
+    publish: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def resolve_settings(options: Options, config: Config, ci: CIContext) -> Setting
         engine=options.engine or config.engine or "dagger",
         platforms=tuple(_platform(text, config) for text in options.platforms or config.platforms),
         secrets=tuple({s.id: s for s in (*config.secrets, *options.secrets)}.values()),
-        publish=dict(config.publish),
+        publish={**dict(config.publish), **dict(options.publish)},
         ci=ci,
         config_path=None if config.path is None else str(config.path),
     )

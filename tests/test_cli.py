@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.errors import UsageError
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,3 +251,16 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
         timeout=60,
     )
     assert result.stderr.split() == ["0", "True", "False"]
+
+
+def test_publish_flag_replaces_the_config_list_per_stage() -> None:
+    from pipeline.ci import CIContext
+    from pipeline.config import Config, parse_publish
+    from pipeline.settings import Options, resolve_settings
+
+    config = Config(publish=(("release", ("{sha}", "latest")), ("app", ("app-{sha}",))))
+    options = Options(publish=parse_publish(["Release=v1", "release={tag}"]))
+    settings = resolve_settings(options, config, CIContext(provider="local"))
+    assert settings.publish == {"release": ("v1", "{tag}"), "app": ("app-{sha}",)}
+    with pytest.raises(UsageError, match='--publish "release": expected STAGE=TAG'):
+        parse_publish(["release"])
