@@ -9,6 +9,8 @@ from pipeline.graph import Graph, select
 from pipeline.parse import parse_dockerfile
 from pipeline.stages import Dockerfile, Platform, build_stages
 
+pytest_plugins = ["tests.registry_server"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 _CI_VARIABLES = (
