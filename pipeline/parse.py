@@ -98,6 +98,7 @@ class Instruction:
     original: str
     json: bool = False
     trigger: Instruction | None = None
+    heredocs: tuple[str, ...] = ()
 
     def flag(self, name: str) -> str | None:
         values = self.flags.get(name)
@@ -109,6 +110,7 @@ class ParsedDockerfile:
     path: str
     directives: Directives
     instructions: tuple[Instruction, ...]
+    lines: tuple[str, ...] = ()
 
 
 def parse_dockerfile(path: str | Path) -> ParsedDockerfile:
@@ -135,7 +137,12 @@ def parse_text(text: str, *, path: str = "Dockerfile") -> ParsedDockerfile:
     except _buildkit.GoParseError as exc:
         raise UsageError(f"dockerfile parse error: {exc}", path=path) from None
     instructions = tuple(_instruction(node, path, directives.escape) for node in nodes)
-    return ParsedDockerfile(path=path, directives=directives, instructions=instructions)
+    return ParsedDockerfile(
+        path=path,
+        directives=directives,
+        instructions=instructions,
+        lines=tuple(text.splitlines()),
+    )
 
 
 def _read_directives(text: str, path: str) -> Directives:
@@ -183,6 +190,7 @@ def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction
         original=node.original,
         json=node.json,
         trigger=trigger,
+        heredocs=tuple(heredoc.content for heredoc in node.heredocs),
     )
 
 

@@ -7,7 +7,6 @@ built-in platform ARGs. A stage depends on an earlier stage through `FROM <name>
 
 from __future__ import annotations
 
-import csv
 import platform as _platform
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pipeline.errors import UsageError
 from pipeline.lex import ExpansionError, expand
+from pipeline.mounts import MountError, parse_mount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 _VALID_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
-_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 
 EdgeKind = Literal["base", "copy", "mount"]
 
@@ -349,8 +348,12 @@ def instruction_edges(
     if instruction.cmd == "RUN":
         edges = []
         for text in instruction.flags.get("mount", ()):
-            source, target = _mount_source(text, path, instruction.line)
-            if source:
+            try:
+                mount = parse_mount(text)
+            except MountError as exc:
+                raise UsageError(str(exc), path=path, line=instruction.line) from None
+            source, target = mount.source_stage, mount.target
+            if source and mount.type in ("bind", "cache"):
                 index = _stage_named(source, stages)
                 edges.append(
                     Edge(
@@ -383,38 +386,6 @@ def _stage_named(name: str, stages: Sequence[_RawStage]) -> int | None:
         if stage.name == wanted:
             found = stage.index
     return found
-
-
-def _mount_source(text: str, path: str, line: int) -> tuple[str | None, str | None]:
-    """The `from` and `target` of a --mount, with the checks BuildKit makes before expansion."""
-    try:
-        (fields,) = list(csv.reader([text]))
-    except (csv.Error, ValueError) as exc:
-        raise UsageError(f"failed to parse csv mounts: {exc}", path=path, line=line) from None
-    kind, source, target = "bind", None, None
-    for text_field in fields:
-        key, has_value, value = text_field.partition("=")
-        key = key.lower()
-        if not has_value:
-            continue
-        if key == "type":
-            kind = value.lower()
-            if kind not in _MOUNT_TYPES:
-                raise UsageError(f'unsupported mount type "{value}"', path=path, line=line)
-        elif key == "from":
-            dollar = value.find("$")
-            if dollar not in (-1, len(value) - 1):
-                raise UsageError(
-                    "'from' doesn't support variable expansion, define alias stage instead",
-                    path=path,
-                    line=line,
-                )
-            source = value
-        elif key in ("target", "dst", "destination"):
-            target = value
-    if source and kind == "secret":
-        raise UsageError("secret mount should not have a from", path=path, line=line)
-    return (source if kind in ("bind", "cache") else None), target
 
 
 def _with_onbuild(

@@ -1,0 +1,121 @@
+"""`RUN --mount=…` values, read as BuildKit's parseMount reads them.
+
+The graph pass reads mounts without expanding variables (BuildKit resolves `from` before any
+expansion and refuses variables there); the key pass expands the other values with the stage's
+ARG and ENV values, as BuildKit ≥ 1.3 does.
+"""
+
+from __future__ import annotations
+
+import csv
+import posixpath
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Mount", "MountError", "parse_mount"]
+
+MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_KEYS = [
+    "type",
+    "from",
+    "source",
+    "src",
+    "target",
+    "dst",
+    "destination",
+    "readonly",
+    "ro",
+    "readwrite",
+    "rw",
+    "required",
+    "size",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "env",
+]
+
+
+class MountError(ValueError):
+    """A malformed mount, worded as BuildKit words it."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str = "bind"
+    source_stage: str | None = None
+    source: str | None = None
+    target: str | None = None
+    id: str | None = None
+    env: str | None = None
+
+    @property
+    def secret_id(self) -> str | None:
+        """BuildKit: the id is `source`, else `id`, else the target's base name."""
+        if self.type != "secret":
+            return None
+        return self.source or self.id or posixpath.basename(self.target or "")
+
+    @property
+    def ssh_id(self) -> str | None:
+        return (self.id or "default") if self.type == "ssh" else None
+
+    @property
+    def reads_context(self) -> bool:
+        return self.type == "bind" and not self.source_stage
+
+
+def parse_mount(text: str, expand: Callable[[str], str] | None = None) -> Mount:
+    try:
+        (fields,) = list(csv.reader([text]))
+    except (csv.Error, ValueError) as exc:
+        raise MountError(f"failed to parse csv mounts: {exc}") from None
+    values: dict[str, str] = {}
+    for field in fields:
+        key, has_value, value = field.partition("=")
+        key = key.lower()
+        if not has_value:
+            continue
+        if key not in _KEYS:
+            raise MountError(f"unexpected key '{key}' in '{field}'")
+        if key == "from":
+            dollar = value.find("$")
+            if dollar not in (-1, len(value) - 1):
+                raise MountError(
+                    "'from' doesn't support variable expansion, define alias stage instead"
+                )
+        elif expand is not None:
+            value = expand(value)
+        values[_canonical(key)] = value
+    return _mount(values)
+
+
+def _canonical(key: str) -> str:
+    return {"src": "source", "dst": "target", "destination": "target"}.get(key, key)
+
+
+def _mount(values: dict[str, str]) -> Mount:
+    kind = values.get("type", "bind").lower()
+    if kind not in MOUNT_TYPES:
+        raise MountError(f'unsupported mount type "{values["type"]}"')
+    mount = Mount(
+        type=kind,
+        source_stage=values.get("from") or None,
+        source=values.get("source"),
+        target=values.get("target"),
+        id=values.get("id"),
+        env=values.get("env"),
+    )
+    if kind == "secret":
+        if mount.source_stage:
+            raise MountError("secret mount should not have a from")
+        if not (mount.source or mount.target or mount.id):
+            raise MountError("invalid secret mount. one of source, target required")
+        if mount.source and mount.id:
+            raise MountError("both source and id can't be set")
+    return mount
