@@ -7,12 +7,15 @@ Exit codes: 0 ok, 1 a stage failed, 2 bad input (Dockerfile, config, flags), 3 n
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import anyio
 
 from pipeline import __version__
 from pipeline.ci import detect
@@ -24,12 +27,16 @@ from pipeline.config import (
     parse_publish,
     parse_secret,
 )
+from pipeline.context import BuildContext, IgnoreRules
+from pipeline.credentials import Credentials
 from pipeline.errors import ToolError, UsageError
-from pipeline.graph import select
+from pipeline.graph import Graph, select
 from pipeline.parse import parse_dockerfile
+from pipeline.plan import Plan, make_plan
+from pipeline.registry import RegistryClient
 from pipeline.render import dumps, plan_json, plan_table
 from pipeline.settings import Options, Settings, resolve_settings
-from pipeline.stages import Dockerfile, build_stages
+from pipeline.stages import Dockerfile, build_stages, native_platform
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
     _add_common(plan)
     plan.add_argument("--json", action="store_true", help="print one JSON object (see docs)")
+    plan.add_argument(
+        "--offline",
+        action="store_true",
+        help="ask no registry: images stay unpinned and the cache unknown",
+    )
     plan.set_defaults(handler=_plan)
     return parser
 
@@ -169,11 +181,39 @@ def _load(settings: Settings) -> Dockerfile:
     return dockerfile
 
 
+def _registry(settings: Settings) -> RegistryClient:
+    insecure = os.environ.get("DAGGER_STAGES_INSECURE_REGISTRIES", "")
+    return RegistryClient(
+        credentials=Credentials(sources=settings.ci.credentials),
+        insecure=[host.strip() for host in insecure.split(",") if host.strip()],
+        retries=2,
+        backoff=0.25,
+    )
+
+
+async def _make_plan(settings: Settings, graph: Graph, *, offline: bool) -> Plan:
+    context = Path(settings.context)
+    build_context = BuildContext(context, IgnoreRules.load(context, Path(settings.dockerfile)))
+    options = {
+        "cache_repo": settings.cache_repo,
+        "build_args": settings.build_args,
+        "platform": settings.platform or native_platform(),
+        "context": build_context,
+    }
+    if offline:
+        return await make_plan(graph, client=None, **options)  # type: ignore[arg-type]
+    async with _registry(settings) as client:
+        return await make_plan(graph, client=client, **options)  # type: ignore[arg-type]
+
+
 def _plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     graph = select(_load(settings), settings.targets)
+    plan = anyio.run(functools.partial(_make_plan, settings, graph, offline=args.offline))
+    for message in plan.warnings:
+        print(f"dagger-stages: warning: {message}", file=sys.stderr)
     if args.json:
-        print(dumps(plan_json(graph, settings)))
+        print(dumps(plan_json(plan, settings)))
     else:
-        print(plan_table(graph, settings))
+        print(plan_table(plan))
     return 0

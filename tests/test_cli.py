@@ -35,7 +35,7 @@ def test_plan_json_contract(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(PHP)
-    assert main(["plan", "--target", "test", "--json"]) == 0
+    assert main(["plan", "--target", "test", "--json", "--offline"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["dockerfile"] == "Dockerfile"
     assert document["context"] == "."
@@ -49,6 +49,7 @@ def test_plan_json_contract(
         ["test"],
     ]
     first, app = document["stages"][0], document["stages"][3]
+    assert len(first.pop("key")) == 64
     assert first == {
         "name": "composer-build",
         "index": 0,
@@ -60,26 +61,58 @@ def test_plan_json_contract(
         "images": [],
         "needed": True,
         "wave": 0,
+        "cache_ref": None,
+        "cache": None,
+        "action": "build",
+        "unpinned": ["composer:2"],
     }
     assert app["base"] == "php-extensions-build"
     assert app["base_stage"] == "php-extensions-build"
     assert app["depends_on"] == ["composer-build", "npm-build", "php-extensions-build"]
     release = document["stages"][4]
-    assert (release["needed"], release["wave"]) == (False, None)
+    assert (release["needed"], release["wave"], release["key"], release["action"]) == (
+        False,
+        None,
+        None,
+        None,
+    )
 
 
 def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(
-            ["plan", "--context", str(PHP), "--target", "release", "--build-arg", "NODE_VERSION=22"]
+            [
+                "plan",
+                "--offline",
+                "--context",
+                str(PHP),
+                "--target",
+                "release",
+                "--build-arg",
+                "NODE_VERSION=22",
+            ]
         )
         == 0
     )
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["STAGE", "INDEX", "BASE", "DEPENDS", "ON", "NEEDED", "WAVE"]
-    assert lines[2].split() == ["npm-build", "1", "node:22-alpine", "-", "yes", "0"]
-    assert "5 of 9 stages needed for release, in 3 waves" in out
+    assert lines[0].split() == [
+        "STAGE",
+        "INDEX",
+        "BASE",
+        "DEPENDS",
+        "ON",
+        "WAVE",
+        "KEY",
+        "CACHE",
+        "ACTION",
+    ]
+    cells = lines[2].split()
+    assert cells[:5] == ["npm-build", "1", "node:22-alpine", "-", "0"]
+    assert len(cells[5]) == 12
+    assert cells[6:] == ["-", "build"]
+    assert lines[6].split()[-2:] == ["not", "needed"]
+    assert "5 of 9 stages needed for release, in 3 waves: 5 to build, 0 to restore" in out
 
 
 def test_config_file_and_cli_precedence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,6 +126,7 @@ def test_config_file_and_cli_precedence(tmp_path: Path, capsys: pytest.CaptureFi
     )
     args = [
         "plan",
+        "--offline",
         "--config",
         str(tmp_path / "ci.yaml"),
         "--json",
@@ -121,7 +155,7 @@ def test_ci_default_cache_repo(
     monkeypatch.setenv("GITHUB_REF_TYPE", "branch")
     monkeypatch.setenv("GITHUB_REF_NAME", "feature/x")
     monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
-    assert main(["plan", "--context", str(PHP), "--json"]) == 0
+    assert main(["plan", "--context", str(PHP), "--json", "--offline"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["cache_repo"] == "ghcr.io/acme/shop/cache"
     assert document["ci"]["provider"] == "github"
@@ -132,7 +166,7 @@ def test_duplicate_stage_warning_goes_to_stderr(
     chdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (chdir / "Dockerfile").write_text("FROM a AS x\nFROM b AS x\n")
-    assert main(["plan", "--json"]) == 0
+    assert main(["plan", "--json", "--offline"]) == 0
     captured = capsys.readouterr()
     assert (
         captured.err
@@ -230,7 +264,7 @@ PROBE = """
 import runpy, sys
 script = sys.argv[1]
 sys.path.insert(0, str(__import__("pathlib").Path(script).parent))
-sys.argv = [script, "plan", "--json"]
+sys.argv = [script, "plan", "--json", "--offline"]
 try:
     runpy.run_path(script, run_name="__main__")
 except SystemExit as exit:

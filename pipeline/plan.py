@@ -1,0 +1,145 @@
+"""The whole plan for a build: keys, cache refs, what the registry holds, and what to do.
+
+This is the one step that talks to a registry before a build: it resolves external images to
+digests (they are key inputs), then HEADs every needed stage's cache ref at once. A registry
+that cannot be reached is not an error: images stay unpinned, the cache is `unknown`, and
+everything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from pipeline.forecast import Cache, Forecast, cache_tag, decide
+from pipeline.keys import StageKey, compute_keys, external_images
+from pipeline.reference import Reference
+from pipeline.registry import RegistryError
+from pipeline.rewrite import rewrite
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pipeline.context import BuildContext
+    from pipeline.graph import Graph
+    from pipeline.registry import RegistryClient
+    from pipeline.stages import Platform, Stage
+
+__all__ = ["Plan", "make_plan"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    graph: Graph
+    cache_repo: str | None
+    keys: Mapping[int, StageKey]
+    refs: Mapping[int, str]
+    forecasts: Mapping[int, Forecast]
+    warnings: tuple[str, ...]
+
+    def stage(self, index: int) -> Stage:
+        return self.graph.stages[index]
+
+    def indices(self, action: str) -> tuple[int, ...]:
+        return tuple(i for i in sorted(self.forecasts) if self.forecasts[i].action == action)
+
+    def restored(self) -> dict[int, str]:
+        """Restored stages, each pinned by digest: `<cache_repo>@sha256:…`."""
+        assert self.cache_repo is not None or not self.indices("restore")
+        return {
+            index: f"{self.cache_repo}@{self.forecasts[index].digest}"
+            for index in self.indices("restore")
+        }
+
+    def rewritten(self) -> str:
+        return rewrite(self.graph.dockerfile, self.restored())
+
+
+async def make_plan(
+    graph: Graph,
+    *,
+    cache_repo: str | None,
+    build_args: Mapping[str, str],
+    platform: Platform,
+    context: BuildContext,
+    client: RegistryClient | None,
+    no_cache: bool = False,
+) -> Plan:
+    """`client` None means offline: no image is pinned and the cache is not asked."""
+    warnings: list[str] = []
+    dockerfile = graph.dockerfile
+    images = external_images(dockerfile, graph.needed)
+    digests = await _resolve(client, images, warnings) if client else dict.fromkeys(images)
+    keys = compute_keys(
+        dockerfile,
+        graph.needed,
+        build_args=build_args,
+        platform=platform,
+        image_digests=digests,
+        context=context,
+    )
+    refs: dict[int, str] = {}
+    if cache_repo is not None:
+        refs = {i: f"{cache_repo}:{cache_tag(graph.stages[i], keys[i].key)}" for i in graph.needed}
+    cache: dict[int, Cache] = {}
+    found: dict[int, str] = {}
+    if refs and client is not None:
+        cache, found = await _probe(client, refs, warnings)
+    elif refs:
+        cache = dict.fromkeys(refs, "unknown")
+    return Plan(
+        graph=graph,
+        cache_repo=cache_repo,
+        keys=keys,
+        refs=refs,
+        forecasts=decide(graph, cache, found, no_cache=no_cache),
+        warnings=tuple(warnings),
+    )
+
+
+async def _resolve(
+    client: RegistryClient, images: tuple[str, ...], warnings: list[str]
+) -> dict[str, str | None]:
+    digests: dict[str, str | None] = dict.fromkeys(images)
+
+    async def one(image: str) -> None:
+        try:
+            digests[image] = await client.resolve(Reference.parse(image))
+        except ValueError as exc:
+            warnings.append(f"image {image}: {exc}; its key uses the reference unpinned")
+        except RegistryError as exc:
+            warnings.append(f"image {image}: {exc.message}; its key uses the tag, unpinned")
+
+    async with anyio.create_task_group() as group:
+        for image in images:
+            group.start_soon(one, image)
+    return digests
+
+
+async def _probe(
+    client: RegistryClient, refs: Mapping[int, str], warnings: list[str]
+) -> tuple[dict[int, Cache], dict[int, str]]:
+    """One HEAD per needed stage, all at once."""
+    cache: dict[int, Cache] = {}
+    found: dict[int, str] = {}
+    failures: list[str] = []
+
+    async def one(index: int, ref: str) -> None:
+        try:
+            info = await client.head_manifest(Reference.parse(ref))
+        except RegistryError as exc:
+            cache[index] = "unknown"
+            failures.append(exc.message)
+            return
+        cache[index] = "hit" if info is not None else "miss"
+        if info is not None:
+            found[index] = info.digest
+
+    async with anyio.create_task_group() as group:
+        for index, ref in refs.items():
+            group.start_soon(one, index, ref)
+    if failures:
+        warnings.append(f"cache unknown, the registry could not be asked: {failures[0]}")
+    return cache, found
