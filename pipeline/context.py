@@ -31,6 +31,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pipeline.errors import UsageError
+from pipeline.gostrings import go_quote
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -50,7 +51,6 @@ _GO_SPACE = " \t\n\v\f\r\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
 # fsutil's patternChars: an exception containing one of these may re-include anything.
 _PATTERN_CHARS = frozenset("*[]?^\\")
 _KINDS: dict[int, Kind] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
-_QUOTE_ESCAPES = {"\a": "a", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v"}
 
 
 class ContextError(UsageError):
@@ -61,28 +61,8 @@ class ContextError(UsageError):
     """
 
 
-def _go_quote(text: str) -> str:
-    """Go's %q, so a not-found path reads as BuildKit prints it."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch in _QUOTE_ESCAPES:
-            out.append("\\" + _QUOTE_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
-
-
 def _not_found(path: str) -> ContextError:
-    return ContextError(f"{_go_quote('/' + path)}: not found")
+    return ContextError(f"{go_quote('/' + path)}: not found")
 
 
 def _go_clean(path: str) -> str:
@@ -480,7 +460,7 @@ def _exclude_rules(excludes: Sequence[str]) -> IgnoreRules:
     try:
         return IgnoreRules(_new_patterns(excludes))
     except _Invalid as exc:
-        pattern = _go_quote(excludes[exc.index])
+        pattern = go_quote(excludes[exc.index])
         raise ContextError(f"invalid --exclude pattern {pattern}: {exc.reason}") from None
 
 
@@ -681,7 +661,7 @@ class BuildContext:
             try:
                 digest = _hash_file(self._abs(rel), size)
             except OSError as exc:
-                raise ContextError(f"cannot read {_go_quote('/' + rel)}: {exc.strerror}") from None
+                raise ContextError(f"cannot read {go_quote('/' + rel)}: {exc.strerror}") from None
             self._hashes[rel] = digest
         return digest
 
@@ -691,7 +671,7 @@ class BuildContext:
             try:
                 target = os.fsencode(os.readlink(self._abs(rel)))
             except OSError as exc:
-                raise ContextError(f"cannot read {_go_quote('/' + rel)}: {exc.strerror}") from None
+                raise ContextError(f"cannot read {go_quote('/' + rel)}: {exc.strerror}") from None
             digest = self._hashes[rel] = "sha256:" + hashlib.sha256(target).hexdigest()
         return digest
 
@@ -727,7 +707,7 @@ class BuildContext:
                 return None
             links += 1
             if links > _MAX_LINKS:
-                raise ContextError(f"{_go_quote('/' + rel)}: too many links")
+                raise ContextError(f"{go_quote('/' + rel)}: too many links")
             target = os.readlink(self._abs(current))
             done.pop()
             if target.startswith("/"):
@@ -797,7 +777,7 @@ class BuildContext:
                     executable = kind == "file" and bool(st.st_mode & stat.S_IXUSR)
                     found.append(_Node(path, kind, executable, st.st_size, ignored, child))
         except OSError as exc:
-            raise ContextError(f"cannot list {_go_quote('/' + rel)}: {exc.strerror}") from None
+            raise ContextError(f"cannot list {go_quote('/' + rel)}: {exc.strerror}") from None
         nodes = self._listings[rel] = tuple(found)
         return nodes
 

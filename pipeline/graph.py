@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from pipeline.stages import Dockerfile, Stage
 
-__all__ = ["Graph", "resolve_targets", "select"]
+__all__ = ["Graph", "closure", "resolve_targets", "select"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _unknown_target(dockerfile: Dockerfile, name: str) -> str:
 
 def select(dockerfile: Dockerfile, target_names: Sequence[str]) -> Graph:
     targets = resolve_targets(dockerfile, target_names)
-    needed = _closure(dockerfile.stages, [t.index for t in targets])
+    needed = closure(dockerfile.stages, [t.index for t in targets])
     return Graph(
         dockerfile=dockerfile,
         targets=targets,
@@ -68,7 +68,8 @@ def select(dockerfile: Dockerfile, target_names: Sequence[str]) -> Graph:
     )
 
 
-def _closure(stages: Sequence[Stage], roots: Sequence[int]) -> frozenset[int]:
+def closure(stages: Sequence[Stage], roots: Iterable[int]) -> frozenset[int]:
+    """The given stages and every stage they depend on, transitively."""
     needed: set[int] = set()
     pending = list(roots)
     while pending:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.context import ContextError
 from pipeline.errors import UsageError
+from pipeline.graph import closure
 from pipeline.lex import ExpansionError, expand
 from pipeline.mounts import MountError, parse_mount
 from pipeline.stages import arg_declarations
@@ -68,20 +69,9 @@ def compute_keys(
 ) -> dict[int, StageKey]:
     """Keys of the given stages and of every stage they depend on, in file order."""
     builder = _KeyBuilder(dockerfile, build_args, platform, image_digests, context)
-    for index in sorted(_closure(dockerfile, stages)):
+    for index in sorted(closure(dockerfile.stages, stages)):
         builder.add(dockerfile.stages[index])
     return builder.keys
-
-
-def _closure(dockerfile: Dockerfile, roots: Iterable[int]) -> set[int]:
-    found: set[int] = set()
-    pending = list(roots)
-    while pending:
-        index = pending.pop()
-        if index not in found:
-            found.add(index)
-            pending.extend(dockerfile.stages[index].depends_on)
-    return found
 
 
 class _KeyBuilder:

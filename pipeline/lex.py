@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.gostrings import go_quote
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -26,17 +28,6 @@ _ESCAPE_TOKENS = ("\\", "`")
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _MISSING_BRACE = "syntax error: missing '}'"
 _MISSING_SLASH = "syntax error: missing '/' in ${}"
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    '"': '\\"',
-    "\\": "\\\\",
-}
 
 
 class ExpansionError(ValueError):
@@ -47,7 +38,7 @@ class ExpansionError(ValueError):
     """
 
     def __init__(self, word: str, reason: str) -> None:
-        super().__init__(f"failed to process {_go_quote(word)}: {reason}")
+        super().__init__(f"failed to process {go_quote(word)}: {reason}")
         self.word = word
         self.reason = reason
 
@@ -390,21 +381,3 @@ def _template_reference(text: str) -> tuple[str, str] | None:
     if body[end : end + 1] != "}":
         return None
     return body[:end], body[end + 1 :]
-
-
-def _go_quote(text: str) -> str:
-    """Go's %q, so messages quote the word the way BuildKit prints it."""
-    return '"' + "".join(map(_go_quote_char, text)) + '"'
-
-
-def _go_quote_char(ch: str) -> str:
-    if ch in _GO_ESCAPES:
-        return _GO_ESCAPES[ch]
-    if ch.isprintable():
-        return ch
-    code = ord(ch)
-    if code < 0x20 or code == 0x7F:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"

@@ -8,6 +8,7 @@ per-instruction flags and argument counts, and ONBUILD triggers re-parsed as ins
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,15 +212,7 @@ def _onbuild_trigger(node: _buildkit.Command, path: str, escape: str) -> Instruc
     except (_buildkit.GoParseError, ValueError) as exc:
         raise UsageError(f"ONBUILD: {exc}", path=path, line=node.start_line) from None
     trigger = _instruction(inner, path, escape)
-    return Instruction(
-        cmd=trigger.cmd,
-        args=trigger.args,
-        flags=trigger.flags,
-        line=node.start_line,
-        end_line=node.end_line,
-        original=trigger.original,
-        json=trigger.json,
-    )
+    return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line)
 
 
 def _unknown_instruction(keyword: str) -> str:

@@ -7,6 +7,7 @@ built-in platform ARGs. A stage depends on an earlier stage through `FROM <name>
 
 from __future__ import annotations
 
+import dataclasses
 import platform as _platform
 import re
 from dataclasses import dataclass, field
@@ -398,17 +399,7 @@ def _with_onbuild(
     extra = [e for t in triggers for e in instruction_edges(t, raw, path, onbuild=True)]
     if not extra:
         return stage
-    return Stage(
-        index=stage.index,
-        declared_name=stage.declared_name,
-        line=stage.line,
-        base=stage.base,
-        base_stage=stage.base_stage,
-        platform=stage.platform,
-        instructions=stage.instructions,
-        edges=stage.edges + tuple(extra),
-        from_args=stage.from_args,
-    )
+    return dataclasses.replace(stage, edges=stage.edges + tuple(extra))
 
 
 def _check_circular(dockerfile: Dockerfile) -> None:
