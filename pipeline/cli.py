@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline import __version__
+from pipeline.build import BuildOptions, plan_for, run_build
 from pipeline.ci import detect
 from pipeline.config import (
     Config,
@@ -27,16 +28,12 @@ from pipeline.config import (
     parse_publish,
     parse_secret,
 )
-from pipeline.context import BuildContext, IgnoreRules
-from pipeline.credentials import Credentials
 from pipeline.errors import ToolError, UsageError
-from pipeline.graph import Graph, select
+from pipeline.graph import select
 from pipeline.parse import parse_dockerfile
-from pipeline.plan import Plan, make_plan
-from pipeline.registry import RegistryClient
 from pipeline.render import dumps, plan_json, plan_table
 from pipeline.settings import Options, Settings, resolve_settings
-from pipeline.stages import Dockerfile, build_stages, native_platform
+from pipeline.stages import Dockerfile, build_stages
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,13 +55,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ToolError as exc:
-        print(f"dagger-stages: {exc}" if exc.location is None else str(exc), file=sys.stderr)
-        return exc.exit_code
+        return _report(exc)
+    except BaseExceptionGroup as group:
+        first = _first_tool_error(group)
+        return _crash() if first is None else _report(first)
     except KeyboardInterrupt:
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         return _crash()
+
+
+def _report(exc: ToolError) -> int:
+    print(f"dagger-stages: {exc}" if exc.location is None else str(exc), file=sys.stderr)
+    return exc.exit_code
+
+
+def _first_tool_error(group: BaseExceptionGroup[BaseException]) -> ToolError | None:
+    """Task groups wrap errors; a group made only of our errors is reported as its first."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    if leaves and all(isinstance(leaf, ToolError) for leaf in leaves):
+        first = leaves[0]
+        assert isinstance(first, ToolError)
+        return first
+    return None
 
 
 def _crash() -> int:
@@ -92,7 +115,32 @@ def _parser() -> argparse.ArgumentParser:
         help="ask no registry: images stay unpinned and the cache unknown",
     )
     plan.set_defaults(handler=_plan)
+
+    build = commands.add_parser("build", help="build the needed stages, cached per stage")
+    _add_common(build)
+    build.add_argument(
+        "--jobs", type=_positive, default=8, metavar="N", help="stages built at once (default: 8)"
+    )
+    build.add_argument(
+        "--fail-fast", action="store_true", help="stop everything when a stage fails"
+    )
+    build.add_argument(
+        "--no-cache", action="store_true", help="restore nothing: build every needed stage"
+    )
+    build.add_argument(
+        "--no-push-cache", action="store_true", help="push no stage image to the cache repo"
+    )
+    build.add_argument("--docker", metavar="PATH", help="the docker CLI for --engine docker")
+    build.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    build.set_defaults(handler=_build)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -181,35 +229,10 @@ def _load(settings: Settings) -> Dockerfile:
     return dockerfile
 
 
-def _registry(settings: Settings) -> RegistryClient:
-    insecure = os.environ.get("DAGGER_STAGES_INSECURE_REGISTRIES", "")
-    return RegistryClient(
-        credentials=Credentials(sources=settings.ci.credentials),
-        insecure=[host.strip() for host in insecure.split(",") if host.strip()],
-        retries=2,
-        backoff=0.25,
-    )
-
-
-async def _make_plan(settings: Settings, graph: Graph, *, offline: bool) -> Plan:
-    context = Path(settings.context)
-    build_context = BuildContext(context, IgnoreRules.load(context, Path(settings.dockerfile)))
-    options = {
-        "cache_repo": settings.cache_repo,
-        "build_args": settings.build_args,
-        "platform": settings.platform or native_platform(),
-        "context": build_context,
-    }
-    if offline:
-        return await make_plan(graph, client=None, **options)  # type: ignore[arg-type]
-    async with _registry(settings) as client:
-        return await make_plan(graph, client=client, **options)  # type: ignore[arg-type]
-
-
 def _plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     graph = select(_load(settings), settings.targets)
-    plan = anyio.run(functools.partial(_make_plan, settings, graph, offline=args.offline))
+    plan = anyio.run(functools.partial(plan_for, settings, graph, offline=args.offline))
     for message in plan.warnings:
         print(f"dagger-stages: warning: {message}", file=sys.stderr)
     if args.json:
@@ -217,3 +240,17 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         print(plan_table(plan))
     return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    graph = select(_load(settings), settings.targets)
+    options = BuildOptions(
+        jobs=args.jobs,
+        fail_fast=args.fail_fast,
+        no_cache=args.no_cache,
+        push_cache=not args.no_push_cache,
+        docker=args.docker,
+        report=args.report,
+    )
+    return int(anyio.run(run_build, settings, graph, options))

@@ -44,7 +44,13 @@ class UsageError(ToolError):
 
 
 class StageFailed(ToolError):
+    """A stage's build failed; `tail` is the end of its log, for the report."""
+
     exit_code = 1
+
+    def __init__(self, message: str, *, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
 
 
 class EngineUnavailable(ToolError):

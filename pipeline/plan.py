@@ -53,8 +53,8 @@ class Plan:
             for index in self.indices("restore")
         }
 
-    def rewritten(self) -> str:
-        return rewrite(self.graph.dockerfile, self.restored())
+    def rewritten(self, *, name_unnamed: bool = False) -> str:
+        return rewrite(self.graph.dockerfile, self.restored(), name_unnamed=name_unnamed)
 
 
 async def make_plan(

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from pipeline.stages import Dockerfile, Stage
 
-__all__ = ["restorable", "rewrite"]
+__all__ = ["build_targets", "restorable", "rewrite"]
 
 
 def restorable(stage: Stage) -> bool:
@@ -27,17 +27,46 @@ def restorable(stage: Stage) -> bool:
     return not any(instruction.cmd == "ONBUILD" for instruction in stage.instructions)
 
 
-def rewrite(dockerfile: Dockerfile, restored: Mapping[int, str]) -> str:
-    """`restored` maps a stage index to its pinned image, `<cache_repo>@sha256:…`."""
+def build_targets(dockerfile: Dockerfile) -> dict[int, str]:
+    """A target name for every stage; unnamed ones get a name no stage uses, for `--target`."""
+    taken = {stage.declared_name for stage in dockerfile.stages}
+    names: dict[int, str] = {}
+    for stage in dockerfile.stages:
+        name = stage.declared_name
+        if name is None:
+            name = f"dagger-stages-{stage.index}"
+            while name in taken:
+                name += "-"
+        names[stage.index] = name
+    return names
+
+
+def rewrite(
+    dockerfile: Dockerfile, restored: Mapping[int, str], *, name_unnamed: bool = False
+) -> str:
+    """`restored` maps a stage index to its pinned image, `<cache_repo>@sha256:…`.
+
+    With `name_unnamed`, unnamed stages get their `build_targets` name so that they can be
+    built as targets; BuildKit still addresses them by index too.
+    """
     lines = dockerfile.parsed.lines
     stages = dockerfile.stages
+    targets = build_targets(dockerfile)
     out = list(lines[: stages[0].line - 1])
     for stage in stages:
         end = stages[stage.index + 1].line - 1 if stage.index + 1 < len(stages) else len(lines)
+        named = stage.declared_name is not None or name_unnamed
+        name = f" AS {targets[stage.index]}" if named else ""
         if stage.index not in restored:
-            out.extend(lines[stage.line - 1 : end])
+            head = stage.instructions[0]
+            if stage.declared_name is None and name_unnamed:
+                platform = head.flag("platform")
+                flag = f"--platform={platform} " if platform else ""
+                out.append(f"FROM {flag}{head.args[0]}{name}")
+                out.extend(lines[head.end_line : end])
+            else:
+                out.extend(lines[stage.line - 1 : end])
             continue
-        name = f" AS {stage.declared_name}" if stage.declared_name is not None else ""
         out.append(f"FROM {restored[stage.index]}{name}")
         for instruction in stage.instructions[1:]:
             if instruction.cmd == "ARG":

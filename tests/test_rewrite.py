@@ -131,3 +131,26 @@ def test_cache_tag(text: str, tag: str) -> None:
     result = cache_tag(stage, "0123456789abcdef" * 4)
     assert result == tag
     assert len(result) <= 128
+
+
+def test_unnamed_stages_can_be_named_for_targets() -> None:
+    df = build_stages(
+        parse_text(
+            "ARG P=linux/amd64\n"
+            "FROM --platform=$P \\\n    busybox\n"
+            "RUN true\n"
+            "FROM busybox AS dagger-stages-1\n"
+            "FROM busybox\n"
+            "COPY --from=0 /a /a\n"
+        )
+    )
+    text = rewrite(df, {}, name_unnamed=True)
+    again = build_stages(parse_text(text))
+    assert [s.name for s in again.stages] == [
+        "dagger-stages-0",
+        "dagger-stages-1",
+        "dagger-stages-2",
+    ]
+    assert again.stages[0].platform == "linux/amd64"
+    assert again.stages[2].depends_on == (0,)
+    assert "RUN true" in text

@@ -1,0 +1,81 @@
+"""The small protocol every executor speaks; executors know nothing of CI or of the cache.
+
+The orchestrator opens one session per run with everything the stages share, then asks it to
+build stages (several at once) and to push built images. An executor raises
+`errors.StageFailed` for a stage that failed and `errors.EngineUnavailable` (exit 3) when it
+cannot build at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
+
+    from pipeline.config import SecretSpec
+
+__all__ = [
+    "BuildSpec",
+    "Executor",
+    "Image",
+    "RegistryLogin",
+    "Session",
+    "StageJob",
+]
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials an executor hands to its engine for pushing; the password is a secret."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What every stage of one run shares."""
+
+    context: Path
+    dockerfile: str  # the rewritten Dockerfile's text
+    ignore_file: str | None  # the effective .dockerignore text, kept beside the Dockerfile
+    build_args: Mapping[str, str]
+    secrets: tuple[SecretSpec, ...]
+    platform: str | None
+    logins: tuple[RegistryLogin, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageJob:
+    index: int
+    name: str  # as reports show it
+    target: str  # the name to pass as the build target (unnamed stages get one in the rewrite)
+    key: str
+    tag: str  # where the built image goes: the cache ref, or a local name without a cache repo
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built stage, as the executor needs it to push or run it later."""
+
+    job: StageJob
+    handle: object = field(default=None, repr=False)
+
+
+class Session(Protocol):
+    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image: ...
+
+    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+        """Push the image under `ref`; returns the pushed manifest's digest."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def session(self, spec: BuildSpec) -> AbstractAsyncContextManager[Session]: ...

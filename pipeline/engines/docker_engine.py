@@ -1,0 +1,284 @@
+"""The Docker executor: the local BuildKit through the docker CLI, for hosts without Dagger.
+
+`docker buildx build` where buildx exists, else `DOCKER_BUILDKIT=1 docker build` for a CLI
+older than 23 whose built-in BuildKit still works. A newer CLI without buildx refuses BuildKit,
+which is an exit 3 naming the binary and the fix. Each stage is built with `--target`, the
+rewritten Dockerfile and `BUILDKIT_INLINE_CACHE=1`, so its image carries its layer cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from pipeline.engines.base import Image
+from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+    from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob
+
+__all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
+
+TAIL_LINES = 30
+_PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_FIX = (
+    "install it (Debian: docker-buildx), or choose a CLI that can build with --docker PATH "
+    "or DAGGER_STAGES_DOCKER"
+)
+
+
+@dataclass(frozen=True)
+class DockerCLI:
+    path: str
+    version: str
+    buildx: bool
+
+    def build_command(self) -> list[str]:
+        return [self.path, "buildx", "build", "--load"] if self.buildx else [self.path, "build"]
+
+
+async def _run(
+    command: Sequence[str], env: Mapping[str, str], stdin: bytes | None = None
+) -> tuple[int, str]:
+    try:
+        result = await anyio.run_process(
+            list(command), input=stdin, env=dict(env), check=False, stderr=subprocess.STDOUT
+        )
+    except OSError as exc:
+        return 127, exc.strerror or str(exc)
+    return result.returncode, result.stdout.decode(errors="replace")
+
+
+async def find_docker(explicit: str | None, env: Mapping[str, str]) -> DockerCLI:
+    """The docker CLI to build with, checked to build with BuildKit and to reach its daemon."""
+    path = (
+        explicit or env.get("DAGGER_STAGES_DOCKER") or shutil.which("docker", path=env.get("PATH"))
+    )
+    if path is None:
+        raise EngineUnavailable("no docker CLI on PATH; install Docker, or use --engine dagger")
+    code, version = await _run([path, "version", "--format", "{{.Client.Version}}"], env)
+    version = version.strip().splitlines()[0] if version.strip() else "unknown"
+    if code == 127:
+        raise EngineUnavailable(f"{path}: cannot run the docker CLI: {version}")
+    buildx, _ = await _run([path, "buildx", "version"], env)
+    cli = DockerCLI(path, version, buildx == 0)
+    if not cli.buildx and _major(version) >= 23:
+        others = await _builders_on_path(path, env)
+        hint = f" ({', '.join(others)} can)" if others else ""
+        raise EngineUnavailable(
+            f"{path} (docker {version}) refuses to build with BuildKit without the buildx "
+            f"plugin; {_FIX}{hint}"
+        )
+    code, output = await _run([path, "version", "--format", "{{.Server.Version}}"], env)
+    if code != 0:
+        host = env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise EngineUnavailable(
+            f"{path}: cannot reach the Docker daemon at {host}: {_last_line(output)}"
+        )
+    return cli
+
+
+async def _builders_on_path(refused: str, env: Mapping[str, str]) -> list[str]:
+    """Other docker CLIs on PATH old enough to build with their built-in BuildKit."""
+    found = []
+    for candidate in _docker_binaries(refused, env.get("PATH", "")):
+        _, version = await _run([candidate, "version", "--format", "{{.Client.Version}}"], env)
+        if version.strip() and _major(version) < 23:
+            found.append(candidate)
+    return found
+
+
+def _docker_binaries(refused: str, path: str) -> list[str]:
+    seen = {os.path.realpath(refused)}
+    found = []
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder, "docker")
+        real = os.path.realpath(candidate)
+        if real not in seen and os.access(candidate, os.X_OK):
+            seen.add(real)
+            found.append(candidate)
+    return found
+
+
+def _major(version: str) -> int:
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else 0
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no answer"
+
+
+class DockerExecutor:
+    name = "docker"
+
+    def __init__(self, docker: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self._docker = docker
+        self._env = dict(os.environ if env is None else env)
+
+    @contextlib.asynccontextmanager
+    async def session(self, spec: BuildSpec) -> AsyncIterator[DockerSession]:
+        cli = await find_docker(self._docker, self._env)
+        private = Path(tempfile.mkdtemp(prefix="dagger-stages-"))
+        try:
+            env = {**self._env, "DOCKER_BUILDKIT": "1"}
+            if spec.logins:
+                env["DOCKER_CONFIG"] = await _login(cli, spec.logins, private, env)
+            yield DockerSession(cli, spec, private, env)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+async def _login(
+    cli: DockerCLI, logins: Sequence[RegistryLogin], private: Path, env: Mapping[str, str]
+) -> str:
+    """Log in through a private copy of the user's Docker config, never touching theirs."""
+    config = _private_config(private, env)
+    for login in logins:
+        command = [cli.path, "--config", str(config), "login", "-u", login.username]
+        code, output = await _run(
+            [*command, "--password-stdin", login.host], env, stdin=login.password.encode()
+        )
+        if code != 0:
+            raise EngineUnavailable(f"docker login to {login.host} failed: {_last_line(output)}")
+    return str(config)
+
+
+def _build_error(tail: str, code: int) -> str:
+    """BuildKit's own last word on the failure, else the exit code."""
+    for line in reversed(tail.splitlines()):
+        text = line.strip()
+        if text.startswith(("ERROR:", "error:", "failed to", "executor failed")):
+            return text.removeprefix("ERROR: ").removeprefix("error: ")
+    return f"docker build exited with {code}"
+
+
+def _private_config(private: Path, env: Mapping[str, str]) -> Path:
+    config = private / "docker-config"
+    config.mkdir(mode=0o700)
+    source = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "~")).expanduser() / ".docker")
+    if (source / "config.json").is_file():
+        shutil.copyfile(source / "config.json", config / "config.json")
+    return config
+
+
+class DockerSession:
+    def __init__(self, cli: DockerCLI, spec: BuildSpec, private: Path, env: dict[str, str]):
+        self._cli = cli
+        self._spec = spec
+        self._env = env
+        self._dockerfile = private / "Dockerfile"
+        self._dockerfile.write_text(spec.dockerfile)
+        if spec.ignore_file is not None:
+            (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
+        self._secrets = _secret_flags(spec, private, env)
+
+    def _build_command(self, job: StageJob) -> list[str]:
+        spec = self._spec
+        command = [*self._cli.build_command(), "--progress=plain", "-f", str(self._dockerfile)]
+        command += ["--target", job.target, "-t", job.tag]
+        command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        for name, value in spec.build_args.items():
+            command += ["--build-arg", f"{name}={value}"]
+        command += self._secrets
+        if spec.platform:
+            command += ["--platform", spec.platform]
+        return [*command, str(spec.context)]
+
+    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
+        code, tail = await _stream(self._build_command(job), self._env, log)
+        if code != 0:
+            raise StageFailed(_build_error(tail, code), tail=tail)
+        return Image(job, handle=job.tag)
+
+    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+        if ref != image.job.tag:
+            code, output = await _run([self._cli.path, "tag", image.job.tag, ref], self._env)
+            if code != 0:
+                raise StageFailed(f"docker tag {ref}: {_last_line(output)}")
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            log(line)
+
+        code, tail = await _stream([self._cli.path, "push", ref], self._env, keep)
+        digests = [m.group(1) for line in lines if (m := _PUSH_DIGEST.search(line))]
+        if code != 0 or not digests:
+            raise StageFailed(f"docker push {ref} exited with {code}", tail=tail)
+        return digests[-1]
+
+
+def _secret_flags(spec: BuildSpec, private: Path, env: Mapping[str, str]) -> list[str]:
+    """`--secret id=…,src=…`; an env secret is copied to a 0600 file in the private dir."""
+    flags: list[str] = []
+    for secret in spec.secrets:
+        if secret.env is not None:
+            if secret.env not in env:
+                raise UsageError(
+                    f"secret {secret.id}: environment variable {secret.env} is not set"
+                )
+            path = private / f"secret-{len(flags)}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(env[secret.env])
+            source = str(path)
+        else:
+            source = str(secret.src)
+            if not Path(source).is_file():
+                raise UsageError(f"secret {secret.id}: file {source} not found")
+        flags += ["--secret", f"id={secret.id},src={source}"]
+    return flags
+
+
+async def _stream(
+    command: Sequence[str], env: Mapping[str, str], log: Callable[[str], None]
+) -> tuple[int, str]:
+    """Run to the end, passing each output line on; stopped (SIGTERM, then SIGKILL) if cancelled."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    process = await anyio.open_process(
+        list(command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        async for chunk in process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip("\r")
+                tail.append(line)
+                log(line)
+        if buffer:
+            tail.append(buffer.decode(errors="replace"))
+            log(tail[-1])
+        code = await process.wait()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+                with anyio.move_on_after(10):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            await process.aclose()
+    return code, "\n".join(tail)

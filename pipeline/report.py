@@ -1,0 +1,174 @@
+"""What a build shows while it runs and what it leaves behind.
+
+On a terminal, a live table with a row per stage; elsewhere, plain lines a CI log can read,
+each prefixed by its stage. `--report FILE` writes the JSON contract (docs/report-json.md).
+Every line that leaves through here has known secret values masked, as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from pipeline.runner import StageResult
+
+__all__ = ["LiveReporter", "Masker", "PlainReporter", "make_reporter", "report_json", "summary"]
+
+_DONE = ("built", "cached", "skipped", "failed", "cancelled")
+
+
+class Masker:
+    """Replaces secret values with `***` in anything printed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _describe(result: StageResult) -> str:
+    seconds = f" in {result.seconds:.1f}s" if result.seconds is not None else ""
+    if result.status == "cached":
+        return f"cached: restored from {result.cache_ref}"
+    if result.status == "built":
+        pushed = f", cache pushed to {result.cache_ref}" if result.digest else ""
+        return f"built{seconds}{pushed}"
+    if result.status in ("failed", "cancelled"):
+        return f"{result.status}{seconds}: {result.error}"
+    return result.status
+
+
+class PlainReporter:
+    """Lines for CI logs: `[stage] …`, and a status line whenever a stage changes state."""
+
+    def __init__(self, stream: TextIO, masker: Masker) -> None:
+        self._stream = stream
+        self._mask = masker
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            print(self._mask(text), file=self._stream, flush=True)
+
+    def update(self, result: StageResult) -> None:
+        if result.status == "running":
+            self._print(f"[{result.name}] building")
+        elif result.status in _DONE:
+            self._print(f"[{result.name}] {_describe(result)}")
+
+    def log(self, stage: str, line: str) -> None:
+        self._print(f"[{stage}] {line}")
+
+    def warning(self, message: str) -> None:
+        self._print(f"dagger-stages: warning: {message}")
+
+    def close(self) -> None:
+        return None
+
+
+class LiveReporter:
+    """A rich table that redraws in place, one row per stage, with its latest log line."""
+
+    def __init__(self, stream: TextIO, masker: Masker) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=stream)
+        self._mask = masker
+        self._rows: dict[str, StageResult] = {}
+        self._last: dict[str, str] = {}
+        self._live = Live(console=self._console, refresh_per_second=8, transient=False)
+        self._live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("stage", "status", "time", "last line"):
+            table.add_column(column, no_wrap=column != "last line", overflow="ellipsis")
+        now = time.monotonic()
+        for name, result in self._rows.items():
+            seconds = result.seconds
+            if seconds is None and result.started is not None:
+                seconds = now - result.started
+            table.add_row(
+                name,
+                result.status,
+                "" if seconds is None else f"{seconds:.1f}s",
+                self._mask(self._last.get(name, "")),
+            )
+        return table
+
+    def update(self, result: StageResult) -> None:
+        self._rows[result.name] = result
+        self._live.update(self._render())
+
+    def log(self, stage: str, line: str) -> None:
+        if line.strip():
+            self._last[stage] = line.strip()[:120]
+            self._live.update(self._render())
+
+    def warning(self, message: str) -> None:
+        self._console.print(f"[yellow]warning:[/] {self._mask(message)}", markup=True)
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+def make_reporter(masker: Masker, stream: TextIO | None = None) -> PlainReporter | LiveReporter:
+    stream = stream or sys.stderr
+    if stream.isatty():
+        return LiveReporter(stream, masker)
+    return PlainReporter(stream, masker)
+
+
+def summary(results: Mapping[int, StageResult], masker: Masker) -> str:
+    """The closing lines: each stage's outcome, and the log tail of each failure."""
+    lines = []
+    width = max((len(r.name) for r in results.values()), default=0)
+    for result in results.values():
+        lines.append(f"  {result.name.ljust(width)}  {_describe(result)}")
+    for result in results.values():
+        if result.status == "failed" and result.tail:
+            lines.append(f"--- {result.name}: last lines of its log ---")
+            lines.extend(line for line in result.tail.splitlines() if line.strip())
+    return masker("\n".join(lines))
+
+
+def report_json(
+    results: Mapping[int, StageResult],
+    *,
+    ok: bool,
+    engine: str,
+    targets: list[str],
+    cache_repo: str | None,
+    seconds: float,
+    masker: Masker,
+) -> dict[str, Any]:
+    return {
+        "ok": ok,
+        "engine": engine,
+        "targets": targets,
+        "cache_repo": cache_repo,
+        "seconds": round(seconds, 3),
+        "stages": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "key": r.key,
+                "cache_ref": r.cache_ref,
+                "digest": r.digest,
+                "seconds": None if r.seconds is None else round(r.seconds, 3),
+                "error": None if r.error is None else masker(r.error),
+            }
+            for r in results.values()
+        ],
+    }

@@ -1,0 +1,220 @@
+"""Run a plan on an executor: every missed stage at once, each cached the moment it is built.
+
+Engine-agnostic. All missed stages start together (bounded by `jobs`); the engine shares the
+work they have in common, so a stage several targets need is built once. A stage's cache image
+is pushed as soon as it is built, so a later failure never loses it. A failed stage cancels the
+stages that depend on it and lets independent ones finish, or, with `fail_fast`, everything.
+Expected failures become results; only bugs escape the task group.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import anyio
+
+from pipeline.engines.base import StageJob
+from pipeline.errors import StageFailed, ToolError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pipeline.engines.base import Image, Session
+    from pipeline.plan import Plan
+
+__all__ = [
+    "Reporter",
+    "RunOptions",
+    "StageResult",
+    "Status",
+    "execute",
+    "initial_results",
+    "jobs_for",
+]
+
+Status = Literal["pending", "running", "built", "cached", "skipped", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    index: int
+    name: str
+    status: Status
+    key: str | None
+    cache_ref: str | None
+    digest: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+    tail: str = ""
+    started: float | None = None
+
+
+class Reporter(Protocol):
+    def update(self, result: StageResult) -> None: ...
+
+    def log(self, stage: str, line: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 4
+    fail_fast: bool = False
+    push_cache: bool = True
+
+
+def jobs_for(
+    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, str]
+) -> dict[int, StageJob]:
+    """One job per stage to build; `tags` says where each built image goes."""
+    return {
+        index: StageJob(
+            index=index,
+            name=plan.stage(index).name,
+            target=build_targets[index],
+            key=plan.keys[index].key,
+            tag=tags[index],
+        )
+        for index in plan.indices("build")
+    }
+
+
+async def execute(
+    plan: Plan,
+    session: Session,
+    jobs: Mapping[int, StageJob],
+    options: RunOptions,
+    reporter: Reporter,
+) -> dict[int, StageResult]:
+    """Results for every needed stage, in index order."""
+    results = initial_results(plan)
+    for result in results.values():
+        reporter.update(result)
+    scopes = {index: anyio.CancelScope() for index in jobs}
+    done = {index: anyio.Event() for index in jobs}
+    limiter = anyio.CapacityLimiter(max(1, options.jobs))
+    dependents = _dependents(plan, set(jobs))
+    clock = time.monotonic
+
+    def finish(result: StageResult) -> None:
+        results[result.index] = result
+        reporter.update(result)
+
+    def cancel(indices: set[int], reason: str) -> None:
+        for index in indices:
+            if results[index].status in ("pending", "running"):
+                scopes[index].cancel()
+                finish(replace(results[index], status="cancelled", error=reason))
+
+    async def run(index: int) -> None:
+        job = jobs[index]
+        with scopes[index]:
+            try:
+                await build_and_push(index, job)
+            finally:
+                done[index].set()
+
+    async def build_and_push(index: int, job: StageJob) -> None:
+        async with limiter:
+            started = clock()
+            finish(replace(results[index], status="running", started=started))
+            try:
+                image = await session.build(job, lambda line: reporter.log(job.name, line))
+            except StageFailed as exc:
+                failure = replace(
+                    results[index],
+                    status="failed",
+                    seconds=clock() - started,
+                    error=exc.message,
+                    tail=exc.tail,
+                )
+            else:
+                ref = plan.refs.get(index)
+                digest = None
+                if options.push_cache and ref is not None:
+                    digest = await _push(session, image, ref, job, reporter)
+                finish(
+                    replace(
+                        results[index],
+                        status="built",
+                        seconds=clock() - started,
+                        digest=digest,
+                        cache_ref=ref if digest else None,
+                    )
+                )
+                return
+        await settle_failure(index, failure)
+
+    async def settle_failure(index: int, failure: StageResult) -> None:
+        """A stage whose build also builds a failing dependency fails because of it.
+
+        Both builds run at once, so which reports first is a race: wait for the dependencies
+        being built, and call this stage cancelled if one of them failed.
+        """
+        below = [i for i in jobs if index in dependents[i]]
+        for dependency in below:
+            await done[dependency].wait()
+        culprit = next((i for i in below if results[i].status == "failed"), None)
+        if culprit is not None:
+            name = results[culprit].name
+            finish(replace(failure, status="cancelled", error=f"{name} failed", tail=""))
+            return
+        finish(failure)
+        if options.fail_fast:
+            cancel(set(jobs), f"{failure.name} failed (--fail-fast)")
+        else:
+            cancel(dependents[index], f"{failure.name} failed")
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index in jobs:
+                group.start_soon(run, index)
+    finally:
+        cancel(set(jobs), "interrupted")
+    return dict(sorted(results.items()))
+
+
+async def _push(
+    session: Session, image: Image, ref: str, job: StageJob, reporter: Reporter
+) -> str | None:
+    """A failed push is a warning: the stage is built, only its cache is lost for next time."""
+    try:
+        return await session.push(image, ref, lambda line: reporter.log(job.name, line))
+    except ToolError as exc:
+        reporter.warning(f"{job.name}: cache push to {ref} failed: {exc.message}")
+        return None
+
+
+def initial_results(plan: Plan) -> dict[int, StageResult]:
+    """Before anything runs: restored stages are cached, skipped ones skipped, the rest pending."""
+    status: dict[str, Status] = {"build": "pending", "restore": "cached", "skip": "skipped"}
+    results = {}
+    for index, forecast in sorted(plan.forecasts.items()):
+        results[index] = StageResult(
+            index=index,
+            name=plan.stage(index).name,
+            status=status[forecast.action],
+            key=plan.keys[index].key,
+            cache_ref=plan.refs.get(index),
+            digest=forecast.digest if forecast.action == "restore" else None,
+        )
+    return results
+
+
+def _dependents(plan: Plan, building: set[int]) -> dict[int, set[int]]:
+    """For each stage being built, the stages being built that need it, transitively."""
+    direct: dict[int, set[int]] = {index: set() for index in building}
+    for index in building:
+        for dependency in plan.stage(index).depends_on:
+            if dependency in direct:
+                direct[dependency].add(index)
+    found: dict[int, set[int]] = {}
+    for index in sorted(building, reverse=True):
+        below = set(direct[index])
+        for child in direct[index]:
+            below |= found[child]
+        found[index] = below
+    return found

@@ -1,0 +1,113 @@
+"""The real Docker daemon, registry and base image the end-to-end tests build with.
+
+`scripts/services` installs and starts them (CI runs it). Without them these tests skip, unless
+DAGGER_STAGES_REQUIRE_SERVICES=1, where they fail: in CI a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = "localhost:5000"
+BASE = f"{REGISTRY}/busybox:1"
+REQUIRED = os.environ.get("DAGGER_STAGES_REQUIRE_SERVICES") == "1"
+
+
+@dataclass(frozen=True)
+class DockerEnv:
+    docker: str
+    registry: str
+    base: str
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.docker, *args], capture_output=True, text=True, check=check, timeout=300
+        )
+
+    def cache_repo(self) -> str:
+        """A repository of its own for each test, so tests never see each other's cache."""
+        return f"{self.registry}/e2e-{uuid.uuid4().hex[:12]}/cache"
+
+    def tags(self, repository: str) -> list[str]:
+        name = repository.split("/", 1)[1]
+        response = httpx.get(f"http://{self.registry}/v2/{name}/tags/list", timeout=10)
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return sorted(response.json().get("tags") or [])
+
+    def image_config(self, ref: str) -> dict[str, Any]:
+        """The pushed image's config blob (env, labels, history), read from the registry."""
+        repository, _, tag = ref.rpartition(":")
+        name = repository.split("/", 1)[1]
+        accept = "application/vnd.docker.distribution.manifest.v2+json"
+        base = f"http://{self.registry}/v2/{name}"
+        manifest = httpx.get(f"{base}/manifests/{tag}", headers={"Accept": accept}, timeout=10)
+        manifest.raise_for_status()
+        digest = manifest.json()["config"]["digest"]
+        config: dict[str, Any] = httpx.get(f"{base}/blobs/{digest}", timeout=10).json()
+        return config
+
+    def wipe_engine_cache(self) -> None:
+        """What a fresh CI runner has: no BuildKit cache and no images but the base."""
+        self.run("builder", "prune", "-af")
+        images = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        stale = [image for image in images if image != BASE and not image.endswith(":<none>")]
+        if stale:
+            self.run("rmi", "-f", *stale, check=False)
+
+
+def _unavailable(reason: str) -> None:
+    message = f"Docker end-to-end services missing: {reason} (run scripts/services as root)"
+    if REQUIRED:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> DockerEnv:
+    docker = os.environ.get("DAGGER_STAGES_DOCKER", "/usr/bin/docker")
+    if not Path(docker).exists():
+        _unavailable(f"no docker CLI at {docker}")
+    env = DockerEnv(docker=docker, registry=REGISTRY, base=BASE)
+    if env.run("version", check=False).returncode != 0:
+        _unavailable("the Docker daemon does not answer")
+    try:
+        httpx.get(f"http://{REGISTRY}/v2/busybox/manifests/1", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        _unavailable(f"no base image {BASE} ({exc})")
+    return env
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The real command, as CI runs it: a process of its own, its exit code and its output."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_report(path: Path) -> dict[str, dict[str, Any]]:
+    document = json.loads(path.read_text())
+    return {stage["name"]: stage for stage in document["stages"]}

@@ -1,0 +1,252 @@
+"""`build` for real: Debian's dockerd (BuildKit) and a real registry, via the docker executor."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.docker_env import ROOT, DockerEnv, read_report, run_cli
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+DOCKERFILE = """\
+ARG BASE={base}
+FROM $BASE AS deps
+COPY deps.txt /deps/
+RUN sleep 1 && cp /deps/deps.txt /deps/installed.txt
+FROM $BASE AS assets
+COPY assets/ /assets/
+RUN sleep 1 && ls /assets > /assets.list
+FROM deps AS app
+COPY --from=assets /assets.list /app/assets.list
+COPY src/ /app/src/
+RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /app/token.length
+FROM app AS test
+RUN ls -R /app > /test.out
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(base=docker_env.base))
+    (tmp_path / "deps.txt").write_text("deps 1\n")
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "app.css").write_text("body{}\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print(1)\n")
+    return tmp_path
+
+
+def build(
+    project: Path, docker_env: DockerEnv, cache_repo: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        [
+            "build",
+            "--engine",
+            "docker",
+            "--docker",
+            docker_env.docker,
+            "--cache-repo",
+            cache_repo,
+            "--secret",
+            "id=token,env=TOKEN",
+            "--report",
+            str(project / "report.json"),
+            *args,
+        ],
+        cwd=project,
+        env={"TOKEN": SECRET},
+    )
+
+
+def statuses(project: Path) -> dict[str, str]:
+    return {name: stage["status"] for name, stage in read_report(project / "report.json").items()}
+
+
+def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) -> None:
+    cache_repo = docker_env.cache_repo()
+    cold = build(project, docker_env, cache_repo, "--target", "test")
+    assert cold.returncode == 0, cold.stderr
+    assert statuses(project) == dict.fromkeys(["deps", "assets", "app", "test"], "built")
+    report = read_report(project / "report.json")
+    assert docker_env.tags(cache_repo) == sorted(
+        stage["cache_ref"].rsplit(":", 1)[1] for stage in report.values()
+    )
+    assert all(stage["digest"].startswith("sha256:") for stage in report.values())
+
+    docker_env.wipe_engine_cache()
+    warm = build(project, docker_env, cache_repo, "--target", "test")
+    assert warm.returncode == 0, warm.stderr
+    assert statuses(project) == {
+        "deps": "skipped",
+        "assets": "skipped",
+        "app": "skipped",
+        "test": "cached",
+    }
+    assert "#1 [internal] load build definition" not in warm.stderr
+
+    (project / "src" / "main.py").write_text("print(2)\n")
+    docker_env.wipe_engine_cache()
+    changed = build(project, docker_env, cache_repo, "--target", "test")
+    assert changed.returncode == 0, changed.stderr
+    assert statuses(project) == {
+        "deps": "cached",
+        "assets": "cached",
+        "app": "built",
+        "test": "built",
+    }
+
+
+def test_a_failing_stage_keeps_the_passing_stages_cache(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "RUN ls -R /app > /test.out", "RUN echo 'tests are red' && exit 7"
+        )
+    )
+    cache_repo = docker_env.cache_repo()
+    result = build(project, docker_env, cache_repo, "--target", "test")
+    assert result.returncode == 1
+    assert "tests are red" in result.stderr
+    assert "--- test: last lines of its log ---" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert statuses(project) == {
+        "deps": "built",
+        "assets": "built",
+        "app": "built",
+        "test": "failed",
+    }
+    tags = docker_env.tags(cache_repo)
+    assert sorted(tag.split("-", 1)[0] for tag in tags) == ["app", "assets", "deps"]
+
+
+def test_the_secret_never_leaks(project: Path, docker_env: DockerEnv) -> None:
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "RUN ls -R /app > /test.out",
+            "RUN --mount=type=secret,id=token cat /run/secrets/token && ls -R /app > /test.out",
+        )
+    )
+    cache_repo = docker_env.cache_repo()
+    result = build(project, docker_env, cache_repo, "--target", "test")
+    assert result.returncode == 0, result.stderr
+    report_text = (project / "report.json").read_text()
+    assert SECRET not in result.stdout + result.stderr + report_text
+    assert "***" in result.stderr
+    for stage in read_report(project / "report.json").values():
+        config = docker_env.image_config(stage["cache_ref"])
+        assert SECRET not in repr(config)
+    length = docker_env.run(
+        "run",
+        "--rm",
+        read_report(project / "report.json")["app"]["cache_ref"],
+        "cat",
+        "/app/token.length",
+    )
+    assert length.stdout.strip() == str(len(SECRET))
+
+
+def filesystem(docker_env: DockerEnv, image: str) -> dict[str, bytes]:
+    """Every regular file of an image with its content, read from `docker export`."""
+    container = docker_env.run("create", image, "true").stdout.strip()
+    try:
+        exported = subprocess.run(
+            [docker_env.docker, "export", container], capture_output=True, check=True, timeout=120
+        ).stdout
+    finally:
+        docker_env.run("rm", "-f", container, check=False)
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and not member.name.startswith(("proc/", "sys/", "etc/")):
+                handle = archive.extractfile(member)
+                assert handle is not None
+                files[member.name] = handle.read()
+    return files
+
+
+def test_the_rewritten_dockerfile_builds_the_same_files(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    cache_repo = docker_env.cache_repo()
+    assert build(project, docker_env, cache_repo, "--target", "app").returncode == 0
+    (project / "src" / "main.py").write_text("print(3)\n")
+    rebuilt = build(project, docker_env, cache_repo, "--target", "test")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert statuses(project)["deps"] == "cached"
+    via_cache = read_report(project / "report.json")["test"]["cache_ref"]
+
+    secret_file = project / "token.txt"
+    secret_file.write_text(SECRET)
+    original = subprocess.run(
+        [
+            docker_env.docker,
+            "build",
+            "-q",
+            "--target",
+            "test",
+            "-t",
+            "e2e-original:test",
+            "--secret",
+            f"id=token,src={secret_file}",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert original.returncode == 0, original.stderr
+    expected = filesystem(docker_env, "e2e-original:test")
+    assert filesystem(docker_env, via_cache) == expected
+    assert expected["app/src/main.py"] == b"print(3)\n"
+
+
+def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("sleep 1 && cp", "sleep 60 && cp"))
+    cache_repo = docker_env.cache_repo()
+    command = [
+        sys.executable, str(ROOT / "pipeline" / "main.py"), "build", "--engine", "docker",
+        "--docker", docker_env.docker, "--cache-repo", cache_repo, "--secret",
+        "id=token,env=TOKEN", "--target", "test",
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command,
+        cwd=project,
+        env={**os.environ, "TOKEN": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "[deps] building" in line:
+                break
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=30)
+        finally:
+            process.kill()
+            process.stdout.read()
+    assert code == 130
+    tags = docker_env.tags(cache_repo)
+    assert not any(tag.startswith(("deps-", "app-", "test-")) for tag in tags)
+    running = subprocess.run(["pgrep", "-f", f"-t {cache_repo}"], capture_output=True, check=False)
+    assert running.returncode == 1
