@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker_env import ROOT, DockerEnv, read_report, run_cli
+from tests.registry_server import free_port
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -250,3 +251,41 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     assert not any(tag.startswith(("deps-", "app-", "test-")) for tag in tags)
     running = subprocess.run(["pgrep", "-f", f"-t {cache_repo}"], capture_output=True, check=False)
     assert running.returncode == 1
+
+
+def test_an_unreachable_cache_registry_builds_everything_and_exits_0(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    result = build(project, docker_env, f"127.0.0.1:{free_port()}/gone/cache", "--target", "app")
+    assert result.returncode == 0, result.stderr
+    assert "the cache registry is unreachable" in result.stderr
+    report = read_report(project / "report.json")
+    assert {(s["status"], s["cache_ref"]) for s in report.values()} == {("built", None)}
+
+
+def test_no_cache_rebuilds_and_still_pushes(project: Path, docker_env: DockerEnv) -> None:
+    cache_repo = docker_env.cache_repo()
+    assert build(project, docker_env, cache_repo, "--target", "deps").returncode == 0
+    again = build(project, docker_env, cache_repo, "--target", "deps", "--no-cache")
+    assert again.returncode == 0, again.stderr
+    assert statuses(project) == {"deps": "built"}
+    assert read_report(project / "report.json")["deps"]["digest"] is not None
+
+
+def test_a_docker_cli_that_refuses_buildkit_is_exit_3(project: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  version) echo 28.2.2 ;;\n"
+        '  *) echo "docker: unknown command: docker $1" >&2; exit 1 ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    result = run_cli(
+        ["build", "--engine", "docker", "--docker", str(fake), "--target", "deps"], cwd=project
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"{fake} (docker 28.2.2) refuses to build with BuildKit" in result.stderr
+    assert "Traceback" not in result.stderr
