@@ -9,7 +9,7 @@ from pipeline.graph import Graph, select
 from pipeline.parse import parse_dockerfile
 from pipeline.stages import Dockerfile, Platform, build_stages
 
-pytest_plugins = ["tests.registry_server", "tests.docker_env"]
+pytest_plugins = ["tests.registry_server", "tests.docker_env", "tests.fake_dagger"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

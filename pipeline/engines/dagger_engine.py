@@ -1,0 +1,252 @@
+"""The Dagger executor: each stage is a `dockerBuild` of the context for its target, in one session.
+
+It connects to the session `dagger run` puts in the environment (DAGGER_SESSION_PORT and
+DAGGER_SESSION_TOKEN) or, without one, lets the SDK start a session with the `dagger` CLI on
+PATH; it never lets the SDK download a CLI. The rewritten Dockerfile and its ignore rules go
+into the context at a private path that the ignore rules hide from `COPY`. Build secrets are
+set in the engine under their ids, because Dockerfile secret mounts match secrets by name.
+
+`dagger` is imported only once a session opens: importing it costs about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import anyio
+
+from pipeline.engines.base import Image
+from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+
+    import dagger
+
+    from pipeline.config import SecretSpec
+    from pipeline.engines.base import BuildSpec, StageJob
+
+__all__ = ["DaggerExecutor", "DaggerSession", "dagger_available"]
+
+SESSION_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN")
+CLI_VARIABLE = "_EXPERIMENTAL_DAGGER_CLI_BIN"  # the SDK's own override of the CLI it runs
+PRIVATE_DIR = ".dagger-stages"
+DOCKERFILE = f"{PRIVATE_DIR}/Dockerfile"
+DOCKERIGNORE = f"{DOCKERFILE}.dockerignore"
+TAIL_LINES = 20
+HOW_TO_GET_ONE = (
+    "run under a Dagger session (`dagger run python pipeline/main.py build …`), "
+    "install the Dagger CLI v0.21.x, or use --engine docker"
+)
+_PUBLISHED_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+
+
+def dagger_available(env: Mapping[str, str]) -> bool:
+    """Whether a Dagger engine can be reached without downloading anything; imports no dagger."""
+    return _has_session(env) or _find_cli(env) is not None
+
+
+def _has_session(env: Mapping[str, str]) -> bool:
+    return all(env.get(name) for name in SESSION_VARIABLES)
+
+
+def _find_cli(env: Mapping[str, str]) -> str | None:
+    return env.get(CLI_VARIABLE) or shutil.which("dagger", path=env.get("PATH"))
+
+
+class DaggerExecutor:
+    """Builds with Dagger; engine logs (when the SDK starts the session) go to `log_output`."""
+
+    name = "dagger"
+
+    def __init__(self, *, log_output: TextIO | None = None) -> None:
+        self._log_output = log_output
+
+    @contextlib.asynccontextmanager
+    async def session(self, spec: BuildSpec) -> AsyncIterator[DaggerSession]:
+        cli = _cli_to_start(os.environ)
+        secrets = _read_secrets(spec.secrets, os.environ)
+
+        import dagger
+
+        config = dagger.Config(log_output=self._log_output)
+        async with contextlib.AsyncExitStack() as stack:
+            with _engine_errors(), _sdk_cli(cli):
+                try:
+                    await stack.enter_async_context(dagger.connection(config))
+                except BaseException:
+                    await _forget_connection()
+                    raise
+            yield DaggerSession(spec, secrets)
+
+
+def _cli_to_start(env: Mapping[str, str]) -> str | None:
+    """The CLI the SDK must start a session with: None under `dagger run`, exit 3 without one."""
+    if _has_session(env):
+        return None
+    cli = _find_cli(env)
+    if cli is None:
+        raise EngineUnavailable(
+            "no Dagger engine: no `dagger run` session in the environment and no dagger CLI "
+            f"on PATH; {HOW_TO_GET_ONE}"
+        )
+    return cli
+
+
+def _read_secrets(specs: tuple[SecretSpec, ...], env: Mapping[str, str]) -> dict[str, str]:
+    """Secret values by id, from their variables or files; errors name the id, never a value."""
+    values: dict[str, str] = {}
+    for secret in specs:
+        if secret.env is not None:
+            if secret.env not in env:
+                raise UsageError(
+                    f"secret {secret.id}: environment variable {secret.env} is not set"
+                )
+            values[secret.id] = env[secret.env]
+        else:
+            try:
+                values[secret.id] = Path(str(secret.src)).read_text()
+            except OSError as exc:
+                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
+                raise UsageError(message) from None
+    return values
+
+
+@contextlib.contextmanager
+def _sdk_cli(cli: str | None) -> Iterator[None]:
+    """Point the SDK at the CLI on PATH while it connects, so it never downloads its own."""
+    if cli is None or os.environ.get(CLI_VARIABLE):
+        yield
+        return
+    os.environ[CLI_VARIABLE] = cli
+    try:
+        yield
+    finally:
+        os.environ.pop(CLI_VARIABLE, None)
+
+
+async def _forget_connection() -> None:
+    """Reset the SDK's shared connection after a failed connect, which it leaves half-open.
+
+    Without this, every later `dagger.connection()` in the process reuses the broken one.
+    """
+    import dagger
+
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await dagger.close()
+
+
+@contextlib.contextmanager
+def _engine_errors(doing: str = "connecting") -> Iterator[None]:
+    """Failures to reach or keep the engine are exit 3, not a stage's failure."""
+    import dagger
+
+    try:
+        yield
+    except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError) as exc:
+        detail = _first_line(str(exc))
+        raise EngineUnavailable(f"no Dagger engine ({doing}): {detail}; {HOW_TO_GET_ONE}") from exc
+
+
+@contextlib.contextmanager
+def _stage_errors(job: StageJob, doing: str, log: Callable[[str], None]) -> Iterator[None]:
+    """The engine's errors for one stage as `StageFailed`, with the end of its output."""
+    import dagger
+
+    with _engine_errors(f"{doing} of {job.name}"):
+        try:
+            yield
+        except dagger.ExecError as exc:
+            output = [*exc.stdout.splitlines(), *exc.stderr.splitlines()]
+            for line in output:
+                log(line)
+            tail = _tail(exc.stderr) or _tail(exc.stdout)
+            raise StageFailed(f"{job.name}: {doing} failed: {exc.message}", tail=tail) from exc
+        except dagger.QueryError as exc:
+            message = str(exc)
+            for line in message.splitlines():
+                log(line)
+            raise StageFailed(
+                f"{job.name}: {doing} failed: {_first_line(message)}", tail=_tail(message)
+            ) from exc
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-TAIL_LINES:])
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "no details"
+
+
+def ignore_rules(ignore_file: str | None) -> str:
+    """The effective ignore rules plus one that hides our private folder from the build."""
+    rules = ignore_file or ""
+    if rules and not rules.endswith("\n"):
+        rules += "\n"
+    return f"{rules}{PRIVATE_DIR}\n"
+
+
+class DaggerSession:
+    """One engine connection; builds share the context directory and the secrets."""
+
+    def __init__(self, spec: BuildSpec, secrets: Mapping[str, str]) -> None:
+        from dagger import dag
+
+        self._spec = spec
+        self._context = (
+            dag.host()
+            .directory(str(spec.context.absolute()))
+            .with_new_file(DOCKERFILE, spec.dockerfile)
+            .with_new_file(DOCKERIGNORE, ignore_rules(spec.ignore_file))
+        )
+        self._secrets = [dag.set_secret(name, value) for name, value in secrets.items()]
+        self._logins = [
+            (login.host, login.username, dag.set_secret(_login_name(login.host), login.password))
+            for login in spec.logins
+        ]
+
+    def _docker_build(self, job: StageJob) -> dagger.Container:
+        import dagger
+
+        spec = self._spec
+        return self._context.docker_build(
+            dockerfile=DOCKERFILE,
+            target=job.target,
+            build_args=[dagger.BuildArg(name=k, value=v) for k, v in spec.build_args.items()],
+            secrets=self._secrets,
+            platform=None if spec.platform is None else dagger.Platform(spec.platform),
+        )
+
+    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
+        log(f"dagger: docker build --target {job.target}")
+        with _stage_errors(job, "build", log):
+            container = await self._docker_build(job).sync()
+        return Image(job, handle=container)
+
+    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+        import dagger
+
+        container = image.handle
+        if not isinstance(container, dagger.Container):
+            raise TypeError(f"not an image built by Dagger: {image.job.name}")
+        for host, username, secret in self._logins:
+            container = container.with_registry_auth(host, username, secret)
+        with _stage_errors(image.job, f"push to {ref}", log):
+            address = await container.publish(ref)
+        match = _PUBLISHED_DIGEST.search(address)
+        if match is None:
+            raise StageFailed(f"{image.job.name}: Dagger published {address!r} without a digest")
+        log(f"dagger: published {address}")
+        return match.group(1)
+
+
+def _login_name(host: str) -> str:
+    """A secret name no Dockerfile secret id is likely to take."""
+    return f"dagger-stages.registry-password.{host}"
