@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import logging
 import random
 import re
@@ -261,6 +262,56 @@ class RegistryClient:
         )
         self._check(response, ref)
         return response.headers.get("Docker-Content-Digest") or _sha256(body)
+
+    async def copy_image(self, source: Reference, target: Reference) -> str:
+        """Point `target` at the image `source` names, without an engine; returns its digest.
+
+        Blobs are mounted from the source repository when both live on one registry (no bytes
+        move), else copied through; an index brings its platform manifests along.
+        """
+        body, info = await self.get_manifest(source)
+        try:
+            manifest = json.loads(body)
+        except ValueError:
+            raise RegistryProtocolError(f"registry {source.registry} sent a bad manifest") from None
+        if info.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST):
+            for child in manifest.get("manifests", []):
+                digest = child["digest"]
+                await self.copy_image(source.with_digest(digest), target.with_digest(digest))
+        else:
+            for blob in [manifest["config"], *manifest.get("layers", [])]:
+                await self._ensure_blob(source, target, blob["digest"])
+        return await self.put_manifest(target, body, info.media_type)
+
+    async def _ensure_blob(self, source: Reference, target: Reference, digest: str) -> None:
+        if source.registry == target.registry and source.repository == target.repository:
+            return
+        head = await self._send("HEAD", target, f"blobs/{digest}", PUSH)
+        if head.status_code == httpx.codes.OK:
+            return
+        query = f"?mount={digest}&from={source.repository}"
+        same_registry = source.registry == target.registry
+        started = await self._send(
+            "POST", target, f"blobs/uploads/{query if same_registry else ''}", PUSH
+        )
+        if started.status_code == httpx.codes.CREATED:
+            return
+        self._check(started, target)
+        location = started.headers.get("Location")
+        if not location:
+            raise RegistryProtocolError(f"registry {target.registry} gave no upload location")
+        data = await self.get_blob(source, digest)
+        url = httpx.URL(self._url(target, "")).join(location)
+        url = url.copy_merge_params({"digest": digest})
+        done = await self._request(
+            "PUT",
+            target,
+            str(url),
+            PUSH,
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._check(done, target)
 
     def _url(self, ref: Reference, path: str) -> str:
         scheme = "http" if is_insecure_host(ref.api_host, self._insecure) else "https"

@@ -17,14 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
-from registry_server import (
-    TEST_PASSWORD,
-    TEST_USER,
-    RegistryServer,
-    free_port,
-    push_image,
-    sha256_digest,
-)
 
 from pipeline.credentials import Credentials, Secret
 from pipeline.reference import Reference
@@ -38,6 +30,14 @@ from pipeline.registry import (
     RegistryProtocolError,
     RegistryUnavailable,
     RegistryUnsupported,
+)
+from tests.registry_server import (
+    TEST_PASSWORD,
+    TEST_USER,
+    RegistryServer,
+    free_port,
+    push_image,
+    sha256_digest,
 )
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -719,3 +719,28 @@ async def test_real_registry_with_htpasswd(auth_registry: RegistryServer) -> Non
                 await client.head_manifest(ref)
         assert isinstance(caught.value, RegistryError)
         assert TEST_PASSWORD not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_copy_image_within_and_across_repositories(registry: RegistryServer) -> None:
+    source_digest = push_image(
+        registry.url,
+        "copy/source",
+        "v1",
+        config={"os": "linux", "marker": "copy"},
+        layers=[b"layer one", b"layer two"],
+    )
+    async with RegistryClient() as client:
+        source = Reference.parse(f"{registry.host}/copy/source:v1")
+        same_repo = await client.copy_image(source, source.with_tag("v1-again"))
+        other_repo = await client.copy_image(
+            source, Reference.parse(f"{registry.host}/copy/target:x")
+        )
+        assert same_repo == other_repo == source_digest
+        assert (
+            await client.resolve(Reference.parse(f"{registry.host}/copy/target:x")) == source_digest
+        )
+        body, _ = await client.get_manifest(Reference.parse(f"{registry.host}/copy/target:x"))
+        layers = [layer["digest"] for layer in json.loads(body)["layers"]]
+        target = Reference.parse(f"{registry.host}/copy/target:x")
+        assert [await client.get_blob(target, d) for d in layers] == [b"layer one", b"layer two"]
