@@ -32,6 +32,7 @@ __all__ = [
     "Config",
     "Engine",
     "SecretSpec",
+    "TestSpec",
     "find_config",
     "load_config",
     "parse_build_arg",
@@ -50,11 +51,14 @@ KEYS = (
     "targets",
     "build_args",
     "cache_repo",
+    "image_repo",
     "engine",
     "platforms",
     "secrets",
     "publish",
+    "test",
 )
+TEST_KEYS = ("stage", "command", "artifacts")
 SECRET_KEYS = ("id", "env", "src", "source")
 
 # The schema carries the same patterns; Python applies them with fullmatch.
@@ -90,6 +94,17 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class TestSpec:
+    """Run `command` in the built `stage` and copy `artifacts` (container paths) out."""
+
+    __test__ = False  # not a pytest test class
+
+    stage: str
+    command: str | tuple[str, ...]
+    artifacts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """What the config file says; None or empty wherever it says nothing."""
 
@@ -99,10 +114,12 @@ class Config:
     targets: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     cache_repo: str | None = None
+    image_repo: str | None = None
     engine: Engine | None = None
     platforms: tuple[str, ...] = ()
     secrets: tuple[SecretSpec, ...] = ()
     publish: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    test: TestSpec | None = None
 
     @classmethod
     def empty(cls) -> Config:
@@ -291,10 +308,12 @@ def _config(doc: _Document, root: MappingNode) -> Config:
         targets=read("targets", _targets, ()),
         build_args=read("build_args", _build_args, ()),
         cache_repo=read("cache_repo", _cache_repo, None),
+        image_repo=read("image_repo", _cache_repo, None),
         engine=read("engine", _engine, None),
         platforms=read("platforms", _platforms, ()),
         secrets=read("secrets", _secrets, ()),
         publish=read("publish", _publish, ()),
+        test=read("test", _test, None),
     )
 
 
@@ -465,6 +484,36 @@ def _secret_item(doc: _Document, item: Node, place: str) -> SecretSpec:
         return doc.error(mapping, f"{place}: {reason}")
 
     return _secret(values, None, fail)
+
+
+def _test(doc: _Document, node: Node, where: str) -> TestSpec:
+    mapping = _mapping(doc, node, where, "a mapping with stage, command and artifacts")
+    values: dict[str, Node] = {}
+    for key, key_node, value in _pairs(doc, mapping, where):
+        if key not in TEST_KEYS:
+            raise doc.error(key_node, f"{where}: {_unknown(key, TEST_KEYS)}")
+        values[key] = value
+    for required in ("stage", "command"):
+        if required not in values:
+            raise doc.error(mapping, f"{where}: {required} is required")
+    stage = _string(doc, values["stage"], f"{where}.stage")
+    command_node = values["command"]
+    command: str | tuple[str, ...]
+    if _is(command_node, ScalarNode, "str"):
+        command = _string(doc, command_node, f"{where}.command")
+    else:
+        items = _strings(doc, command_node, f"{where}.command", single=False)
+        command = tuple(text for text, _, _ in items)
+        if not command:
+            raise doc.error(command_node, f"{where}.command: must not be empty")
+    artifacts: tuple[str, ...] = ()
+    if "artifacts" in values:
+        found = _strings(doc, values["artifacts"], f"{where}.artifacts", single=True)
+        for text, place, item in found:
+            if not text.startswith("/"):
+                raise doc.error(item, f"{place}: an artifact is an absolute path in the container")
+        artifacts = tuple(text for text, _, _ in found)
+    return TestSpec(stage=stage, command=command, artifacts=artifacts)
 
 
 def _publish(doc: _Document, node: Node, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

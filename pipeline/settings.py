@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.ci import CIContext
-    from pipeline.config import Config, Engine, SecretSpec
+    from pipeline.config import Config, Engine, SecretSpec, TestSpec
 
 __all__ = ["Options", "Settings", "resolve_settings"]
 
@@ -27,6 +27,7 @@ class Options:
     targets: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     cache_repo: str | None = None
+    image_repo: str | None = None
     engine: Engine | None = None
     platforms: tuple[str, ...] = ()
     secrets: tuple[SecretSpec, ...] = ()
@@ -40,12 +41,14 @@ class Settings:
     targets: tuple[str, ...]
     build_args: Mapping[str, str]
     cache_repo: str | None
+    image_repo: str | None
     engine: Engine
     platforms: tuple[Platform, ...]
     secrets: tuple[SecretSpec, ...]
     publish: Mapping[str, tuple[str, ...]]
     ci: CIContext
     config_path: str | None = None
+    test: TestSpec | None = None
 
     @property
     def platform(self) -> Platform | None:
@@ -54,20 +57,28 @@ class Settings:
 
 def resolve_settings(options: Options, config: Config, ci: CIContext) -> Settings:
     context = options.context or config.context or "."
+    image_repo = options.image_repo or config.image_repo
     default_dockerfile = "Dockerfile" if context == "." else os.path.join(context, "Dockerfile")
     return Settings(
         dockerfile=options.dockerfile or config.dockerfile or default_dockerfile,
         context=context,
         targets=options.targets or config.targets,
         build_args={**dict(config.build_args), **dict(options.build_args)},
-        cache_repo=options.cache_repo or config.cache_repo or ci.cache_repo,
+        cache_repo=options.cache_repo or config.cache_repo or _cache_default(image_repo, ci),
+        image_repo=image_repo or ci.image_repo,
         engine=options.engine or config.engine or "dagger",
         platforms=tuple(_platform(text, config) for text in options.platforms or config.platforms),
         secrets=tuple({s.id: s for s in (*config.secrets, *options.secrets)}.values()),
         publish={**dict(config.publish), **dict(options.publish)},
         ci=ci,
         config_path=None if config.path is None else str(config.path),
+        test=config.test,
     )
+
+
+def _cache_default(image_repo: str | None, ci: CIContext) -> str | None:
+    """The cache lives beside the images: an overridden image repo takes the cache with it."""
+    return f"{image_repo}/cache" if image_repo else ci.cache_repo
 
 
 def _platform(text: str, config: Config) -> Platform:

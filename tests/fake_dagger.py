@@ -6,6 +6,11 @@ executing it with graphql-core: the default resolvers serve introspection, `_res
 synthesizes the rest. Object IDs are opaque strings that encode the call chain that made
 the object, so `node(id:)` can bring it back. Every query is recorded for tests to inspect.
 
+Commands (`withExec`) answer as `execs` says for their argv, honouring `expect`. Every
+container shares one pretend filesystem, `files` and `directories`, that `exists` consults and
+that `file(path).export` / `directory(path).export` really write to the host path they are
+given (which must be absolute), as the real engine does.
+
 Import `fake_dagger_fixture` into a test module (or list this module in `pytest_plugins`) for
 the `fake_dagger` fixture. Without the schema file (outside this workspace) it skips, unless
 DAGGER_STAGES_REQUIRE_SERVICES=1 (CI sets it), when it fails: CI must not pass by testing nothing.
@@ -18,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import posixpath
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -33,7 +39,9 @@ import pytest
 __all__ = [
     "SCHEMA_PATH",
     "Call",
+    "EngineGone",
     "ExecFailure",
+    "ExecResult",
     "FakeDagger",
     "Obj",
     "RecordedQuery",
@@ -45,6 +53,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1].parent / "shared/dagger/schema
 REQUIRE_SERVICES = "DAGGER_STAGES_REQUIRE_SERVICES"
 ENGINE_VERSION = "v0.21.8"
 SENSITIVE_ARGS = frozenset({"plaintext"})
+EXEC_OUTPUTS = frozenset({"exitCode", "stdout", "stderr", "combinedOutput"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,26 @@ class ExecFailure:
         )
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command does when it runs to its end: a failing exit code fails it unless
+    `withExec(expect:)` allows it, as in the engine."""
+
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+
+    def allowed(self, expect: str) -> bool:
+        if self.exit_code == 0:
+            return expect in ("SUCCESS", "ANY")
+        ran = self.exit_code < 128 or self.exit_code >= 192  # not killed by a signal
+        return ran and expect in ("FAILURE", "ANY")
+
+
+class EngineGone(Exception):
+    """Raised by `answer` for a query the engine dies in: the server hangs up on it."""
+
+
 @dataclass
 class RecordedQuery:
     text: str
@@ -114,7 +143,15 @@ class FakeDagger:
     token: str
     port: int = 0
     delays: dict[str, float] = field(default_factory=dict)
+    # by `dockerBuild` target or `from` address: how that build or pull fails
     failures: dict[str, ExecFailure | str] = field(default_factory=dict)
+    # by argv: what a `withExec` does (an ExecResult by default, exit code 0 and no output)
+    execs: dict[tuple[str, ...], ExecResult | ExecFailure | str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # container path: contents
+    # container path: {relative path: contents}
+    directories: dict[str, dict[str, str]] = field(default_factory=dict)
+    export_failures: dict[str, str] = field(default_factory=dict)  # container path: error
+    hang_up_on: set[str] = field(default_factory=set)  # fields the engine dies in
     queries: list[RecordedQuery] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     published: dict[str, str] = field(default_factory=dict)
@@ -148,7 +185,25 @@ class FakeDagger:
                 self._in_flight -= 1
             record.ended = time.monotonic()
         record.errors = list(result.get("errors", []))
+        if any(c.field in self.hang_up_on for c in record.calls):
+            raise EngineGone(record.text)
         return result
+
+    def kind_of(self, path: str) -> str | None:
+        """ "file", "directory" or None for a container path in the pretend filesystem."""
+        path = _normal(path)
+        if path in self.files:
+            return "file"
+        if path in self.directories:
+            return "directory"
+        for top, entries in self.directories.items():
+            for name in entries:
+                inner = posixpath.join(top, name)
+                if inner == path:
+                    return "file"
+                if inner.startswith(path + "/"):
+                    return "directory"
+        return None
 
     def _execute(self, record: RecordedQuery) -> dict[str, Any]:
         try:
@@ -202,12 +257,29 @@ def _resolve(
 
 
 def _maybe_fail(fake: FakeDagger, source: Obj) -> None:
-    build = source.find("dockerBuild")
-    failure = None if build is None else fake.failures.get(build.args.get("target", ""))
-    if isinstance(failure, ExecFailure):
-        raise failure.error()
-    if failure is not None:
-        raise graphql.GraphQLError(failure)
+    """Every field of an object fails whose making failed: a build, a pull or a command."""
+    for call in source.chain:
+        failure = _failure(fake, call)
+        if isinstance(failure, ExecFailure):
+            raise failure.error()
+        if failure is not None:
+            raise graphql.GraphQLError(failure)
+
+
+def _failure(fake: FakeDagger, call: Call) -> ExecFailure | str | None:
+    if call.field == "dockerBuild":
+        return fake.failures.get(call.args.get("target", ""))
+    if call.field == "from":
+        return fake.failures.get(call.args["address"])
+    if call.field != "withExec":
+        return None
+    argv = tuple(call.args["args"])
+    result = fake.execs.get(argv, ExecResult())
+    if not isinstance(result, ExecResult):
+        return result
+    if result.allowed(call.args["expect"]):
+        return None
+    return ExecFailure(result.stderr, result.stdout, result.exit_code, argv)
 
 
 def _value(fake: FakeDagger, source: Obj, call: Call, type_: Any) -> Any:
@@ -234,6 +306,15 @@ def _scalar(fake: FakeDagger, source: Obj, call: Call, type_name: str) -> Any:
         return f"{address}@sha256:{digest}"
     if call.field == "name" and (made := source.find("setSecret")):
         return made.args["name"]
+    if call.field in EXEC_OUTPUTS and source.type == "Container":
+        return _exec_output(fake, source, call.field)
+    if call.field == "exists" and source.type == "Container":
+        kind = fake.kind_of(call.args["path"])
+        expected = call.args.get("expectedType")
+        wanted = {None: kind, "REGULAR_TYPE": "file", "DIRECTORY_TYPE": "directory"}
+        return kind is not None and kind == wanted.get(expected)
+    if call.field == "export" and source.type in ("Directory", "File"):
+        return _export(fake, source, call.args["path"])
     return {
         "Boolean": False,
         "Int": 0,
@@ -241,6 +322,77 @@ def _scalar(fake: FakeDagger, source: Obj, call: Call, type_name: str) -> Any:
         "Platform": "linux/amd64",
         "Void": None,
     }.get(type_name, f"fake {source.type}.{call.field}")
+
+
+def _exec_output(fake: FakeDagger, source: Obj, field_name: str) -> Any:
+    made = source.find("withExec")
+    if made is None:
+        raise graphql.GraphQLError(f"{field_name}: no command has been executed")
+    result = fake.execs.get(tuple(made.args["args"]), ExecResult())
+    assert isinstance(result, ExecResult), "a failed command fails before its outputs"
+    return {
+        "exitCode": result.exit_code,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "combinedOutput": result.stdout + result.stderr,
+    }[field_name]
+
+
+def _export(fake: FakeDagger, source: Obj, host_path: str) -> str:
+    """Write a container's file or directory to the host, as the engine would."""
+    made = source.chain[-1] if source.chain else None
+    if made is None or made.type != "Container" or made.field not in ("file", "directory"):
+        return host_path  # nothing this fake knows how to write
+    if not os.path.isabs(host_path):
+        raise graphql.GraphQLError(f"export to {host_path}: the fake wants an absolute path")
+    path = _normal(made.args["path"])
+    if failure := fake.export_failures.get(path):
+        raise graphql.GraphQLError(failure)
+    kind = fake.kind_of(path)
+    if kind is None:
+        raise graphql.GraphQLError(f"lstat {path}: no such file or directory")
+    target = Path(host_path)
+    if made.field == "file":
+        if kind != "file":
+            raise graphql.GraphQLError(f"path {path} is a directory, not a file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_contents_of(fake, path))
+        return host_path
+    if kind != "directory":
+        raise graphql.GraphQLError(f"path {path} is a file, not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    for name, contents in _entries_under(fake, path).items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(contents)
+    return host_path
+
+
+def _contents_of(fake: FakeDagger, path: str) -> str:
+    if path in fake.files:
+        return fake.files[path]
+    return next(
+        contents
+        for top, entries in fake.directories.items()
+        for name, contents in entries.items()
+        if posixpath.join(top, name) == path
+    )
+
+
+def _entries_under(fake: FakeDagger, path: str) -> dict[str, str]:
+    entries = {
+        posixpath.relpath(posixpath.join(top, name), path): contents
+        for top, inner in fake.directories.items()
+        for name, contents in inner.items()
+        if posixpath.join(top, name).startswith(path + "/")
+    }
+    entries.update(
+        {posixpath.relpath(f, path): c for f, c in fake.files.items() if f.startswith(path + "/")}
+    )
+    return entries
+
+
+def _normal(path: str) -> str:
+    return posixpath.normpath(posixpath.join("/", path))
 
 
 def _resolve_type(value: Any, _info: graphql.GraphQLResolveInfo[Any], _type: Any) -> str | None:
@@ -283,7 +435,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"errors": [{"message": "unauthorized"}]})
         else:
             length = int(self.headers.get("Content-Length", "0"))
-            self._send(200, fake.answer(json.loads(self.rfile.read(length))))
+            try:
+                answer = fake.answer(json.loads(self.rfile.read(length)))
+            except EngineGone:
+                self.close_connection = True  # hang up without an answer
+                return
+            self._send(200, answer)
 
     def _send(self, status: int, payload: Mapping[str, Any]) -> None:
         body = json.dumps(payload).encode()

@@ -13,6 +13,7 @@ from pipeline.config import (
     CONFIG_FILENAME,
     Config,
     SecretSpec,
+    TestSpec,
     find_config,
     load_config,
     parse_build_arg,
@@ -177,7 +178,8 @@ def test_engine_values() -> None:
         pytest.param(
             "\n\nfrobnicate: 1\n",
             'dagger-stages.yaml:3: unknown key "frobnicate" (allowed: dockerfile, context, '
-            "targets, build_args, cache_repo, engine, platforms, secrets, publish)",
+            "targets, build_args, cache_repo, image_repo, engine, platforms, secrets, publish, "
+            "test)",
             id="unknown-key-allowed-list",
         ),
         pytest.param(
@@ -439,7 +441,7 @@ def test_engine_values() -> None:
         pytest.param(
             "base: &base\n  engine: docker\n<<: *base\n",
             'dagger-stages.yaml:1: unknown key "base" (allowed: dockerfile, context, targets, '
-            "build_args, cache_repo, engine, platforms, secrets, publish)",
+            "build_args, cache_repo, image_repo, engine, platforms, secrets, publish, test)",
             id="anchors-are-not-keys",
         ),
         pytest.param(
@@ -717,3 +719,22 @@ def test_schema_agrees_with_load_config(schema: dict[str, object], text: str, va
     else:
         loader_valid = True
     assert (schema_valid, loader_valid) == (valid, valid)
+
+
+def test_the_test_stage(tmp_path: Path) -> None:
+    path = tmp_path / "dagger-stages.yaml"
+    path.write_text(
+        "test:\n  stage: test\n  command: vendor/bin/phpunit\n  artifacts: [/app/junit.xml]\n"
+    )
+    assert load_config(path).test == TestSpec("test", "vendor/bin/phpunit", ("/app/junit.xml",))
+    path.write_text("test:\n  stage: test\n  command: [make, check]\n")
+    assert load_config(path).test == TestSpec("test", ("make", "check"))
+    path.write_text("test:\n  stage: test\n  command: x\n  artifacts: relative.xml\n")
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}:4: test.artifacts: an artifact is an absolute path in the container"
+    )
+    path.write_text("test:\n  command: x\n")
+    with pytest.raises(UsageError, match=r":2: test: stage is required"):
+        load_config(path)

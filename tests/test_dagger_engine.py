@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from pipeline.config import SecretSpec
-from pipeline.engines.base import BuildSpec, Image, RegistryLogin, StageJob
+from pipeline.engines.base import BuildSpec, Image, RegistryLogin, StageJob, TestRun
 from pipeline.engines.dagger_engine import (
     DOCKERFILE,
     DOCKERIGNORE,
@@ -26,7 +26,13 @@ from pipeline.engines.dagger_engine import (
     ignore_rules,
 )
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
-from tests.fake_dagger import ExecFailure, FakeDagger, RecordedQuery, run_fake_dagger
+from tests.fake_dagger import (
+    ExecFailure,
+    ExecResult,
+    FakeDagger,
+    RecordedQuery,
+    run_fake_dagger,
+)
 from tests.registry_server import free_port
 
 DOCKERFILE_TEXT = """\
@@ -243,6 +249,288 @@ async def test_push_refuses_an_image_from_another_executor(
     async with DaggerExecutor().session(spec) as session:
         with pytest.raises(TypeError, match="not an image built by Dagger"):
             await session.push(Image(job("web"), handle="docker-tag"), "r.test/a:b", Log())
+
+
+# -- running the tests
+
+PINNED = "registry.test/app/cache@sha256:" + "ab" * 32
+SH_TEST = ("/bin/sh", "-c", "npm test")
+
+
+def a_test(tmp_path: Path, *artifacts: str, command: str | tuple[str, ...] = "npm test") -> TestRun:
+    return TestRun(command, artifacts, tmp_path / "artifacts")
+
+
+async def run_built(spec: BuildSpec, test: TestRun, log: Log, target: str = "test") -> int:
+    async with DaggerExecutor().session(spec) as session:
+        image = await session.build(job(target), Log())
+        return await session.run(image, test, log)
+
+
+async def run_ref(spec: BuildSpec, ref: str, test: TestRun, log: Log) -> int:
+    async with DaggerExecutor().session(spec) as session:
+        return await session.run(ref, test, log)
+
+
+@pytest.mark.anyio
+async def test_run_execs_in_the_built_stage_and_returns_the_exit_code(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.execs[SH_TEST] = ExecResult(0, stdout="ok 1\nok 2\n", stderr="npm WARN x\n")
+    log = Log()
+
+    code = await run_built(spec, a_test(tmp_path), log)
+
+    assert code == 0
+    [exec_] = fake_dagger.calls("withExec")
+    assert exec_.args["args"] == list(SH_TEST)
+    assert exec_.args["expect"] == "ANY"
+    assert exec_.args["useEntrypoint"] is False
+    assert fake_dagger.calls("from") == []
+    [query] = fake_dagger.queries_with("withExec")
+    assert query.root_fields == ("node",)  # on the container the build left, by its ID
+    assert [c.field for c in query.calls][-2:] == ["withExec", "sync"]
+    for field in ("exitCode", "combinedOutput"):  # read from that run, by the ID sync gave
+        [read] = fake_dagger.queries_with(field)
+        assert [c.field for c in read.calls] == ["node", field]
+    assert "dagger: run /bin/sh -c 'npm test' in test" in log.lines
+    output = [line for line in log.lines if not line.startswith("dagger: ")]
+    assert output == ["ok 1", "ok 2", "npm WARN x"]
+    assert "dagger: the test command exited with code 0" in log.lines
+
+
+@pytest.mark.anyio
+async def test_a_failing_command_returns_its_code_and_still_exports_artifacts(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.execs[SH_TEST] = ExecResult(3, stderr="2 tests failed\n")
+    fake_dagger.files["/app/junit.xml"] = "<testsuite failures='2'/>"
+    fake_dagger.directories["/app/coverage"] = {"index.html": "<html/>", "lcov/lcov.info": "TN:"}
+    test = a_test(tmp_path, "/app/junit.xml", "/app/coverage/")
+    log = Log()
+
+    code = await run_built(spec, test, log)
+
+    assert code == 3
+    out = test.artifacts_dir
+    assert (out / "junit.xml").read_text() == "<testsuite failures='2'/>"
+    assert (out / "coverage/index.html").read_text() == "<html/>"
+    assert (out / "coverage/lcov/lcov.info").read_text() == "TN:"
+    assert "2 tests failed" in log.lines
+    assert f"artifact /app/junit.xml -> {out / 'junit.xml'}" in log.lines
+    assert f"artifact /app/coverage/ -> {out / 'coverage'}" in log.lines
+    exports = {(c.type, c.args["path"]) for c in fake_dagger.calls("export")}
+    assert exports == {
+        ("File", str((out / "junit.xml").absolute())),
+        ("Directory", str((out / "coverage").absolute())),
+    }
+    # artifacts come from the container the command left, failed or not
+    for query in fake_dagger.queries_with("export"):
+        [node] = [c for c in query.calls if c.field == "node"]
+        assert fake_dagger.object_of(node.args["id"]).find("withExec") is not None
+
+
+@pytest.mark.anyio
+async def test_file_and_directory_artifacts_are_told_apart_by_exists(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.files["/out/report.txt"] = "report"
+    fake_dagger.directories["/out/html"] = {"a.html": "a"}
+    await run_built(spec, a_test(tmp_path, "/out/report.txt", "/out/html"), Log())
+
+    checks = [(c.args["path"], c.args["expectedType"]) for c in fake_dagger.calls("exists")]
+    assert checks == [
+        ("/out/report.txt", "DIRECTORY_TYPE"),
+        ("/out/report.txt", "REGULAR_TYPE"),
+        ("/out/html", "DIRECTORY_TYPE"),
+    ]
+    assert [c.args["path"] for c in fake_dagger.calls("file")] == ["/out/report.txt"]
+    dirs = [c.args["path"] for c in fake_dagger.calls("directory") if c.type == "Container"]
+    assert dirs == ["/out/html"]
+
+
+@pytest.mark.anyio
+async def test_a_missing_artifact_is_logged_and_the_others_exported(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.files["/app/junit.xml"] = "<testsuite/>"
+    test = a_test(tmp_path, "/app/nope", "/app/junit.xml")
+    log = Log()
+
+    assert await run_built(spec, test, log) == 0
+
+    assert "artifact /app/nope not found" in log.lines
+    assert sorted(p.name for p in test.artifacts_dir.iterdir()) == ["junit.xml"]
+    assert [c.args["path"] for c in fake_dagger.calls("file")] == ["/app/junit.xml"]
+
+
+@pytest.mark.anyio
+async def test_an_artifact_that_fails_to_export_is_logged(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.files["/app/junit.xml"] = "<testsuite/>"
+    fake_dagger.files["/app/log.txt"] = "log"
+    fake_dagger.export_failures["/app/junit.xml"] = "open /app/junit.xml: permission denied"
+    test = a_test(tmp_path, "/app/junit.xml", "/app/log.txt")
+    log = Log()
+
+    assert await run_built(spec, test, log) == 0
+
+    [line] = [line for line in log.lines if line.startswith("artifact /app/junit.xml")]
+    assert line.startswith("artifact /app/junit.xml not copied: ")
+    assert "permission denied" in line
+    assert (test.artifacts_dir / "log.txt").read_text() == "log"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("npm test -- --ci", ["/bin/sh", "-c", "npm test -- --ci"]),
+        (("npm", "test", "--", "--ci"), ["npm", "test", "--", "--ci"]),
+    ],
+)
+async def test_a_string_command_runs_under_sh_and_a_list_as_it_is(
+    fake_dagger: FakeDagger,
+    spec: BuildSpec,
+    tmp_path: Path,
+    command: str | tuple[str, ...],
+    argv: list[str],
+) -> None:
+    await run_built(spec, a_test(tmp_path, command=command), Log())
+    [exec_] = fake_dagger.calls("withExec")
+    assert exec_.args["args"] == argv
+
+
+@pytest.mark.anyio
+async def test_a_restored_stage_is_pulled_by_its_pinned_ref_with_the_logins(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    spec = dataclasses.replace(
+        spec,
+        platform="linux/arm64",
+        logins=(RegistryLogin("registry.test", "ci", REGISTRY_PASSWORD),),
+    )
+    fake_dagger.execs[("npm", "test")] = ExecResult(1, stdout="1 failing\n")
+    fake_dagger.files["/app/junit.xml"] = "<testsuite/>"
+    test = a_test(tmp_path, "/app/junit.xml", command=("npm", "test"))
+    log = Log()
+
+    code = await run_ref(spec, PINNED, test, log)
+
+    assert code == 1
+    assert fake_dagger.calls("dockerBuild") == []
+    [query] = fake_dagger.queries_with("withExec")
+    assert query.root_fields == ("container",)
+    made = [c.field for c in query.calls]
+    steps = ["container", "withRegistryAuth", "from", "withExec", "sync"]
+    assert [f for f in made if f in steps] == steps  # logins before the pull
+    [container] = fake_dagger.calls("container")
+    assert container.args["platform"] == "linux/arm64"
+    [pull] = fake_dagger.calls("from")
+    assert pull.args["address"] == PINNED
+    [auth] = fake_dagger.calls("withRegistryAuth")
+    assert (auth.args["address"], auth.args["username"]) == ("registry.test", "ci")
+    assert secret_names(fake_dagger, [auth.args["secret"]]) == [
+        "dagger-stages.registry-password.registry.test"
+    ]
+    assert (test.artifacts_dir / "junit.xml").read_text() == "<testsuite/>"
+    assert f"dagger: run npm test in {PINNED}" in log.lines
+    assert not [line for line in log.lines if REGISTRY_PASSWORD in line]
+    carriers = [q for q in fake_dagger.queries if REGISTRY_PASSWORD in q.text]
+    assert {q.root_fields for q in carriers} == {("setSecret",)}
+
+
+@pytest.mark.anyio
+async def test_a_ref_without_a_platform_pulls_for_the_engine(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    await run_ref(spec, PINNED, a_test(tmp_path), Log())
+    [container] = fake_dagger.calls("container")
+    assert "platform" not in container.args
+    assert fake_dagger.calls("withRegistryAuth") == []
+
+
+@pytest.mark.anyio
+async def test_a_ref_that_cannot_be_pulled_fails_the_stage(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.failures[PINNED] = f"failed to resolve source metadata for {PINNED}: not found"
+    with pytest.raises(StageFailed, match=r"test run failed: failed to resolve") as caught:
+        await run_ref(spec, PINNED, a_test(tmp_path, "/app/junit.xml"), Log())
+    assert str(caught.value).startswith(f"{PINNED}: ")
+    assert "not found" in caught.value.tail
+    assert fake_dagger.calls("export") == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ExecFailure(stderr="Killed\n", stdout="running 12 tests", exit_code=137, cmd=SH_TEST),
+        'exec: "/bin/sh": stat /bin/sh: no such file or directory',
+    ],
+)
+async def test_a_command_that_cannot_run_to_its_end_fails_the_stage(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path, failure: ExecFailure | str
+) -> None:
+    fake_dagger.execs[SH_TEST] = failure
+    fake_dagger.files["/app/junit.xml"] = "<testsuite/>"
+    log = Log()
+    with pytest.raises(StageFailed, match=r"^test: test run failed: ") as caught:
+        await run_built(spec, a_test(tmp_path, "/app/junit.xml"), log)
+    if isinstance(failure, ExecFailure):
+        assert "exit code: 137" in str(caught.value)
+        assert caught.value.tail == "Killed"
+        assert "running 12 tests" in log.lines
+    else:
+        assert "no such file or directory" in caught.value.tail
+    assert fake_dagger.calls("export") == []
+
+
+@pytest.mark.anyio
+async def test_a_signal_is_not_an_exit_code_even_with_expect_any(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    fake_dagger.execs[SH_TEST] = ExecResult(137, stderr="Killed\n")
+    with pytest.raises(StageFailed, match="exit code: 137") as caught:
+        await run_built(spec, a_test(tmp_path), Log())
+    assert caught.value.tail == "Killed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("dies_in", ["sync", "exists", "export"])
+async def test_an_engine_that_goes_away_during_a_run_is_exit_3(
+    fake_dagger: FakeDagger,
+    spec: BuildSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dies_in: str,
+) -> None:
+    import tenacity
+
+    # the SDK's client retries a query 5 times, waiting 1+2+4+8 s; not here
+    monkeypatch.setattr(tenacity.wait_exponential, "__call__", lambda *_: 0.0)
+    fake_dagger.files["/app/junit.xml"] = "<testsuite/>"
+    async with DaggerExecutor().session(spec) as session:
+        image = await session.build(job("test"), Log())
+        fake_dagger.hang_up_on.add(dies_in)
+        sent = len(fake_dagger.queries)
+        with pytest.raises(EngineUnavailable, match=r"^no Dagger engine \(") as caught:
+            await session.run(image, a_test(tmp_path, "/app/junit.xml"), Log())
+    assert caught.value.exit_code == 3
+    assert "(5 attempts)" in str(caught.value)
+    tries = [q for q in fake_dagger.queries[sent:] if any(c.field == dies_in for c in q.calls)]
+    assert len(tries) == 5
+
+
+@pytest.mark.anyio
+async def test_run_refuses_an_image_from_another_executor(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    async with DaggerExecutor().session(spec) as session:
+        with pytest.raises(TypeError, match="not an image built by Dagger"):
+            await session.run(Image(job("test"), handle="docker-tag"), a_test(tmp_path), Log())
 
 
 # -- failures

@@ -25,6 +25,7 @@ __all__ = [
     "RegistryLogin",
     "Session",
     "StageJob",
+    "TestRun",
 ]
 
 
@@ -60,6 +61,23 @@ class StageJob:
 
 
 @dataclass(frozen=True)
+class TestRun:
+    """The test stage's command: a string runs under `/bin/sh -c`, a list runs as it is."""
+
+    __test__ = False  # not a pytest test class
+
+    command: str | tuple[str, ...]
+    artifacts: tuple[str, ...]  # absolute paths in the container
+    artifacts_dir: Path
+
+    @property
+    def argv(self) -> list[str]:
+        if isinstance(self.command, str):
+            return ["/bin/sh", "-c", self.command]
+        return list(self.command)
+
+
+@dataclass(frozen=True)
 class Image:
     """A built stage, as the executor needs it to push or run it later."""
 
@@ -72,6 +90,12 @@ class Session(Protocol):
 
     async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
         """Push the image under `ref`; returns the pushed manifest's digest."""
+        ...
+
+    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+        """Run `test.command` in the image (built here, or a pinned ref to pull) and copy
+        `test.artifacts` out to `test.artifacts_dir`, also when the command fails; returns the
+        command's exit code. A missing artifact is logged, not an error."""
         ...
 
 

@@ -5,6 +5,8 @@ DAGGER_SESSION_TOKEN) or, without one, lets the SDK start a session with the `da
 PATH; it never lets the SDK download a CLI. The rewritten Dockerfile and its ignore rules go
 into the context at a private path that the ignore rules hide from `COPY`. Build secrets are
 set in the engine under their ids, because Dockerfile secret mounts match secrets by name.
+The test stage runs as a `withExec` on the built container, or on a restored stage pulled by
+its pinned ref, and its artifacts are exported to the host from what the command left.
 
 `dagger` is imported only once a session opens: importing it costs about a second.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     import dagger
 
     from pipeline.config import SecretSpec
-    from pipeline.engines.base import BuildSpec, StageJob
+    from pipeline.engines.base import BuildSpec, StageJob, TestRun
 
 __all__ = ["DaggerExecutor", "DaggerSession", "dagger_available"]
 
@@ -143,22 +146,32 @@ async def _forget_connection() -> None:
 
 @contextlib.contextmanager
 def _engine_errors(doing: str = "connecting") -> Iterator[None]:
-    """Failures to reach or keep the engine are exit 3, not a stage's failure."""
+    """Failures to reach or keep the engine are exit 3, not a stage's failure.
+
+    A query whose engine went away mid-session does not end in the SDK's `TransportError`:
+    its GraphQL client retries the query (5 attempts, about 15 s) and then raises tenacity's
+    `RetryError` around the last transport error.
+    """
     import dagger
+    import tenacity
 
     try:
         yield
     except (dagger.ProvisionError, dagger.ClientConnectionError, dagger.TransportError) as exc:
         detail = _first_line(str(exc))
         raise EngineUnavailable(f"no Dagger engine ({doing}): {detail}; {HOW_TO_GET_ONE}") from exc
+    except tenacity.RetryError as exc:
+        attempt = exc.last_attempt
+        detail = f"{_first_line(str(attempt.exception()))} ({attempt.attempt_number} attempts)"
+        raise EngineUnavailable(f"no Dagger engine ({doing}): {detail}; {HOW_TO_GET_ONE}") from exc
 
 
 @contextlib.contextmanager
-def _stage_errors(job: StageJob, doing: str, log: Callable[[str], None]) -> Iterator[None]:
+def _stage_errors(name: str, doing: str, log: Callable[[str], None]) -> Iterator[None]:
     """The engine's errors for one stage as `StageFailed`, with the end of its output."""
     import dagger
 
-    with _engine_errors(f"{doing} of {job.name}"):
+    with _engine_errors(f"{doing} of {name}"):
         try:
             yield
         except dagger.ExecError as exc:
@@ -166,13 +179,13 @@ def _stage_errors(job: StageJob, doing: str, log: Callable[[str], None]) -> Iter
             for line in output:
                 log(line)
             tail = _tail(exc.stderr) or _tail(exc.stdout)
-            raise StageFailed(f"{job.name}: {doing} failed: {exc.message}", tail=tail) from exc
+            raise StageFailed(f"{name}: {doing} failed: {exc.message}", tail=tail) from exc
         except dagger.QueryError as exc:
             message = str(exc)
             for line in message.splitlines():
                 log(line)
             raise StageFailed(
-                f"{job.name}: {doing} failed: {_first_line(message)}", tail=_tail(message)
+                f"{name}: {doing} failed: {_first_line(message)}", tail=_tail(message)
             ) from exc
 
 
@@ -226,25 +239,95 @@ class DaggerSession:
 
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
         log(f"dagger: docker build --target {job.target}")
-        with _stage_errors(job, "build", log):
+        with _stage_errors(job.name, "build", log):
             container = await self._docker_build(job).sync()
         return Image(job, handle=container)
 
     async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
-        import dagger
-
-        container = image.handle
-        if not isinstance(container, dagger.Container):
-            raise TypeError(f"not an image built by Dagger: {image.job.name}")
-        for host, username, secret in self._logins:
-            container = container.with_registry_auth(host, username, secret)
-        with _stage_errors(image.job, f"push to {ref}", log):
+        container = self._with_logins(_built(image))
+        with _stage_errors(image.job.name, f"push to {ref}", log):
             address = await container.publish(ref)
         match = _PUBLISHED_DIGEST.search(address)
         if match is None:
             raise StageFailed(f"{image.job.name}: Dagger published {address!r} without a digest")
         log(f"dagger: published {address}")
         return match.group(1)
+
+    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+        """Run the test command in a stage built here or pulled by ref, then export the artifacts.
+
+        The command may fail (`expect: ANY`): its exit code is the result and the artifacts
+        come from the container it left. A command that cannot run at all, or dies of a
+        signal, leaves no container: that is `StageFailed`.
+        """
+        import dagger
+
+        name, container = self._test_container(image)
+        log(f"dagger: run {shlex.join(test.argv)} in {name}")
+        with _stage_errors(name, "test run", log):
+            ran = await container.with_exec(test.argv, expect=dagger.ReturnType.ANY).sync()
+            code = await ran.exit_code()
+            output = await ran.combined_output()
+        for line in output.splitlines():
+            log(line)
+        log(f"dagger: the test command exited with code {code}")
+        await _export_artifacts(ran, test, log)
+        return code
+
+    def _test_container(self, image: Image | str) -> tuple[str, dagger.Container]:
+        """A built stage as it is, or a ref pulled with the registry logins and the platform."""
+        import dagger
+        from dagger import dag
+
+        if isinstance(image, Image):
+            return image.job.name, _built(image)
+        platform = self._spec.platform
+        container = dag.container(platform=None if platform is None else dagger.Platform(platform))
+        return image, self._with_logins(container).from_(image)
+
+    def _with_logins(self, container: dagger.Container) -> dagger.Container:
+        for host, username, secret in self._logins:
+            container = container.with_registry_auth(host, username, secret)
+        return container
+
+
+def _built(image: Image) -> dagger.Container:
+    import dagger
+
+    if not isinstance(image.handle, dagger.Container):
+        raise TypeError(f"not an image built by Dagger: {image.job.name}")
+    return image.handle
+
+
+async def _export_artifacts(
+    container: dagger.Container, test: TestRun, log: Callable[[str], None]
+) -> None:
+    """Each artifact to `artifacts_dir/<basename>`; a missing or failing one is only logged."""
+    import dagger
+
+    await anyio.Path(test.artifacts_dir).mkdir(parents=True, exist_ok=True)
+    for path in test.artifacts:
+        target = test.artifacts_dir / PurePosixPath(path).name
+        with _engine_errors(f"export of {path}"):
+            try:
+                found = await _export(container, path, str(target.absolute()))
+            except dagger.QueryError as exc:
+                log(f"artifact {path} not copied: {_first_line(str(exc))}")
+                continue
+        log(f"artifact {path} -> {target}" if found else f"artifact {path} not found")
+
+
+async def _export(container: dagger.Container, path: str, target: str) -> bool:
+    """Export a directory or a file (symlinks followed) to the host; False if there is none."""
+    from dagger import ExistsType
+
+    if await container.exists(path, expected_type=ExistsType.DIRECTORY_TYPE):
+        await container.directory(path).export(target)
+    elif await container.exists(path, expected_type=ExistsType.REGULAR_TYPE):
+        await container.file(path).export(target)
+    else:
+        return False
+    return True
 
 
 def _login_name(host: str) -> str:

@@ -15,8 +15,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,7 +28,7 @@ from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-    from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob
+    from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
 
 __all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
 
@@ -220,6 +221,36 @@ class DockerSession:
         if code != 0 or not digests:
             raise StageFailed(f"docker push {ref} exited with {code}", tail=tail)
         return digests[-1]
+
+    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+        """`docker run` the image, then `docker cp` each artifact out, pass or fail."""
+        name = f"dagger-stages-test-{uuid.uuid4().hex[:12]}"
+        reference = image.job.tag if isinstance(image, Image) else image
+        command = [self._cli.path, "run", "--name", name]
+        if self._spec.platform:
+            command += ["--platform", self._spec.platform]
+        try:
+            code, tail = await _stream([*command, reference, *test.argv], self._env, log)
+            if code == 125:
+                raise StageFailed(f"could not run the tests: {_last_line(tail)}", tail=tail)
+            await self._copy_artifacts(name, test, log)
+        finally:
+            await _run([self._cli.path, "rm", "-f", name], self._env)
+        return code
+
+    async def _copy_artifacts(
+        self, container: str, test: TestRun, log: Callable[[str], None]
+    ) -> None:
+        await anyio.Path(test.artifacts_dir).mkdir(parents=True, exist_ok=True)
+        for path in test.artifacts:
+            target = test.artifacts_dir / PurePosixPath(path).name
+            code, output = await _run(
+                [self._cli.path, "cp", f"{container}:{path}", str(target)], self._env
+            )
+            if code != 0:
+                log(f"artifact {path} not copied: {_last_line(output)}")
+            else:
+                log(f"artifact {path} -> {target}")
 
 
 def _secret_flags(spec: BuildSpec, private: Path, env: Mapping[str, str]) -> list[str]:
