@@ -6,22 +6,28 @@ stage shares, watches for SIGINT/SIGTERM, and turns results into an exit code.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from pipeline.ci_report import dotenv, github_summary, junit_xml
 from pipeline.context import BuildContext, IgnoreRules
 from pipeline.credentials import Credentials
-from pipeline.engines.base import BuildSpec, RegistryLogin
+from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
 from pipeline.errors import UsageError
+from pipeline.graph import resolve_targets
 from pipeline.plan import Plan, make_plan
+from pipeline.prune import apply, decide, inventory, render
+from pipeline.publish import Publication, publications
 from pipeline.reference import Reference
 from pipeline.registry import RegistryClient
 from pipeline.report import Masker, make_reporter, report_json, summary
@@ -30,9 +36,9 @@ from pipeline.runner import RunOptions, StageResult, execute, initial_results, j
 from pipeline.stages import native_platform
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
-    from pipeline.engines.base import Executor
+    from pipeline.engines.base import Executor, Session
     from pipeline.graph import Graph
     from pipeline.runner import Reporter
     from pipeline.settings import Settings
@@ -51,6 +57,11 @@ class BuildOptions:
     push_cache: bool = True
     docker: str | None = None
     report: str | None = None
+    junit: str | None = None
+    dotenv: str | None = None
+    push: bool = False
+    run_tests: bool = True
+    artifacts_dir: str = "artifacts"
 
 
 def registry_client(settings: Settings) -> RegistryClient:
@@ -126,15 +137,19 @@ def read_secrets(settings: Settings) -> dict[str, str]:
     return values
 
 
-async def _logins(settings: Settings, plan: Plan) -> tuple[RegistryLogin, ...]:
-    """Credentials for the cache registry from env or CI, for engines that push on their own."""
-    if plan.cache_repo is None:
-        return ()
-    host = Reference.parse(f"{plan.cache_repo}:x").registry
-    secret = await Credentials(sources=settings.ci.credentials, docker_config=False).lookup(host)
-    if secret is None or secret.identity_token:
-        return ()
-    return (RegistryLogin(host, secret.username, secret.password),)
+async def _logins(
+    settings: Settings, plan: Plan, published: Sequence[str]
+) -> tuple[RegistryLogin, ...]:
+    """Credentials from env or CI for the registries the engine pushes to on its own."""
+    refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
+    hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
+    credentials = Credentials(sources=settings.ci.credentials, docker_config=False)
+    logins = []
+    for host in hosts:
+        secret = await credentials.lookup(host)
+        if secret is not None and not secret.identity_token:
+            logins.append(RegistryLogin(host, secret.username, secret.password))
+    return tuple(logins)
 
 
 def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
@@ -170,6 +185,11 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
     context = build_context(settings)
     plan = await plan_for(settings, graph, context=context, no_cache=options.no_cache)
     executor = choose_executor(settings, options)
+    pending = []
+    if options.push:
+        asked = resolve_targets(graph.dockerfile, settings.targets)
+        pending = publications(asked, settings.publish, settings.ci, settings.image_repo)
+    test = _test_run(settings, graph, options)
     for message in plan.warnings:
         print(masker(f"dagger-stages: warning: {message}"), file=sys.stderr)
     reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
@@ -184,7 +204,7 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
         build_args=settings.build_args,
         secrets=settings.secrets,
         platform=None if settings.platform is None else str(settings.platform),
-        logins=await _logins(settings, plan),
+        logins=await _logins(settings, plan, [p.ref for p in pending]),
     )
     jobs = jobs_for(plan, targets, _tags(plan, targets))
     run_options = RunOptions(
@@ -192,48 +212,180 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
         fail_fast=options.fail_fast,
         push_cache=options.push_cache and reachable and plan.cache_repo is not None,
     )
-    reporter = make_reporter(masker)
+    reporter = make_reporter(masker, provider=settings.ci.provider)
     collector = _Collector(reporter)
-    interrupted = False
+    outcome = _Outcome()
     try:
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
-                nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
-                        interrupted = True
+                        outcome.interrupted = True
                         group.cancel_scope.cancel()
                         return
 
             group.start_soon(watch)
-            if jobs:
+            if jobs or test is not None:
                 async with executor.session(spec) as session:
-                    await execute(plan, session, jobs, run_options, collector)
+                    images: dict[int, Image] = {}
+                    await execute(plan, session, jobs, run_options, collector, images)
+                    if test is not None:
+                        outcome.test = await _run_test(plan, session, images, collector, *test)
+                    await _publish(settings, plan, pending, collector, images, session, outcome)
             else:
                 for result in initial_results(plan).values():
                     collector.update(result)
+                await _publish(settings, plan, pending, collector, {}, None, outcome)
             group.cancel_scope.cancel()
     finally:
         reporter.close()
     results = dict(sorted(collector.results.items()))
     failed = any(r.status == "failed" for r in results.values())
+    tests_failed = outcome.test is not None and outcome.test["exit_code"] != 0
     print(summary(results, masker), file=sys.stderr)
-    if options.report:
-        document = report_json(
-            results,
-            ok=not failed and not interrupted,
-            engine=executor.name,
-            targets=[stage.name for stage in graph.targets],
-            cache_repo=plan.cache_repo,
-            seconds=time.monotonic() - started,
-            masker=masker,
-        )
-        _write(options.report, json.dumps(document, indent=2) + "\n")
-    if interrupted:
+    for item in outcome.published:
+        print(f"  published {item['ref']}@{item['digest']}", file=sys.stderr)
+    ok = not (failed or tests_failed or outcome.interrupted)
+    document = report_json(
+        results,
+        ok=ok,
+        engine=executor.name,
+        targets=[stage.name for stage in graph.targets],
+        cache_repo=plan.cache_repo,
+        seconds=time.monotonic() - started,
+        masker=masker,
+    )
+    document["published"] = outcome.published
+    document["test"] = outcome.test
+    _write_reports(options, settings, plan, results, document, started, masker)
+    if outcome.interrupted:
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 1 if failed else 0
+    return 0 if ok else 1
+
+
+@dataclass
+class _Outcome:
+    interrupted: bool = False
+    test: dict[str, Any] | None = None
+    published: list[dict[str, str]] = field(default_factory=list)
+
+
+def _test_run(
+    settings: Settings, graph: Graph, options: BuildOptions
+) -> tuple[int, TestRun] | None:
+    spec = settings.test
+    if spec is None or not options.run_tests:
+        return None
+    stage = graph.dockerfile.stage_by_name(spec.stage)
+    if stage is None or stage.index not in graph.needed:
+        raise UsageError(f'test stage "{spec.stage}" is not built here', path=settings.config_path)
+    artifacts_dir = Path(options.artifacts_dir)
+    return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
+
+
+async def _run_test(
+    plan: Plan,
+    session: Session,
+    images: Mapping[int, Image],
+    collector: _Collector,
+    index: int,
+    test: TestRun,
+) -> dict[str, Any] | None:
+    """Run the test command in its stage, built or restored; artifacts come out either way."""
+    result = collector.results[index]
+    if result.status not in ("built", "cached"):
+        return None
+    image: Image | str = images.get(index, f"{plan.cache_repo}@{result.digest}")
+    name = result.name
+    collector.log(name, f"running tests: {' '.join(test.argv)}")
+    code = await session.run(image, test, lambda line: collector.log(name, line))
+    if code:
+        collector.warning(f"tests in {name} failed with exit code {code}")
+    return {
+        "stage": name,
+        "exit_code": code,
+        "artifacts_dir": str(test.artifacts_dir),
+        "artifacts": list(test.artifacts),
+    }
+
+
+async def _publish(
+    settings: Settings,
+    plan: Plan,
+    pending: Sequence[Publication],
+    collector: _Collector,
+    images: Mapping[int, Image],
+    session: Session | None,
+    outcome: _Outcome,
+) -> None:
+    """Publish targets that were built or restored, unless something failed.
+
+    A stage already in the cache is copied registry-side (its blobs are mounted, not moved);
+    one built without a cache push is pushed by the engine.
+    """
+    if not pending:
+        return
+    results = collector.results
+    if any(r.status == "failed" for r in results.values()) or (
+        outcome.test is not None and outcome.test["exit_code"] != 0
+    ):
+        collector.warning("nothing published: the build or its tests failed")
+        return
+    async with registry_client(settings) as client:
+        for item in pending:
+            result = results[item.stage]
+            if result.digest and result.cache_ref and plan.cache_repo:
+                source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
+                digest = await client.copy_image(source, Reference.parse(item.ref))
+            elif item.stage in images and session is not None:
+                log = functools.partial(collector.log, result.name)
+                digest = await session.push(images[item.stage], item.ref, log)
+            else:
+                collector.warning(f"{item.ref}: {result.name} has no image to publish")
+                continue
+            outcome.published.append({"stage": result.name, "ref": item.ref, "digest": digest})
+
+
+def _write_reports(
+    options: BuildOptions,
+    settings: Settings,
+    plan: Plan,
+    results: Mapping[int, StageResult],
+    document: dict[str, Any],
+    started: float,
+    masker: Masker,
+) -> None:
+    if options.report:
+        _write(options.report, json.dumps(document, indent=2) + "\n")
+    if options.junit:
+        _write(options.junit, junit_xml(results, masker=masker, seconds=document["seconds"]))
+    if options.dotenv:
+        published = {p["ref"]: p["digest"] for p in document["published"]}
+        _write(options.dotenv, dotenv(published, results))
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if settings.ci.provider == "github" and summary_file:
+        text = github_summary(
+            results, plan, start=started, seconds=document["seconds"], masker=masker
+        )
+        _append(summary_file, text)
+
+
+async def run_prune(
+    settings: Settings, older_than: timedelta, keep: int, protected: list[str], yes: bool
+) -> int:
+    assert settings.cache_repo is not None
+    repo = Reference.parse(f"{settings.cache_repo}:x")
+    async with registry_client(settings) as client:
+        tags = await inventory(client, repo)
+        decisions = decide(
+            tags, older_than=older_than, keep=keep, now=datetime.now(UTC), protected=protected
+        )
+        if yes:
+            await apply(client, repo, decisions)
+    print(render(decisions, dry_run=not yes))
+    return 0
 
 
 def _read(path: str | None) -> str | None:
@@ -242,3 +394,8 @@ def _read(path: str | None) -> str | None:
 
 def _write(path: str, text: str) -> None:
     Path(path).write_text(text)
+
+
+def _append(path: str, text: str) -> None:
+    with Path(path).open("a") as handle:
+        handle.write(text)

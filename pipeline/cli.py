@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline import __version__
-from pipeline.build import BuildOptions, plan_for, run_build
+from pipeline.build import BuildOptions, plan_for, run_build, run_prune
 from pipeline.ci import detect
+from pipeline.ci_report import mermaid_graph
 from pipeline.config import (
     Config,
     find_config,
@@ -31,6 +32,7 @@ from pipeline.config import (
 from pipeline.errors import ToolError, UsageError
 from pipeline.graph import select
 from pipeline.parse import parse_dockerfile
+from pipeline.prune import parse_age, restored_refs
 from pipeline.render import dumps, plan_json, plan_table
 from pipeline.settings import Options, Settings, resolve_settings
 from pipeline.stages import Dockerfile, build_stages
@@ -108,7 +110,13 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
     _add_common(plan)
-    plan.add_argument("--json", action="store_true", help="print one JSON object (see docs)")
+    plan.add_argument(
+        "--format",
+        choices=("table", "json", "mermaid"),
+        default="table",
+        help="table (default), json (docs/plan-json.md) or a Mermaid flowchart",
+    )
+    plan.add_argument("--json", action="store_true", help="the same as --format json")
     plan.add_argument(
         "--offline",
         action="store_true",
@@ -132,7 +140,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--docker", metavar="PATH", help="the docker CLI for --engine docker")
     build.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    build.add_argument("--junit", metavar="FILE", help="write a JUnit XML, a testcase per stage")
+    build.add_argument(
+        "--dotenv", metavar="FILE", help="write digests and published refs as KEY=value lines"
+    )
+    build.add_argument("--push", action="store_true", help="publish the targets (config: publish)")
+    build.add_argument(
+        "--artifacts-dir",
+        default="artifacts",
+        metavar="DIR",
+        help="where the test stage's artifacts go (default: artifacts)",
+    )
+    build.add_argument("--no-test", action="store_true", help="do not run the test stage")
     build.set_defaults(handler=_build)
+
+    prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
+    _add_common(prune)
+    prune.add_argument(
+        "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
+    )
+    prune.add_argument(
+        "--keep", type=int, default=3, metavar="N", help="newest tags kept per stage (default 3)"
+    )
+    prune.add_argument("--yes", action="store_true", help="delete; without it, a dry run")
+    prune.set_defaults(handler=_prune)
     return parser
 
 
@@ -166,6 +197,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="set a declared ARG; repeatable",
     )
     parser.add_argument("--cache-repo", metavar="REPO", help="registry repository for stage images")
+    parser.add_argument(
+        "--image-repo", metavar="REPO", help="where --push publishes bare tags (default: from CI)"
+    )
     parser.add_argument("--engine", choices=("dagger", "docker", "auto"), help="executor")
     parser.add_argument(
         "--platform",
@@ -206,6 +240,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         targets=tuple(args.targets),
         build_args=build_args,
         cache_repo=args.cache_repo,
+        image_repo=args.image_repo,
         engine=args.engine,
         platforms=tuple(args.platforms),
         secrets=tuple(parse_secret(text) for text in args.secrets),
@@ -235,8 +270,11 @@ def _plan(args: argparse.Namespace) -> int:
     plan = anyio.run(functools.partial(plan_for, settings, graph, offline=args.offline))
     for message in plan.warnings:
         print(f"dagger-stages: warning: {message}", file=sys.stderr)
-    if args.json:
+    output = "json" if args.json else args.format
+    if output == "json":
         print(dumps(plan_json(plan, settings)))
+    elif output == "mermaid":
+        print(mermaid_graph(plan), end="")
     else:
         print(plan_table(plan))
     return 0
@@ -244,7 +282,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    graph = select(_load(settings), settings.targets)
+    tested = settings.test is not None and not args.no_test
+    also = [settings.test.stage] if settings.test is not None and tested else []
+    graph = select(_load(settings), settings.targets, also=also)
     options = BuildOptions(
         jobs=args.jobs,
         fail_fast=args.fail_fast,
@@ -252,5 +292,23 @@ def _build(args: argparse.Namespace) -> int:
         push_cache=not args.no_push_cache,
         docker=args.docker,
         report=args.report,
+        junit=args.junit,
+        dotenv=args.dotenv,
+        push=args.push,
+        run_tests=not args.no_test,
+        artifacts_dir=args.artifacts_dir,
     )
     return int(anyio.run(run_build, settings, graph, options))
+
+
+def _prune(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.cache_repo is None:
+        raise UsageError("prune needs --cache-repo (or cache_repo in the config, or CI)")
+    older_than = parse_age(args.older_than)
+    protected: list[str] = []
+    if Path(settings.dockerfile).is_file():
+        graph = select(_load(settings), settings.targets)
+        plan = anyio.run(functools.partial(plan_for, settings, graph))
+        protected = restored_refs(plan)
+    return int(anyio.run(run_prune, settings, older_than, args.keep, protected, args.yes))

@@ -57,8 +57,14 @@ def _unknown_target(dockerfile: Dockerfile, name: str) -> str:
     return f'target stage "{name}" could not be found (stages: {there})'
 
 
-def select(dockerfile: Dockerfile, target_names: Sequence[str]) -> Graph:
+def select(
+    dockerfile: Dockerfile, target_names: Sequence[str], *, also: Sequence[str] = ()
+) -> Graph:
+    """The graph for the targets (the last stage if none) plus the stages named in `also`."""
     targets = resolve_targets(dockerfile, target_names)
+    if also:
+        extra = resolve_targets(dockerfile, also)
+        targets = tuple({t.index: t for t in (*targets, *extra)}.values())
     needed = closure(dockerfile.stages, [t.index for t in targets])
     return Graph(
         dockerfile=dockerfile,

@@ -12,12 +12,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from pipeline import ci_report
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from pipeline.runner import StageResult
 
-__all__ = ["LiveReporter", "Masker", "PlainReporter", "make_reporter", "report_json", "summary"]
+__all__ = [
+    "GroupedReporter",
+    "LiveReporter",
+    "Masker",
+    "PlainReporter",
+    "make_reporter",
+    "report_json",
+    "summary",
+]
 
 _DONE = ("built", "cached", "skipped", "failed", "cancelled")
 
@@ -74,6 +84,45 @@ class PlainReporter:
         return None
 
 
+class GroupedReporter(PlainReporter):
+    """CI logs: each stage's lines are held back and printed as one collapsible block when it
+    ends (`::group::` on GitHub, `section_start` on GitLab), so parallel stages don't interleave.
+    """
+
+    def __init__(self, stream: TextIO, masker: Masker, provider: str) -> None:
+        super().__init__(stream, masker)
+        self._provider = provider
+        self._lines: dict[str, list[str]] = {}
+
+    def log(self, stage: str, line: str) -> None:
+        self._lines.setdefault(stage, []).append(line)
+
+    def update(self, result: StageResult) -> None:
+        if result.status not in _DONE or result.name not in self._lines:
+            super().update(result)
+            return
+        header = f"{result.name}: {_describe(result)}"
+        self._flush(result.name, header)
+        if self._provider == "github" and result.status == "failed":
+            self._print(ci_report.github_error(header, title=result.name, masker=self._mask))
+
+    def _flush(self, stage: str, header: str) -> None:
+        lines = self._lines.pop(stage, [])
+        if self._provider == "github":
+            block = [ci_report.github_group_start(header), *lines, ci_report.github_group_end()]
+        else:
+            now = int(time.time())
+            name = f"stage_{stage}"
+            start = ci_report.gitlab_section_start(name, header, collapsed=True, now=now)
+            block = [start, *lines, ci_report.gitlab_section_end(name, now=now)]
+        self._print("\n".join(block))
+
+    def close(self) -> None:
+        """Lines logged after their stage ended, such as the test command's, as blocks too."""
+        for stage in list(self._lines):
+            self._flush(stage, f"{stage}: more output")
+
+
 class LiveReporter:
     """A rich table that redraws in place, one row per stage, with its latest log line."""
 
@@ -123,8 +172,13 @@ class LiveReporter:
         self._live.stop()
 
 
-def make_reporter(masker: Masker, stream: TextIO | None = None) -> PlainReporter | LiveReporter:
+def make_reporter(
+    masker: Masker, stream: TextIO | None = None, *, provider: str = "local"
+) -> PlainReporter | LiveReporter:
+    """GitHub and GitLab get folded blocks per stage, a terminal the live table, others lines."""
     stream = stream or sys.stderr
+    if provider in ("github", "gitlab"):
+        return GroupedReporter(stream, masker, provider)
     if stream.isatty():
         return LiveReporter(stream, masker)
     return PlainReporter(stream, masker)

@@ -88,8 +88,9 @@ async def execute(
     jobs: Mapping[int, StageJob],
     options: RunOptions,
     reporter: Reporter,
+    images: dict[int, Image] | None = None,
 ) -> dict[int, StageResult]:
-    """Results for every needed stage, in index order."""
+    """Results for every needed stage, in index order; `images` collects what was built."""
     results = initial_results(plan)
     for result in results.values():
         reporter.update(result)
@@ -132,6 +133,8 @@ async def execute(
                     tail=exc.tail,
                 )
             else:
+                if images is not None:
+                    images[index] = image
                 ref = plan.refs.get(index)
                 digest = None
                 if options.push_cache and ref is not None:
