@@ -30,7 +30,7 @@ from pipeline.config import (
     parse_secret,
 )
 from pipeline.errors import ToolError, UsageError
-from pipeline.graph import select
+from pipeline.graph import Graph, select
 from pipeline.parse import parse_dockerfile
 from pipeline.prune import parse_age, restored_refs
 from pipeline.render import dumps, plan_json, plan_table
@@ -264,9 +264,15 @@ def _load(settings: Settings) -> Dockerfile:
     return dockerfile
 
 
+def _graph(settings: Settings, *, tests: bool = True) -> Graph:
+    """The targets' graph, with a configured test stage too: `plan` shows what `build` does."""
+    also = [settings.test.stage] if settings.test is not None and tests else []
+    return select(_load(settings), settings.targets, also=also)
+
+
 def _plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    graph = select(_load(settings), settings.targets)
+    graph = _graph(settings)
     plan = anyio.run(functools.partial(plan_for, settings, graph, offline=args.offline))
     for message in plan.warnings:
         print(f"dagger-stages: warning: {message}", file=sys.stderr)
@@ -282,9 +288,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    tested = settings.test is not None and not args.no_test
-    also = [settings.test.stage] if settings.test is not None and tested else []
-    graph = select(_load(settings), settings.targets, also=also)
+    graph = _graph(settings, tests=not args.no_test)
     options = BuildOptions(
         jobs=args.jobs,
         fail_fast=args.fail_fast,
@@ -308,7 +312,6 @@ def _prune(args: argparse.Namespace) -> int:
     older_than = parse_age(args.older_than)
     protected: list[str] = []
     if Path(settings.dockerfile).is_file():
-        graph = select(_load(settings), settings.targets)
-        plan = anyio.run(functools.partial(plan_for, settings, graph))
+        plan = anyio.run(functools.partial(plan_for, settings, _graph(settings)))
         protected = restored_refs(plan)
     return int(anyio.run(run_prune, settings, older_than, args.keep, protected, args.yes))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from pipeline.cli import main
@@ -177,3 +178,37 @@ def test_registry_credentials_from_the_environment(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["stages"][0]["cache"] == "miss"
     assert auth_registry.password not in captured.out + captured.err
+
+
+def test_plan_as_a_mermaid_flowchart(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--format", "mermaid", "--offline", "--target", "app"]) == 0
+    chart = capsys.readouterr().out
+    assert chart.startswith("flowchart TD")
+    for name in ("deps", "assets", "app", "test"):
+        assert f'"{name}' in chart
+
+
+def test_prune_through_the_cli_keeps_what_the_plan_restores(
+    project: Path, registry: RegistryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache_repo = f"{registry.host}/prune-cli/cache"
+    current = by_name(plan(capsys, "--cache-repo", cache_repo))
+    current_app = current["app"]["cache_ref"].rsplit(":", 1)[1]
+    push_image(
+        registry.url,
+        "prune-cli/cache",
+        current_app,
+        config={"created": "2020-01-01T00:00:00Z", "current": True},
+    )
+    old = [f"app-{n:032x}" for n in range(4)]
+    for number, tag in enumerate(old):
+        created = f"2020-0{number + 2}-01T00:00:00Z"
+        push_image(registry.url, "prune-cli/cache", tag, config={"created": created, "n": number})
+    args = ["prune", "--cache-repo", cache_repo, "--older-than", "30d", "--keep", "1"]
+    assert main(args) == 0
+    dry = capsys.readouterr().out
+    assert "would go (dry run; pass --yes to delete)" in dry
+    assert main([*args, "--yes"]) == 0
+    capsys.readouterr()
+    remaining = httpx.get(f"{registry.url}/v2/prune-cli/cache/tags/list", timeout=10).json()
+    assert sorted(remaining["tags"]) == sorted([current_app, old[-1]])
