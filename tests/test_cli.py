@@ -298,3 +298,20 @@ def test_publish_flag_replaces_the_config_list_per_stage() -> None:
     assert settings.publish == {"release": ("v1", "{tag}"), "app": ("app-{sha}",)}
     with pytest.raises(UsageError, match='--publish "release": expected STAGE=TAG'):
         parse_publish(["release"])
+
+
+def test_the_example_plans(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's quick start: the PHP example, with its config, where nothing can be pulled."""
+    config = ROOT / "examples" / "php-app" / "dagger-stages.yaml"
+    assert main(["plan", "--config", str(config), "--offline", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["targets"] == ["release", "test"]
+    assert [s["name"] for s in document["stages"] if s["needed"]] == [
+        "composer-build",
+        "npm-build",
+        "php-extensions-build",
+        "app",
+        "release",
+        "dev-back",
+        "test",
+    ]
