@@ -24,12 +24,13 @@ from pipeline.context import BuildContext, IgnoreRules
 from pipeline.credentials import Credentials
 from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
 from pipeline.errors import UsageError
+from pipeline.forecast import hint_tag
 from pipeline.graph import resolve_targets
 from pipeline.plan import Plan, make_plan
 from pipeline.prune import apply, decide, inventory, render
 from pipeline.publish import Publication, publications
 from pipeline.reference import Reference
-from pipeline.registry import RegistryClient
+from pipeline.registry import RegistryClient, RegistryError
 from pipeline.report import Masker, make_reporter, report_json, summary
 from pipeline.rewrite import build_targets
 from pipeline.runner import RunOptions, StageResult, execute, initial_results, jobs_for
@@ -98,12 +99,19 @@ async def plan_for(
             context=context or build_context(settings),
             client=client,
             no_cache=no_cache,
+            branches=_branches(settings),
         )
 
     if offline:
         return await make(None)
     async with registry_client(settings) as client:
         return await make(client)
+
+
+def _branches(settings: Settings) -> list[str]:
+    """Whose hint tags a missed stage reuses: this branch's, else the default branch's."""
+    ci = settings.ci
+    return [branch for branch in (ci.branch, ci.default_branch) if branch]
 
 
 def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
@@ -192,6 +200,9 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
     test = _test_run(settings, graph, options)
     for message in plan.warnings:
         print(masker(f"dagger-stages: warning: {message}"), file=sys.stderr)
+    for index, reasons in plan.why.items():
+        for reason in reasons:
+            print(masker(f"[{plan.stage(index).name}] missed: {reason}"), file=sys.stderr)
     reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
     if plan.cache_repo is not None and not reachable:
         message = "the cache registry is unreachable: building every needed stage, pushing no cache"
@@ -229,7 +240,9 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
             if jobs or test is not None:
                 async with executor.session(spec) as session:
                     images: dict[int, Image] = {}
-                    await execute(plan, session, jobs, run_options, collector, images)
+                    async with registry_client(settings) as hints:
+                        moved = functools.partial(_move_hint, hints, settings, plan, collector)
+                        await execute(plan, session, jobs, run_options, collector, images, moved)
                     if test is not None:
                         outcome.test = await _run_test(plan, session, images, collector, *test)
                     await _publish(settings, plan, pending, collector, images, session, outcome)
@@ -256,6 +269,9 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
         seconds=time.monotonic() - started,
         masker=masker,
     )
+    why = {plan.stage(index).name: list(reasons) for index, reasons in plan.why.items()}
+    for stage in document["stages"]:
+        stage["why"] = why.get(stage["name"], [])
     document["published"] = outcome.published
     document["test"] = outcome.test
     _write_reports(options, settings, plan, results, document, started, masker)
@@ -263,6 +279,26 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if ok else 1
+
+
+async def _move_hint(
+    client: RegistryClient,
+    settings: Settings,
+    plan: Plan,
+    collector: _Collector,
+    index: int,
+    ref: str,
+    digest: str,
+) -> None:
+    """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
+    branch = settings.ci.branch
+    if branch is None or plan.cache_repo is None:
+        return
+    hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
+    try:
+        await client.copy_image(Reference.parse(f"{plan.cache_repo}@{digest}"), hint)
+    except RegistryError as exc:
+        collector.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
 
 
 @dataclass

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pipeline.graph import Graph
     from pipeline.stages import Stage
 
-__all__ = ["Action", "Cache", "Forecast", "cache_tag", "decide"]
+__all__ = ["Action", "Cache", "Forecast", "cache_tag", "decide", "hint_tag"]
 
 Cache = Literal["hit", "miss", "unknown"]
 Action = Literal["restore", "build", "skip"]
@@ -38,6 +38,16 @@ def cache_tag(stage: Stage, key: str) -> str:
     name = stage.declared_name if stage.declared_name is not None else f"stage-{stage.index}"
     name = _TAG_UNSAFE.sub("-", name)[: 127 - KEY_CHARS]
     return f"{name}-{key[:KEY_CHARS]}"
+
+
+def hint_tag(stage: Stage, branch: str) -> str:
+    """`<stage>--<branch>`: moved to each new build of the stage on that branch.
+
+    Only a hint for layer reuse and miss explanations; no correctness depends on it.
+    """
+    name = stage.declared_name if stage.declared_name is not None else f"stage-{stage.index}"
+    slug = _TAG_UNSAFE.sub("-", branch.lower()).strip("-.") or "unknown"
+    return f"{_TAG_UNSAFE.sub('-', name)}--{slug}"[:128]
 
 
 def decide(

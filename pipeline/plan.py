@@ -8,19 +8,21 @@ everything is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
 
-from pipeline.forecast import Cache, Forecast, cache_tag, decide
+from pipeline.explain import LABEL, explain, key_label
+from pipeline.forecast import Cache, Forecast, cache_tag, decide, hint_tag
 from pipeline.keys import StageKey, compute_keys, external_images
 from pipeline.reference import Reference
-from pipeline.registry import RegistryError
+from pipeline.registry import RegistryError, RegistryNotFound
 from pipeline.rewrite import rewrite
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pipeline.context import BuildContext
     from pipeline.graph import Graph
@@ -38,6 +40,9 @@ class Plan:
     refs: Mapping[int, str]
     forecasts: Mapping[int, Forecast]
     warnings: tuple[str, ...]
+    hints: Mapping[int, str] = field(default_factory=dict)
+    why: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    labels: Mapping[int, str] = field(default_factory=dict)
 
     def stage(self, index: int) -> Stage:
         return self.graph.stages[index]
@@ -66,8 +71,13 @@ async def make_plan(
     context: BuildContext,
     client: RegistryClient | None,
     no_cache: bool = False,
+    branches: Sequence[str] = (),
 ) -> Plan:
-    """`client` None means offline: no image is pinned and the cache is not asked."""
+    """`client` None means offline: no image is pinned and the cache is not asked.
+
+    `branches` (this build's branch, then the default branch) name the hint tags that a missed
+    stage reuses layers from and is compared with to say why it missed.
+    """
     warnings: list[str] = []
     dockerfile = graph.dockerfile
     images = external_images(dockerfile, graph.needed)
@@ -89,14 +99,64 @@ async def make_plan(
         cache, found = await _probe(client, refs, warnings)
     elif refs:
         cache = dict.fromkeys(refs, "unknown")
+    forecasts = decide(graph, cache, found, no_cache=no_cache)
+    building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+    hints: dict[int, str] = {}
+    why: dict[int, tuple[str, ...]] = {}
+    if (
+        cache_repo is not None
+        and client is not None
+        and branches
+        and "unknown" not in cache.values()
+    ):
+        names = {keys[i].key: graph.stages[i].name for i in keys}
+        hints, labels = await _hints(
+            client, cache_repo, [graph.stages[i] for i in building], branches
+        )
+        for index in building:
+            if forecasts[index].cache == "miss":
+                why[index] = tuple(explain(keys[index], labels.get(index), names, context))
     return Plan(
         graph=graph,
         cache_repo=cache_repo,
         keys=keys,
         refs=refs,
-        forecasts=decide(graph, cache, found, no_cache=no_cache),
+        forecasts=forecasts,
         warnings=tuple(warnings),
+        hints=hints,
+        why=why,
+        labels={i: key_label(keys[i], context) for i in building},
     )
+
+
+async def _hints(
+    client: RegistryClient, cache_repo: str, stages: Sequence[Stage], branches: Sequence[str]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """For each stage to build, the first hint tag that exists, and its key-inputs label."""
+    hints: dict[int, str] = {}
+    labels: dict[int, str] = {}
+
+    async def one(stage: Stage) -> None:
+        for branch in dict.fromkeys(branches):
+            ref = Reference.parse(f"{cache_repo}:{hint_tag(stage, branch)}")
+            try:
+                body, _ = await client.get_manifest(ref)
+                config_digest = json.loads(body)["config"]["digest"]
+                config = json.loads(await client.get_blob(ref, config_digest))
+            except RegistryNotFound:
+                continue
+            except (RegistryError, ValueError, KeyError, TypeError):
+                return
+            hints[stage.index] = str(ref)
+            label = ((config.get("config") or {}).get("Labels") or {}).get(LABEL)
+            if isinstance(label, str):
+                labels[stage.index] = label
+            return
+
+    async with anyio.create_task_group() as group:
+        for stage in stages:
+            group.start_soon(one, stage)
+    return hints, labels
 
 
 async def _resolve(

@@ -36,6 +36,8 @@ def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
                 "cache": None if forecast is None else forecast.cache,
                 "action": None if forecast is None else forecast.action,
                 "unpinned": [] if key is None else list(key.unpinned),
+                "hint": plan.hints.get(stage.index),
+                "why": list(plan.why.get(stage.index, ())),
             }
         )
     warnings = [{"line": w.line, "message": w.message} for w in graph.dockerfile.warnings]
@@ -95,4 +97,7 @@ def plan_table(plan: Plan) -> str:
         f"  wave {n}: {', '.join(names[i] for i in wave)}" for n, wave in enumerate(graph.waves)
     ]
     cache = f"cache repo: {plan.cache_repo or 'none (keys only)'}"
-    return "\n".join([*lines, "", summary, *waves, cache])
+    why = [
+        f"  {names[index]}: {reason}" for index, reasons in plan.why.items() for reason in reasons
+    ]
+    return "\n".join([*lines, "", summary, *waves, cache, *(["why missed:", *why] if why else [])])

@@ -17,9 +17,10 @@ import anyio
 
 from pipeline.engines.base import StageJob
 from pipeline.errors import StageFailed, ToolError
+from pipeline.explain import LABEL
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from pipeline.engines.base import Image, Session
     from pipeline.plan import Plan
@@ -77,6 +78,8 @@ def jobs_for(
             target=build_targets[index],
             key=plan.keys[index].key,
             tag=tags[index],
+            cache_from=(plan.hints[index],) if index in plan.hints else (),
+            labels={LABEL: plan.labels[index]} if index in plan.labels else {},
         )
         for index in plan.indices("build")
     }
@@ -89,6 +92,7 @@ async def execute(
     options: RunOptions,
     reporter: Reporter,
     images: dict[int, Image] | None = None,
+    pushed: Callable[[int, str, str], Awaitable[None]] | None = None,
 ) -> dict[int, StageResult]:
     """Results for every needed stage, in index order; `images` collects what was built."""
     results = initial_results(plan)
@@ -139,6 +143,8 @@ async def execute(
                 digest = None
                 if options.push_cache and ref is not None:
                     digest = await _push(session, image, ref, job, reporter)
+                    if digest is not None and pushed is not None:
+                        await pushed(index, ref, digest)
                 finish(
                     replace(
                         results[index],

@@ -65,6 +65,8 @@ def test_plan_json_contract(
         "cache": None,
         "action": "build",
         "unpinned": ["composer:2"],
+        "hint": None,
+        "why": [],
     }
     assert app["base"] == "php-extensions-build"
     assert app["base_stage"] == "php-extensions-build"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -289,3 +290,50 @@ def test_a_docker_cli_that_refuses_buildkit_is_exit_3(project: Path, tmp_path: P
     assert result.returncode == 3, result.stderr
     assert f"{fake} (docker 28.2.2) refuses to build with BuildKit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    cache_repo = docker_env.cache_repo()
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "FROM deps AS app\n", "FROM $BASE AS app\nRUN sleep 3 && echo slow > /app.slow\n"
+        )
+    )
+    ci = {
+        "GITLAB_CI": "true",
+        "CI_COMMIT_BRANCH": "main",
+        "CI_DEFAULT_BRANCH": "main",
+        "CI_COMMIT_SHA": "ab" * 20,
+        "TOKEN": SECRET,
+    }
+
+    def build_on(branch: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            [
+                "build", "--engine", "docker", "--docker", docker_env.docker, "--cache-repo",
+                cache_repo, "--secret", "id=token,env=TOKEN", "--target", "app",
+                "--report", str(project / "report.json"),
+            ],
+            cwd=project,
+            env={**ci, "CI_COMMIT_BRANCH": branch},
+        )  # fmt: skip
+
+    assert build_on("main").returncode == 0
+    hint = "app--main"
+    assert hint in docker_env.tags(cache_repo)
+
+    (project / "src" / "main.py").write_text("print('changed')\n")
+    docker_env.wipe_engine_cache()
+    second = build_on("feature/x")
+    assert second.returncode == 0, second.stderr
+    assert "[app] missed: COPY src/ changed: 1 file (src/main.py)" in second.stderr
+    assert f"importing cache manifest from {cache_repo}:{hint}" in second.stderr
+    step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 3", second.stderr)
+    assert step is not None
+    assert f"#{step.group(1)} CACHED" in second.stderr
+    report = read_report(project / "report.json")
+    assert report["app"]["why"] == ["COPY src/ changed: 1 file (src/main.py)"]
+    assert "app--feature-x" in docker_env.tags(cache_repo)

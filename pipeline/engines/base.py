@@ -58,6 +58,8 @@ class StageJob:
     target: str  # the name to pass as the build target (unnamed stages get one in the rewrite)
     key: str
     tag: str  # where the built image goes: the cache ref, or a local name without a cache repo
+    cache_from: tuple[str, ...] = ()  # images whose inline layer cache the build may reuse
+    labels: Mapping[str, str] = field(default_factory=dict)  # put on the stage's image
 
 
 @dataclass(frozen=True)

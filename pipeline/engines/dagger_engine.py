@@ -229,13 +229,16 @@ class DaggerSession:
         import dagger
 
         spec = self._spec
-        return self._context.docker_build(
+        container = self._context.docker_build(
             dockerfile=DOCKERFILE,
             target=job.target,
             build_args=[dagger.BuildArg(name=k, value=v) for k, v in spec.build_args.items()],
             secrets=self._secrets,
             platform=None if spec.platform is None else dagger.Platform(spec.platform),
         )
+        for name, value in job.labels.items():
+            container = container.with_label(name, value)
+        return container
 
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
         log(f"dagger: docker build --target {job.target}")

@@ -192,6 +192,10 @@ class DockerSession:
         command = [*self._cli.build_command(), "--progress=plain", "-f", str(self._dockerfile)]
         command += ["--target", job.target, "-t", job.tag]
         command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        for ref in job.cache_from:
+            command += ["--cache-from", ref]
+        for name, value in job.labels.items():
+            command += ["--label", f"{name}={value}"]
         for name, value in spec.build_args.items():
             command += ["--build-arg", f"{name}={value}"]
         command += self._secrets
