@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from pipeline.ci_report import dotenv, github_summary, junit_xml
+from pipeline.config import secret_values
 from pipeline.context import BuildContext, IgnoreRules
 from pipeline.credentials import Credentials
 from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
@@ -127,24 +128,6 @@ def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
     return DockerExecutor(options.docker)
 
 
-def read_secrets(settings: Settings) -> dict[str, str]:
-    """Secret values by id, read once: for the engine, and to mask them in every output."""
-    values: dict[str, str] = {}
-    for secret in settings.secrets:
-        if secret.env is not None:
-            if secret.env not in os.environ:
-                message = f"secret {secret.id}: environment variable {secret.env} is not set"
-                raise UsageError(message)
-            values[secret.id] = os.environ[secret.env]
-        else:
-            try:
-                values[secret.id] = Path(str(secret.src)).read_text()
-            except OSError as exc:
-                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
-                raise UsageError(message) from None
-    return values
-
-
 async def _logins(
     settings: Settings, plan: Plan, published: Sequence[str]
 ) -> tuple[RegistryLogin, ...]:
@@ -188,7 +171,7 @@ class _Collector:
 
 async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
     started = time.monotonic()
-    secrets = read_secrets(settings)
+    secrets = secret_values(settings.secrets, os.environ)
     masker = Masker(secrets.values())
     context = build_context(settings)
     plan = await plan_for(settings, graph, context=context, no_cache=options.no_cache)

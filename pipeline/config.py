@@ -38,6 +38,7 @@ __all__ = [
     "parse_build_arg",
     "parse_publish",
     "parse_secret",
+    "secret_values",
 ]
 
 Engine = Literal["dagger", "docker", "auto"]
@@ -125,6 +126,24 @@ class Config:
     def empty(cls) -> Config:
         """The config of a project without a config file."""
         return cls()
+
+
+def secret_values(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> dict[str, str]:
+    """Secret values by id, from their variables or files; errors name the id, never a value."""
+    values: dict[str, str] = {}
+    for secret in specs:
+        if secret.env is not None:
+            if secret.env not in env:
+                message = f"secret {secret.id}: environment variable {secret.env} is not set"
+                raise UsageError(message)
+            values[secret.id] = env[secret.env]
+        else:
+            try:
+                values[secret.id] = Path(str(secret.src)).read_text()
+            except OSError as exc:
+                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
+                raise UsageError(message) from None
+    return values
 
 
 def find_config(explicit: str | None, cwd: Path) -> Path | None:

@@ -18,20 +18,20 @@ import os
 import re
 import shlex
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
+from pipeline.config import secret_values
 from pipeline.engines.base import Image
-from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+from pipeline.errors import EngineUnavailable, StageFailed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     import dagger
 
-    from pipeline.config import SecretSpec
     from pipeline.engines.base import BuildSpec, StageJob, TestRun
 
 __all__ = ["DaggerExecutor", "DaggerSession", "dagger_available"]
@@ -73,7 +73,7 @@ class DaggerExecutor:
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DaggerSession]:
         cli = _cli_to_start(os.environ)
-        secrets = _read_secrets(spec.secrets, os.environ)
+        secrets = secret_values(spec.secrets, os.environ)
 
         import dagger
 
@@ -99,25 +99,6 @@ def _cli_to_start(env: Mapping[str, str]) -> str | None:
             f"on PATH; {HOW_TO_GET_ONE}"
         )
     return cli
-
-
-def _read_secrets(specs: tuple[SecretSpec, ...], env: Mapping[str, str]) -> dict[str, str]:
-    """Secret values by id, from their variables or files; errors name the id, never a value."""
-    values: dict[str, str] = {}
-    for secret in specs:
-        if secret.env is not None:
-            if secret.env not in env:
-                raise UsageError(
-                    f"secret {secret.id}: environment variable {secret.env} is not set"
-                )
-            values[secret.id] = env[secret.env]
-        else:
-            try:
-                values[secret.id] = Path(str(secret.src)).read_text()
-            except OSError as exc:
-                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
-                raise UsageError(message) from None
-    return values
 
 
 @contextlib.contextmanager
