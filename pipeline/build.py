@@ -24,7 +24,7 @@ from pipeline.config import secret_values
 from pipeline.context import BuildContext, IgnoreRules
 from pipeline.credentials import Credentials
 from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
-from pipeline.errors import UsageError
+from pipeline.errors import StageFailed, ToolError, UsageError
 from pipeline.forecast import hint_tag
 from pipeline.graph import resolve_targets
 from pipeline.plan import Plan, make_plan
@@ -88,8 +88,9 @@ async def plan_for(
     context: BuildContext | None = None,
     offline: bool = False,
     no_cache: bool = False,
+    client: RegistryClient | None = None,
 ) -> Plan:
-    """Keys, cache refs and the forecast; `offline` asks no registry."""
+    """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused."""
 
     async def make(client: RegistryClient | None) -> Plan:
         return await make_plan(
@@ -103,10 +104,10 @@ async def plan_for(
             branches=_branches(settings),
         )
 
-    if offline:
-        return await make(None)
-    async with registry_client(settings) as client:
-        return await make(client)
+    if offline or client is not None:
+        return await make(None if offline else client)
+    async with registry_client(settings) as own:
+        return await make(own)
 
 
 def _branches(settings: Settings) -> list[str]:
@@ -170,11 +171,21 @@ class _Collector:
 
 
 async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
+    """One registry client serves the whole run: the plan, the hint tags and publishing."""
+    async with registry_client(settings) as client:
+        return await _run_build(settings, graph, options, client)
+
+
+async def _run_build(
+    settings: Settings, graph: Graph, options: BuildOptions, client: RegistryClient
+) -> int:
     started = time.monotonic()
     secrets = secret_values(settings.secrets, os.environ)
     masker = Masker(secrets.values())
     context = build_context(settings)
-    plan = await plan_for(settings, graph, context=context, no_cache=options.no_cache)
+    plan = await plan_for(
+        settings, graph, context=context, no_cache=options.no_cache, client=client
+    )
     executor = choose_executor(settings, options)
     pending = []
     if options.push:
@@ -223,16 +234,15 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
             if jobs or test is not None:
                 async with executor.session(spec) as session:
                     images: dict[int, Image] = {}
-                    async with registry_client(settings) as hints:
-                        moved = functools.partial(_move_hint, hints, settings, plan, collector)
-                        await execute(plan, session, jobs, run_options, collector, images, moved)
+                    moved = functools.partial(_move_hint, client, settings, plan, collector)
+                    await execute(plan, session, jobs, run_options, collector, images, moved)
                     if test is not None:
                         outcome.test = await _run_test(plan, session, images, collector, *test)
-                    await _publish(settings, plan, pending, collector, images, session, outcome)
+                    await _publish(client, plan, pending, collector, images, session, outcome)
             else:
                 for result in initial_results(plan).values():
                     collector.update(result)
-                await _publish(settings, plan, pending, collector, {}, None, outcome)
+                await _publish(client, plan, pending, collector, {}, None, outcome)
             group.cancel_scope.cancel()
     finally:
         reporter.close()
@@ -242,7 +252,7 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
     print(summary(results, masker), file=sys.stderr)
     for item in outcome.published:
         print(f"  published {item['ref']}@{item['digest']}", file=sys.stderr)
-    ok = not (failed or tests_failed or outcome.interrupted)
+    ok = not (failed or tests_failed or outcome.interrupted or outcome.failures)
     document = report_json(
         results,
         ok=ok,
@@ -289,6 +299,7 @@ class _Outcome:
     interrupted: bool = False
     test: dict[str, Any] | None = None
     published: list[dict[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 def _test_run(
@@ -331,7 +342,7 @@ async def _run_test(
 
 
 async def _publish(
-    settings: Settings,
+    client: RegistryClient,
     plan: Plan,
     pending: Sequence[Publication],
     collector: _Collector,
@@ -352,9 +363,9 @@ async def _publish(
     ):
         collector.warning("nothing published: the build or its tests failed")
         return
-    async with registry_client(settings) as client:
-        for item in pending:
-            result = results[item.stage]
+    for item in pending:
+        result = results[item.stage]
+        try:
             if result.digest and result.cache_ref and plan.cache_repo:
                 source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
                 digest = await client.copy_image(source, Reference.parse(item.ref))
@@ -362,9 +373,12 @@ async def _publish(
                 log = functools.partial(collector.log, result.name)
                 digest = await session.push(images[item.stage], item.ref, log)
             else:
-                collector.warning(f"{item.ref}: {result.name} has no image to publish")
-                continue
-            outcome.published.append({"stage": result.name, "ref": item.ref, "digest": digest})
+                raise StageFailed(f"{result.name} has no image to publish")
+        except ToolError as exc:
+            outcome.failures.append(f"publishing {item.ref} failed: {exc.message}")
+            collector.warning(outcome.failures[-1])
+            continue
+        outcome.published.append({"stage": result.name, "ref": item.ref, "digest": digest})
 
 
 def _write_reports(
