@@ -111,9 +111,12 @@ async def plan_for(
 
 
 def _branches(settings: Settings) -> list[str]:
-    """Whose hint tags a missed stage reuses: this branch's, else the default branch's."""
+    """Whose hint tags a missed stage reuses: this branch's, else the default branch's.
+
+    Outside git and CI there is no branch; such builds share the hint `<stage>--local`.
+    """
     ci = settings.ci
-    return [branch for branch in (ci.branch, ci.default_branch) if branch]
+    return [branch for branch in (ci.branch or "local", ci.default_branch) if branch]
 
 
 def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
@@ -284,8 +287,8 @@ async def _move_hint(
     digest: str,
 ) -> None:
     """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
-    branch = settings.ci.branch
-    if branch is None or plan.cache_repo is None:
+    branch = _branches(settings)[0]
+    if plan.cache_repo is None:
         return
     hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
     try:

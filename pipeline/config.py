@@ -129,7 +129,10 @@ class Config:
 
 
 def secret_values(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> dict[str, str]:
-    """Secret values by id, from their variables or files; errors name the id, never a value."""
+    """Secret values by id, from their variables or files; errors name the id, never a value.
+
+    A file that is not UTF-8 keeps its bytes as surrogate escapes, for engines that can take it.
+    """
     values: dict[str, str] = {}
     for secret in specs:
         if secret.env is not None:
@@ -139,7 +142,8 @@ def secret_values(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> dict[s
             values[secret.id] = env[secret.env]
         else:
             try:
-                values[secret.id] = Path(str(secret.src)).read_text()
+                data = Path(str(secret.src)).read_bytes()
+                values[secret.id] = data.decode("utf-8", "surrogateescape")
             except OSError as exc:
                 message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
                 raise UsageError(message) from None

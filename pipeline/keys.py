@@ -95,7 +95,8 @@ class _KeyBuilder:
     def add(self, stage: Stage) -> None:
         inputs = _StageInputs(self, stage)
         document = inputs.document()
-        digest = hashlib.sha256(_canonical(document).encode()).hexdigest()
+        text = _canonical(document)
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
         self.keys[stage.index] = StageKey(stage.index, digest, document)
         self.envs[stage.index] = inputs.env
 

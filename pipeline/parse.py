@@ -172,8 +172,12 @@ def _read_directives(text: str, path: str) -> Directives:
 
 
 def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction:
-    cmd = node.cmd.upper()
+    cmd = (node.cmd or "").upper()
     line = node.start_line
+    if not cmd:
+        raise UsageError(
+            f"dockerfile parse error: cannot read {node.original!r}", path=path, line=line
+        )
     if cmd not in INSTRUCTIONS:
         raise UsageError(_unknown_instruction(node.cmd), path=path, line=line)
     if node.heredocs and cmd not in ("RUN", "COPY", "ADD"):

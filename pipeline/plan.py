@@ -107,6 +107,7 @@ async def make_plan(
         cache_repo is not None
         and client is not None
         and branches
+        and not no_cache
         and "unknown" not in cache.values()
     ):
         names = {keys[i].key: graph.stages[i].name for i in keys}

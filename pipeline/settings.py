@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
+from pipeline.reference import Reference
 from pipeline.stages import Platform
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Settings:
 
 def resolve_settings(options: Options, config: Config, ci: CIContext) -> Settings:
     context = options.context or config.context or "."
+    _check_repository("--cache-repo", options.cache_repo)
+    _check_repository("--image-repo", options.image_repo)
     image_repo = options.image_repo or config.image_repo
     default_dockerfile = "Dockerfile" if context == "." else os.path.join(context, "Dockerfile")
     return Settings(
@@ -74,6 +77,18 @@ def resolve_settings(options: Options, config: Config, ci: CIContext) -> Setting
         config_path=None if config.path is None else str(config.path),
         test=config.test,
     )
+
+
+def _check_repository(flag: str, text: str | None) -> None:
+    """A repository, such as `ghcr.io/acme/shop/cache`: no tag, no digest, no scheme."""
+    if text is None:
+        return
+    try:
+        reference = Reference.parse(f"{text}:x")
+    except ValueError as exc:
+        raise UsageError(f'{flag} "{text}": {exc}') from None
+    if reference.tag != "x" or reference.digest is not None:
+        raise UsageError(f'{flag} "{text}": give a repository, without a tag or digest')
 
 
 def _cache_default(image_repo: str | None, ci: CIContext) -> str | None:

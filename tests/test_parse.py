@@ -122,3 +122,10 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("# only a comment\n\n")
     with pytest.raises(UsageError, match="file with no instructions"):
         parse_dockerfile(tmp_path / "Dockerfile")
+
+
+def test_binary_junk_never_crashes(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_bytes(b"FROM a\n\xff\xfe RUN x\n")
+    with pytest.raises(UsageError):
+        parse_dockerfile(path)

@@ -25,7 +25,7 @@ import anyio
 
 from pipeline.config import secret_values
 from pipeline.engines.base import Image
-from pipeline.errors import EngineUnavailable, StageFailed
+from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -74,6 +74,12 @@ class DaggerExecutor:
     async def session(self, spec: BuildSpec) -> AsyncIterator[DaggerSession]:
         cli = _cli_to_start(os.environ)
         secrets = secret_values(spec.secrets, os.environ)
+        for name, value in secrets.items():
+            if any("\udc80" <= char <= "\udcff" for char in value):
+                raise UsageError(
+                    f"secret {name}: the file is not UTF-8 text, and Dagger takes text secrets; "
+                    "encode it (base64) or use --engine docker"
+                )
 
         import dagger
 
