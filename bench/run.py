@@ -1,0 +1,597 @@
+"""Speed goals of dagger-stages, measured on the local dockerd and registry.
+
+Every scenario generates its Dockerfile and context in a temp dir, a git checkout on branch
+`main` as in CI (so the tool's per-branch hint tags apply), and uses a fresh cache repo.
+Registry traffic goes through a counting proxy (bench/latency_proxy.py): no added latency for
+the main scenarios, 50 ms per request for the slow-registry ones. "Wipe" is what a fresh CI
+runner has: `docker builder prune -af` and none of the images this script built.
+
+    python bench/run.py [--only NAME] [--repeat N] [--json bench/results/run.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from context_keys import generate as generate_context
+from latency_proxy import LatencyProxy, Traffic
+
+from pipeline import cli
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCKER = "/usr/bin/docker"
+SLOW_DELAY = 0.05
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    test: Callable[[float, float | None], bool] = lambda measured, compared: True
+
+
+@dataclass
+class Row:
+    scenario: str
+    measured: float
+    compared_with: str
+    compared: float | None
+    goal: Goal
+    checks: dict[str, bool] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """One `dagger-stages build`: wall time, stage statuses, registry traffic by client."""
+
+    seconds: float
+    statuses: dict[str, str]
+    traffic: dict[str, Traffic]
+    log: str
+
+    def pushed(self) -> int:
+        return sum(t.uploaded for t in self.traffic.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "statuses": self.statuses,
+            "traffic": {kind: asdict(t) for kind, t in self.traffic.items()},
+        }
+
+
+class Bench:
+    """The two proxies, the engine helpers and the log of every run."""
+
+    def __init__(self) -> None:
+        self.fast = LatencyProxy()
+        self.slow = LatencyProxy(SLOW_DELAY)
+        self.logs = RESULTS / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.traffic: list[dict[str, Any]] = []
+        self.attempt = 0
+
+    def __enter__(self) -> Bench:
+        self.fast.start()
+        self.slow.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fast.stop()
+        self.slow.stop()
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        return subprocess.run(
+            [DOCKER, *args], capture_output=True, text=True, check=check, env=env, timeout=600
+        )
+
+    def wipe(self) -> None:
+        """No BuildKit cache and none of our images: a fresh CI runner."""
+        self.docker("builder", "prune", "-af")
+        listing = self.docker(
+            "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"
+        )
+        refs = []
+        for line in listing.stdout.splitlines():
+            name, tag, digest = line.split()
+            if name.startswith("127.0.0.1:") and "/bench-" in name:
+                refs.append(f"{name}:{tag}" if tag != "<none>" else f"{name}@{digest}")
+        if refs:
+            self.docker("rmi", "-f", *refs, check=False)
+
+    def tool(self, proxy: LatencyProxy, project: Path, repo: str, label: str, *extra: str) -> Run:
+        """`dagger-stages build` of the last stage, as CI runs it, timed from outside."""
+        report = self.logs / f"{label}.report.json"
+        command = [sys.executable, str(ROOT / "pipeline" / "main.py"), "build", "--engine"]
+        command += ["docker", "--docker", DOCKER, "--cache-repo", f"{repo}/cache"]
+        before = proxy.snapshot()
+        start = time.perf_counter()
+        result = subprocess.run(
+            [*command, "--report", str(report), *extra],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        seconds = time.perf_counter() - start
+        (self.logs / f"{label}.log").write_text(result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"{label}: exit {result.returncode}\n{result.stderr[-3000:]}")
+        stages = json.loads(report.read_text())["stages"]
+        run = Run(
+            seconds,
+            {stage["name"]: stage["status"] for stage in stages},
+            traffic_since(proxy, before),
+            result.stderr,
+        )
+        self.traffic.append({"run": label, "repeat": self.attempt, **run.summary()})
+        return run
+
+
+def traffic_since(proxy: LatencyProxy, before: dict[str, Traffic]) -> dict[str, Traffic]:
+    now = proxy.snapshot()
+    return {kind: now[kind].minus(before.get(kind, Traffic())) for kind in now}
+
+
+def fresh_repo(proxy: LatencyProxy, scenario: str) -> str:
+    return f"127.0.0.1:{proxy.port}/bench-{scenario}-{uuid.uuid4().hex[:8]}"
+
+
+# --- generated projects ---------------------------------------------------------------------
+
+
+def commit(project: Path, message: str) -> None:
+    """CI builds a git checkout: on branch main, the tool keeps hint tags for layer reuse."""
+    git = ["git", "-C", str(project), "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    if not (project / ".git").exists():
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", message], check=True)
+
+
+def fan_in(root: Path, base: str, sleeps: list[int]) -> None:
+    """Independent stages s1…sN, each copying its own input then sleeping; `final` reads all."""
+    lines = [f"ARG BASE={base}"]
+    for number, sleep in enumerate(sleeps, 1):
+        name = f"s{number}"
+        (root / f"{name}.txt").write_text(f"{name} v1\n")
+        lines += [f"FROM $BASE AS {name}", f"COPY {name}.txt /in/"]
+        lines += [f"RUN sleep {sleep} && cp /in/{name}.txt /{name}.out"]
+    lines.append("FROM $BASE AS final")
+    lines += [f"COPY --from=s{number} /s{number}.out /" for number in range(1, len(sleeps) + 1)]
+    lines.append("RUN cat /s*.out > /all.out")
+    (root / "Dockerfile").write_text("\n".join(lines) + "\n")
+    commit(root, "fan-in")
+
+
+INTERMEDIATE = """\
+ARG BASE={base}
+FROM $BASE AS tools
+COPY tools.txt /in/
+RUN sleep 3 && cp /in/tools.txt /tools.out
+FROM $BASE AS mid
+RUN sleep 5 && echo mid > /mid.out
+COPY input.txt /in/
+RUN cp /in/input.txt /mid.input
+FROM mid AS final
+COPY --from=tools /tools.out /
+RUN cat /mid.out /mid.input /tools.out > /final.out
+"""
+
+
+def intermediate(root: Path, base: str) -> None:
+    (root / "Dockerfile").write_text(INTERMEDIATE.format(base=base))
+    (root / "tools.txt").write_text("tools\n")
+    (root / "input.txt").write_text("input v1\n")
+    commit(root, "intermediate")
+
+
+def many_stages(root: Path, count: int) -> None:
+    """`count` stages, each copying a context file and reading up to 2 earlier stages; the
+    last one reads every stage nothing else reads, so all are needed."""
+    rng = random.Random(0)
+    (root / "src").mkdir()
+    for number in range(20):
+        (root / "src" / f"f{number}.txt").write_text(f"file {number}\n")
+    lines = ["ARG BASE=localhost:5000/busybox:1", "ARG VERSION=1"]
+    unread = set()
+    for index in range(count - 1):
+        lines += [f"FROM $BASE AS s{index}", "ARG VERSION", f"COPY src/f{index % 20}.txt /in/"]
+        for dependency in rng.sample(range(index), min(index, rng.randint(0, 2))):
+            lines.append(f"COPY --from=s{dependency} /out /from-{dependency}")
+            unread.discard(dependency)
+        lines.append(f"RUN echo $VERSION {index} > /out")
+        unread.add(index)
+    lines.append(f"FROM $BASE AS s{count - 1}")
+    lines += [f"COPY --from=s{index} /out /from-{index}" for index in sorted(unread)]
+    (root / "Dockerfile").write_text("\n".join(lines) + "\n")
+
+
+def plan_in_process(root: Path) -> tuple[float, dict[str, Any]]:
+    out = io.StringIO()
+    argv = ["plan", "--offline", "--json", "--dockerfile", str(root / "Dockerfile")]
+    with contextlib.chdir(root), contextlib.redirect_stdout(out):
+        start = time.perf_counter()
+        code = cli.main([*argv, "--context", str(root)])
+        seconds = time.perf_counter() - start
+    assert code == 0, code
+    return seconds, json.loads(out.getvalue())
+
+
+def plan_subprocess(root: Path) -> float:
+    command = [sys.executable, str(ROOT / "pipeline" / "main.py"), "plan", "--offline", "--json"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=root, capture_output=True, check=True, timeout=120)
+    return time.perf_counter() - start
+
+
+def step_cached(log: str, text: str) -> bool | None:
+    """Whether BuildKit's plain progress shows the step whose line contains `text` CACHED."""
+    steps = set(re.findall(rf"#(\d+) \[[^\]]*\] {re.escape(text)}", log))
+    if not steps:
+        return None
+    return any(re.search(rf"#{step} CACHED", log) for step in steps)
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def cold_and_warm(bench: Bench, proxy: LatencyProxy, label: str = "", title: str = "") -> list[Row]:
+    sleeps = [3, 3, 3, 3]
+    critical = float(max(sleeps))
+    cache = fresh_repo(proxy, "cold")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        project = Path(tmp)
+        fan_in(project, f"127.0.0.1:{proxy.port}/busybox:1", sleeps)
+        bench.wipe()
+        cold = bench.tool(proxy, project, cache, f"{label}cold")
+        bench.wipe()
+        warm = bench.tool(proxy, project, cache, f"{label}warm")
+        bench.wipe()
+        start = time.perf_counter()
+        bench.docker("build", "--target", "final", str(project))
+        plain = time.perf_counter() - start
+    built = dict.fromkeys(["s1", "s2", "s3", "s4", "final"], "built")
+    restored = {**dict.fromkeys(["s1", "s2", "s3", "s4"], "skipped"), "final": "cached"}
+    return [
+        Row(
+            f"{title}cold: 4 × sleep 3 → final",
+            cold.seconds,
+            "critical path (sum of sleeps)",
+            critical,
+            Goal("≤ 1.1 × critical path + 2 s", lambda m, c: m <= 1.1 * (c or 0) + 2),
+            {"every stage built": cold.statuses == built},
+            {**cold.summary(), "plain_docker_build_seconds": round(plain, 3)},
+        ),
+        Row(
+            f"{title}warm: engine wiped, registry warm",
+            warm.seconds,
+            "the cold run",
+            cold.seconds,
+            Goal("≤ 10% of cold, 0 bytes pushed", lambda m, c: m <= 0.1 * (c or 0)),
+            {"final restored": warm.statuses == restored, "0 bytes pushed": warm.pushed() == 0},
+            {**warm.summary(), "bytes_pushed": warm.pushed()},
+        ),
+    ]
+
+
+def scenario_cold(bench: Bench) -> list[Row]:
+    return cold_and_warm(bench, bench.fast)
+
+
+def scenario_slow(bench: Bench) -> list[Row]:
+    title = f"slow registry (+{SLOW_DELAY * 1000:g} ms/request) "
+    return cold_and_warm(bench, bench.slow, label="slow-", title=title)
+
+
+def scenario_leaf(bench: Bench) -> list[Row]:
+    """Change the input of s4 (sleep 1); s1-s3 (sleep 3) must be restored, not rebuilt."""
+    proxy = bench.fast
+    cache = fresh_repo(proxy, "leaf")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        project = Path(tmp)
+        fan_in(project, f"127.0.0.1:{proxy.port}/busybox:1", [3, 3, 3, 1])
+        bench.wipe()
+        bench.tool(proxy, project, cache, "leaf-first")
+        (project / "s4.txt").write_text("s4 v2\n")
+        commit(project, "change s4")
+        bench.wipe()
+        changed = bench.tool(proxy, project, cache, "leaf-changed")
+        bench.wipe()
+        # A fresh repo: with the same one, --no-cache still imports layers from the hint tags.
+        scratch = bench.tool(
+            proxy, project, fresh_repo(proxy, "leaf-scratch"), "leaf-no-cache", "--no-cache"
+        )
+    expected = {**dict.fromkeys(["s1", "s2", "s3"], "cached"), "s4": "built", "final": "built"}
+    return [
+        Row(
+            "one leaf input changed (s4, sleep 1)",
+            changed.seconds,
+            "rebuild from scratch (--no-cache)",
+            scratch.seconds,
+            Goal("only affected stages rebuilt; ratio reported"),
+            {"only s4 and final rebuilt": changed.statuses == expected},
+            {"changed": changed.summary(), "no_cache": scratch.summary()},
+        )
+    ]
+
+
+def scenario_intermediate(bench: Bench) -> list[Row]:
+    """`mid` runs sleep 5, then copies input.txt, which changes; compared with inline cache."""
+    proxy = bench.fast
+    base = f"127.0.0.1:{proxy.port}/busybox:1"
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        ours, theirs = Path(tmp, "ours"), Path(tmp, "theirs")
+        for project in (ours, theirs):
+            project.mkdir()
+            intermediate(project, base)
+        cache = fresh_repo(proxy, "mid")
+        bench.wipe()
+        bench.tool(proxy, ours, cache, "mid-first")
+        (ours / "input.txt").write_text("input v2\n")
+        commit(ours, "change input")
+        bench.wipe()
+        changed = bench.tool(proxy, ours, cache, "mid-changed")
+
+        image = f"{fresh_repo(proxy, 'mid-inline')}/final:latest"
+        bench.wipe()
+        inline_build(bench, theirs, image, cache_from=False)
+        (theirs / "input.txt").write_text("input v2\n")
+        bench.wipe()
+        before = proxy.snapshot()
+        build_seconds, push_seconds, log = inline_build(bench, theirs, image, cache_from=True)
+        inline_traffic = traffic_since(proxy, before)
+        (bench.logs / "mid-inline-cache.log").write_text(log)
+    baseline = build_seconds + push_seconds
+    return [
+        Row(
+            "change after `RUN sleep 5` in an intermediate stage",
+            changed.seconds,
+            "docker build --cache-from <final> (inline cache) + push",
+            baseline,
+            Goal("≥ 3× faster (ratio ≤ 0.33)", lambda m, c: m * 3 <= (c or 0)),
+            {
+                "tools restored, mid and final rebuilt": changed.statuses
+                == {"tools": "cached", "mid": "built", "final": "built"}
+            },
+            {
+                "ours": changed.summary(),
+                "ours_sleep5_cached": step_cached(changed.log, "RUN sleep 5"),
+                "inline_build_seconds": round(build_seconds, 3),
+                "inline_push_seconds": round(push_seconds, 3),
+                "inline_sleep5_cached": step_cached(log, "RUN sleep 5"),
+                "inline_sleep3_cached": step_cached(log, "RUN sleep 3"),
+                "inline_traffic": {kind: asdict(t) for kind, t in inline_traffic.items()},
+            },
+        )
+    ]
+
+
+def inline_build(
+    bench: Bench, project: Path, image: str, *, cache_from: bool
+) -> tuple[float, float, str]:
+    """The usual recipe: build the final target with inline cache, push it; timed apart."""
+    command = ["build", "--progress=plain", "--target", "final", "-t", image]
+    command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    if cache_from:
+        command += ["--cache-from", image]
+    start = time.perf_counter()
+    built = bench.docker(*command, str(project))
+    middle = time.perf_counter()
+    bench.docker("push", image)
+    return middle - start, time.perf_counter() - middle, built.stderr
+
+
+def scenario_plan(bench: Bench) -> list[Row]:
+    count = 500
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        root = Path(tmp)
+        many_stages(root, count)
+        first, document = plan_in_process(root)
+        times = [plan_in_process(root)[0] for _ in range(9)]
+        subprocess_times = [plan_subprocess(root) for _ in range(3)]
+    needed = sum(stage["needed"] for stage in document["stages"])
+    return [
+        Row(
+            f"plan --offline --json, {count} stages (in-process median of 9)",
+            statistics.median(times),
+            "—",
+            None,
+            Goal("< 250 ms", lambda m, c: m < 0.25),
+            {f"all {count} stages needed": needed == count},
+            {
+                "first_in_process": round(first, 4),
+                "in_process": [round(t, 4) for t in times],
+                "subprocess_median": round(statistics.median(subprocess_times), 4),
+                "subprocess": [round(t, 4) for t in subprocess_times],
+                "waves": len(document["waves"]),
+            },
+        )
+    ]
+
+
+def scenario_keys(bench: Bench) -> list[Row]:
+    files = 20_000
+    with tempfile.TemporaryDirectory(prefix="bench-keys-") as tmp:
+        root = Path(tmp)
+        generate_context(root, files, 3)
+        (root / "Dockerfile").write_text("FROM localhost:5000/busybox:1\nCOPY . /app\n")
+        times = [plan_in_process(root)[0] for _ in range(3)]
+    return [
+        Row(
+            f"keys for a {files}-file context (+3 × 5 MB; plan --offline, median of 3)",
+            statistics.median(times),
+            "—",
+            None,
+            Goal("< 1.5 s", lambda m, c: m < 1.5),
+            details={"runs": [round(t, 4) for t in times]},
+        )
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
+    "cold": scenario_cold,
+    "leaf": scenario_leaf,
+    "intermediate": scenario_intermediate,
+    "plan": scenario_plan,
+    "keys": scenario_keys,
+    "slow": scenario_slow,
+}
+
+
+# --- aggregation and output -----------------------------------------------------------------
+
+
+def aggregate(runs: list[Row]) -> dict[str, Any]:
+    """Medians over the repeats; every non-timing check must hold in every repeat."""
+    first = runs[0]
+    measured = statistics.median(row.measured for row in runs)
+    compared = (
+        None if first.compared is None else statistics.median(row.compared or 0 for row in runs)
+    )
+    checks = {name: all(row.checks[name] for row in runs) for name in first.checks}
+    return {
+        "scenario": first.scenario,
+        "measured_seconds": round(measured, 4),
+        "compared_with": first.compared_with,
+        "compared_seconds": None if compared is None else round(compared, 4),
+        "ratio": None if not compared else round(measured / compared, 3),
+        "goal": first.goal.text,
+        "checks": checks,
+        "pass": first.goal.test(measured, compared) and all(checks.values()),
+        "repeats": [
+            {"measured": round(r.measured, 4), "compared": r.compared, "details": r.details}
+            for r in runs
+        ],
+    }
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    header = ("scenario", "measured", "compared with", "ratio", "goal", "pass")
+    rows = [header]
+    for r in results:
+        compared = r["compared_with"]
+        if r["compared_seconds"] is not None:
+            compared += f": {seconds(r['compared_seconds'])}"
+        failed = [name for name, ok in r["checks"].items() if not ok]
+        verdict = "pass" if r["pass"] else "FAIL" + (f" ({', '.join(failed)})" if failed else "")
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        rows.append(
+            (r["scenario"], seconds(r["measured_seconds"]), compared, ratio, r["goal"], verdict)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def traffic_table(traffic: list[dict[str, Any]]) -> str:
+    columns = ("requests", "bytes up", "bytes down", "pushed")
+    lines = [f"{'run':<18} {'client':<14} " + " ".join(f"{c:>11}" for c in columns)]
+    for run in traffic:
+        kinds = {name: Traffic(**values) for name, values in run["traffic"].items()}
+        total = Traffic()
+        for value in kinds.values():
+            total = total.plus(value)
+        for name, value in [
+            ("dagger-stages", kinds.get("dagger-stages", Traffic())),
+            ("all", total),
+        ]:
+            lines.append(
+                f"{run['run']:<18} {name:<14} {value.requests:>11} {value.bytes_up:>11}"
+                f" {value.bytes_down:>11} {value.uploaded:>11}"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    server = subprocess.run(
+        [DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True
+    ).stdout.strip()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "pipeline"], cwd=ROOT, capture_output=True, text=True
+    )
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+        "kernel": platform.release(),
+        "docker": server,
+        "python": platform.python_version(),
+        "commit": head.stdout.strip(),
+        "pipeline_changes": dirty.stdout.split("\n")[:-1],
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="repeatable; cold and slow each give a cold and a warm row",
+    )
+    parser.add_argument("--repeat", type=int, default=1, metavar="N")
+    parser.add_argument("--json", type=Path, default=RESULTS / "run.json", metavar="FILE")
+    args = parser.parse_args(argv)
+    chosen = args.only or list(SCENARIOS)
+    info = machine()
+    rows: dict[str, list[Row]] = {}
+    with Bench() as bench:
+        for attempt in range(args.repeat):
+            bench.attempt = attempt
+            for name in chosen:
+                print(f"[{attempt + 1}/{args.repeat}] {name}…", file=sys.stderr, flush=True)
+                load = os.getloadavg()[0]
+                for row in SCENARIOS[name](bench):
+                    row.details["loadavg_1m_before"] = load
+                    rows.setdefault(row.scenario, []).append(row)
+        bench.wipe()
+    results = [aggregate(runs) for runs in rows.values()]
+    print(table(results))
+    if last := [run for run in bench.traffic if run["repeat"] == args.repeat - 1]:
+        print()
+        print(traffic_table(last))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    document = {"machine": info, "repeat": args.repeat, "results": results, "runs": bench.traffic}
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if all(r["pass"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
