@@ -185,67 +185,20 @@ async def _run_build(
     started = time.monotonic()
     secrets = secret_values(settings.secrets, os.environ)
     masker = Masker(secrets.values())
-    context = build_context(settings)
-    plan = await plan_for(
-        settings, graph, context=context, no_cache=options.no_cache, client=client
-    )
     executor = choose_executor(settings, options)
-    pending = []
-    if options.push:
-        asked = resolve_targets(graph.dockerfile, settings.targets)
-        pending = publications(asked, settings.publish, settings.ci, settings.image_repo)
     test = _test_run(settings, graph, options)
-    for message in plan.warnings:
-        print(masker(f"dagger-stages: warning: {message}"), file=sys.stderr)
-    for index, reasons in plan.why.items():
-        for reason in reasons:
-            print(masker(f"[{plan.stage(index).name}] missed: {reason}"), file=sys.stderr)
-    reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
-    if plan.cache_repo is not None and not reachable:
-        message = "the cache registry is unreachable: building every needed stage, pushing no cache"
-        print(f"dagger-stages: warning: {message}", file=sys.stderr)
-    targets = build_targets(graph.dockerfile)
-    spec = BuildSpec(
-        context=Path(settings.context),
-        dockerfile=plan.rewritten(name_unnamed=True),
-        ignore_file=_read(context.ignore.source),
-        build_args=settings.build_args,
-        secrets=settings.secrets,
-        platform=None if settings.platform is None else str(settings.platform),
-        logins=await _logins(settings, plan, [p.ref for p in pending]),
-    )
-    jobs = jobs_for(plan, targets, _tags(plan, targets))
-    run_options = RunOptions(
-        jobs=options.jobs,
-        fail_fast=options.fail_fast,
-        push_cache=options.push_cache and reachable and plan.cache_repo is not None,
-    )
+    context = build_context(settings)
+    outcome = _Outcome()
     reporter = make_reporter(masker, provider=settings.ci.provider)
     collector = _Collector(reporter)
-    outcome = _Outcome()
+    plan: Plan | None = None
     try:
         async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        outcome.interrupted = True
-                        group.cancel_scope.cancel()
-                        return
-
-            group.start_soon(watch)
-            if jobs or test is not None:
-                async with executor.session(spec) as session:
-                    images: dict[int, Image] = {}
-                    moved = functools.partial(_move_hint, client, settings, plan, collector)
-                    await execute(plan, session, jobs, run_options, collector, images, moved)
-                    if test is not None:
-                        outcome.test = await _run_test(plan, session, images, collector, *test)
-                    await _publish(client, plan, pending, collector, images, session, outcome)
-            else:
-                for result in initial_results(plan).values():
-                    collector.update(result)
-                await _publish(client, plan, pending, collector, {}, None, outcome)
+            group.start_soon(_watch_signals, group.cancel_scope, outcome)
+            plan = await plan_for(
+                settings, graph, context=context, no_cache=options.no_cache, client=client
+            )
+            await _run_plan(plan, settings, options, client, executor, test, collector, outcome)
             group.cancel_scope.cancel()
     finally:
         reporter.close()
@@ -261,11 +214,11 @@ async def _run_build(
         ok=ok,
         engine=executor.name,
         targets=[stage.name for stage in graph.targets],
-        cache_repo=plan.cache_repo,
+        cache_repo=settings.cache_repo if plan is None else plan.cache_repo,
         seconds=time.monotonic() - started,
         masker=masker,
     )
-    why = {plan.stage(index).name: list(reasons) for index, reasons in plan.why.items()}
+    why = {} if plan is None else {plan.stage(i).name: list(r) for i, r in plan.why.items()}
     for stage in document["stages"]:
         stage["why"] = why.get(stage["name"], [])
     document["published"] = outcome.published
@@ -275,6 +228,70 @@ async def _run_build(
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if ok else 1
+
+
+async def _watch_signals(scope: anyio.CancelScope, outcome: _Outcome) -> None:
+    """SIGINT or SIGTERM, from planning on: stop everything, then report as interrupted."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            outcome.interrupted = True
+            scope.cancel()
+            return
+
+
+async def _run_plan(
+    plan: Plan,
+    settings: Settings,
+    options: BuildOptions,
+    client: RegistryClient,
+    executor: Executor,
+    test: tuple[int, TestRun] | None,
+    collector: _Collector,
+    outcome: _Outcome,
+) -> None:
+    graph = plan.graph
+    pending = []
+    if options.push:
+        asked = resolve_targets(graph.dockerfile, settings.targets)
+        pending = publications(asked, settings.publish, settings.ci, settings.image_repo)
+    for message in plan.warnings:
+        collector.warning(message)
+    for index, reasons in plan.why.items():
+        for reason in reasons:
+            collector.log(plan.stage(index).name, f"missed: {reason}")
+    reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
+    if plan.cache_repo is not None and not reachable:
+        collector.warning(
+            "the cache registry is unreachable: building every needed stage, pushing no cache"
+        )
+    targets = build_targets(graph.dockerfile)
+    spec = BuildSpec(
+        context=Path(settings.context),
+        dockerfile=plan.rewritten(name_unnamed=True),
+        ignore_file=_read(build_context(settings).ignore.source),
+        build_args=settings.build_args,
+        secrets=settings.secrets,
+        platform=None if settings.platform is None else str(settings.platform),
+        logins=await _logins(settings, plan, [p.ref for p in pending]),
+    )
+    jobs = jobs_for(plan, targets, _tags(plan, targets))
+    run_options = RunOptions(
+        jobs=options.jobs,
+        fail_fast=options.fail_fast,
+        push_cache=options.push_cache and reachable and plan.cache_repo is not None,
+    )
+    if not jobs and test is None:
+        for result in initial_results(plan).values():
+            collector.update(result)
+        await _publish(client, plan, pending, collector, {}, None, outcome)
+        return
+    async with executor.session(spec) as session:
+        images: dict[int, Image] = {}
+        moved = functools.partial(_move_hint, client, settings, plan, collector)
+        await execute(plan, session, jobs, run_options, collector, images, moved)
+        if test is not None:
+            outcome.test = await _run_test(plan, session, images, collector, *test)
+        await _publish(client, plan, pending, collector, images, session, outcome)
 
 
 async def _move_hint(
@@ -387,7 +404,7 @@ async def _publish(
 def _write_reports(
     options: BuildOptions,
     settings: Settings,
-    plan: Plan,
+    plan: Plan | None,
     results: Mapping[int, StageResult],
     document: dict[str, Any],
     started: float,
@@ -401,7 +418,7 @@ def _write_reports(
         published = {p["ref"]: p["digest"] for p in document["published"]}
         _write(options.dotenv, dotenv(published, results))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if settings.ci.provider == "github" and summary_file:
+    if settings.ci.provider == "github" and summary_file and plan is not None:
         text = github_summary(
             results, plan, start=started, seconds=document["seconds"], masker=masker
         )

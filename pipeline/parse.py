@@ -77,6 +77,7 @@ FLAGS: Mapping[str, Mapping[str, str]] = {
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _DIRECTIVE_KEYS = ("syntax", "escape", "check")
+_GO_DURATION = re.compile(r"^[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$")
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 
 
@@ -186,6 +187,12 @@ def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction
     args = tuple(node.value)
     flags = _parse_flags(cmd, node.flags, path, line)
     _check_arguments(cmd, args, path, line)
+    if cmd == "SHELL" and not node.json:
+        raise UsageError("SHELL requires the arguments to be in JSON form", path=path, line=line)
+    for name in ("interval", "timeout", "start-period", "start-interval"):
+        value = flags.get(name, ("",))[-1] if cmd == "HEALTHCHECK" else ""
+        if value and not _GO_DURATION.match(value):
+            raise UsageError(f'time: invalid duration "{value}"', path=path, line=line)
     return Instruction(
         cmd=cmd,
         args=args,
@@ -278,6 +285,8 @@ def _check_arguments(cmd: str, args: tuple[str, ...], path: str, line: int) -> N
         raise UsageError(f"{cmd} requires at least one argument", path=path, line=line)
     elif cmd == "ARG" and any(arg.startswith("=") for arg in args):
         raise UsageError("ARG names can not be blank", path=path, line=line)
+    elif cmd in ("ENV", "LABEL") and not all(args[::2]):
+        raise UsageError(f"{cmd} names can not be blank", path=path, line=line)
 
 
 def _suggest(value: str, options: tuple[str, ...], *, case_sensitive: bool) -> str | None:

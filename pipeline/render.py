@@ -56,7 +56,13 @@ def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
 
 
 def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False)
+    """Readable JSON; text that is not valid Unicode (bytes from argv) stays valid JSON escaped."""
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(document, indent=2)
+    return text
 
 
 def plan_table(plan: Plan) -> str:

@@ -36,7 +36,9 @@ class Masker:
     """Replaces secret values with `***` in anything printed."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        """Each value is masked whole and line by line, since logs arrive a line at a time."""
+        pieces = {piece.strip() for s in secrets for piece in (s, *s.splitlines())}
+        self._secrets = sorted({p for p in pieces if len(p) >= 3}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

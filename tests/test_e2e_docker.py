@@ -331,7 +331,7 @@ def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     docker_env.wipe_engine_cache()
     second = build_on("feature/x")
     assert second.returncode == 0, second.stderr
-    assert "[app] missed: COPY src/ changed: 1 file (src/main.py)" in second.stderr
+    assert "missed: COPY src/ changed: 1 file (src/main.py)" in second.stderr
     assert f"importing cache manifest from {cache_repo}:{hint}" in second.stderr
     step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 3", second.stderr)
     assert step is not None
