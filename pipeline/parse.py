@@ -137,7 +137,8 @@ def parse_text(text: str, *, path: str = "Dockerfile") -> ParsedDockerfile:
     try:
         nodes = _buildkit.parse_string(text)
     except _buildkit.GoParseError as exc:
-        raise UsageError(f"dockerfile parse error: {exc}", path=path) from None
+        line = _error_line(text, str(exc))
+        raise UsageError(f"dockerfile parse error: {exc}", path=path, line=line) from None
     instructions = tuple(_instruction(node, path, directives.escape) for node in nodes)
     return ParsedDockerfile(
         path=path,
@@ -145,6 +146,19 @@ def parse_text(text: str, *, path: str = "Dockerfile") -> ParsedDockerfile:
         instructions=instructions,
         lines=tuple(text.splitlines()),
     )
+
+
+def _error_line(text: str, message: str, limit: int = 5000) -> int | None:
+    """The Go parser's errors carry no line: the first prefix of the file failing the same way
+    holds it. Only run on the error path."""
+    lines = text.splitlines(keepends=True)
+    for count in range(1, min(len(lines), limit) + 1):
+        try:
+            _buildkit.parse_string("".join(lines[:count]))
+        except _buildkit.GoParseError as exc:
+            if str(exc) == message:
+                return count
+    return None
 
 
 def _read_directives(text: str, path: str) -> Directives:
