@@ -220,7 +220,7 @@ def report_json(
                 "name": r.name,
                 "status": r.status,
                 "key": r.key,
-                "cache_ref": r.cache_ref,
+                "cache_ref": r.cache_ref if r.status in ("built", "cached") else None,
                 "digest": r.digest,
                 "seconds": None if r.seconds is None else round(r.seconds, 3),
                 "error": None if r.error is None else masker(r.error),

@@ -252,7 +252,7 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     assert code == 130
     tags = docker_env.tags(cache_repo)
     assert not any(tag.startswith(("deps-", "app-", "test-")) for tag in tags)
-    running = subprocess.run(["pgrep", "-f", f"-t {cache_repo}"], capture_output=True, check=False)
+    running = subprocess.run(["pgrep", "-f", "--", cache_repo], capture_output=True, check=False)
     assert running.returncode == 1
 
 
