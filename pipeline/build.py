@@ -198,7 +198,9 @@ async def _run_build(
             plan = await plan_for(
                 settings, graph, context=context, no_cache=options.no_cache, client=client
             )
-            await _run_plan(plan, settings, options, client, executor, test, collector, outcome)
+            await _run_plan(
+                plan, settings, options, client, executor, test, collector, outcome, context
+            )
             group.cancel_scope.cancel()
     finally:
         reporter.close()
@@ -248,6 +250,7 @@ async def _run_plan(
     test: tuple[int, TestRun] | None,
     collector: _Collector,
     outcome: _Outcome,
+    context: BuildContext,
 ) -> None:
     graph = plan.graph
     pending = []
@@ -268,7 +271,7 @@ async def _run_plan(
     spec = BuildSpec(
         context=Path(settings.context),
         dockerfile=plan.rewritten(name_unnamed=True),
-        ignore_file=_read(build_context(settings).ignore.source),
+        ignore_file=_read(context.ignore.source),
         build_args=settings.build_args,
         secrets=settings.secrets,
         platform=None if settings.platform is None else str(settings.platform),

@@ -537,12 +537,8 @@ def junit_xml(
 
 
 def _junit_note(result: StageResult) -> str:
-    seconds = "" if result.seconds is None else f" in {result.seconds:.1f}s"
-    if result.status == "cached":
-        return f"cached: restored from {result.cache_ref}"
-    if result.status == "built":
-        pushed = f", cache pushed to {result.cache_ref}" if result.digest else ""
-        return f"built{seconds}{pushed}"
+    if result.status in ("cached", "built"):
+        return result.describe()
     return "skipped: only stages restored from the cache need it"
 
 

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from pipeline.reference import slugify
 from pipeline.rewrite import restorable
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ def hint_tag(stage: Stage, branch: str) -> str:
     Only a hint for layer reuse and miss explanations; no correctness depends on it.
     """
     name = stage.declared_name if stage.declared_name is not None else f"stage-{stage.index}"
-    slug = _TAG_UNSAFE.sub("-", branch.lower()).strip("-.") or "unknown"
-    return f"{_TAG_UNSAFE.sub('-', name)}--{slug}"[:128]
+    return f"{_TAG_UNSAFE.sub('-', name)}--{slugify(branch)}"[:128]
 
 
 def decide(

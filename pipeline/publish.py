@@ -11,13 +11,12 @@ the default branch.
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
-from pipeline.reference import Reference
+from pipeline.reference import Reference, slugify
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -28,19 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["Publication", "default_templates", "publications", "slugify"]
 
 FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stage")
-_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
 class Publication:
     stage: int
     ref: str
-
-
-def slugify(text: str) -> str:
-    """A branch name as a valid tag: `feature/Login_v2` → `feature-login_v2`."""
-    slug = _UNSAFE.sub("-", text.lower()).strip("-.")
-    return slug[:128] or "unknown"
 
 
 def default_templates(ci: CIContext) -> tuple[str, ...]:

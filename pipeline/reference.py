@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-__all__ = ["DOCKER_HUB", "Reference", "is_insecure_host", "validate_digest", "validate_tag"]
+_SLUG_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+
+__all__ = [
+    "DOCKER_HUB",
+    "Reference",
+    "is_insecure_host",
+    "slugify",
+    "validate_digest",
+    "validate_tag",
+]
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -126,6 +135,12 @@ class Reference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+def slugify(text: str) -> str:
+    """Any text as a tag: `feature/Login_v2` → `feature-login_v2`."""
+    slug = _SLUG_UNSAFE.sub("-", text.lower()).strip("-.")
+    return slug[:128] or "unknown"
 
 
 def validate_tag(tag: str) -> str:

@@ -46,18 +46,6 @@ class Masker:
         return text
 
 
-def _describe(result: StageResult) -> str:
-    seconds = f" in {result.seconds:.1f}s" if result.seconds is not None else ""
-    if result.status == "cached":
-        return f"cached: restored from {result.cache_ref}"
-    if result.status == "built":
-        pushed = f", cache pushed to {result.cache_ref}" if result.digest else ""
-        return f"built{seconds}{pushed}"
-    if result.status in ("failed", "cancelled"):
-        return f"{result.status}{seconds}: {result.error}"
-    return result.status
-
-
 class PlainReporter:
     """Lines for CI logs: `[stage] …`, and a status line whenever a stage changes state."""
 
@@ -74,7 +62,7 @@ class PlainReporter:
         if result.status == "running":
             self._print(f"[{result.name}] building")
         elif result.status in _DONE:
-            self._print(f"[{result.name}] {_describe(result)}")
+            self._print(f"[{result.name}] {result.describe()}")
 
     def log(self, stage: str, line: str) -> None:
         self._print(f"[{stage}] {line}")
@@ -103,7 +91,7 @@ class GroupedReporter(PlainReporter):
         if result.status not in _DONE or result.name not in self._lines:
             super().update(result)
             return
-        header = f"{result.name}: {_describe(result)}"
+        header = f"{result.name}: {result.describe()}"
         self._flush(result.name, header)
         if self._provider == "github" and result.status == "failed":
             self._print(ci_report.github_error(header, title=result.name, masker=self._mask))
@@ -191,7 +179,7 @@ def summary(results: Mapping[int, StageResult], masker: Masker) -> str:
     lines = []
     width = max((len(r.name) for r in results.values()), default=0)
     for result in results.values():
-        lines.append(f"  {result.name.ljust(width)}  {_describe(result)}")
+        lines.append(f"  {result.name.ljust(width)}  {result.describe()}")
     for result in results.values():
         if result.status == "failed" and result.tail:
             lines.append(f"--- {result.name}: last lines of its log ---")

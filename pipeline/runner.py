@@ -51,6 +51,18 @@ class StageResult:
     tail: str = ""
     started: float | None = None
 
+    def describe(self) -> str:
+        """One line on how the stage ended, for logs, summaries and reports."""
+        seconds = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
+        if self.status == "cached":
+            return f"cached: restored from {self.cache_ref}"
+        if self.status == "built":
+            pushed = f", cache pushed to {self.cache_ref}" if self.digest else ""
+            return f"built{seconds}{pushed}"
+        if self.status in ("failed", "cancelled"):
+            return f"{self.status}{seconds}: {self.error}"
+        return self.status
+
 
 class Reporter(Protocol):
     def update(self, result: StageResult) -> None: ...
