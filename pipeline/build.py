@@ -195,8 +195,8 @@ async def _run_build(
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(_watch_signals, group.cancel_scope, outcome)
-            plan = await plan_for(
-                settings, graph, context=context, no_cache=options.no_cache, client=client
+            plan = await _plan_while_preparing(
+                executor, settings, graph, context, options.no_cache, client
             )
             await _run_plan(
                 plan, settings, options, client, executor, test, collector, outcome, context
@@ -230,6 +230,21 @@ async def _run_build(
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if ok else 1
+
+
+async def _plan_while_preparing(
+    executor: Executor,
+    settings: Settings,
+    graph: Graph,
+    context: BuildContext,
+    no_cache: bool,
+    client: RegistryClient,
+) -> Plan:
+    """The engine is found while the registry answers the plan's questions."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(executor.prepare)
+        plan = await plan_for(settings, graph, context=context, no_cache=no_cache, client=client)
+    return plan  # noqa: RET504 (returned once prepare has finished too)
 
 
 async def _watch_signals(scope: anyio.CancelScope, outcome: _Outcome) -> None:

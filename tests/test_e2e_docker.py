@@ -339,3 +339,29 @@ def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     report = read_report(project / "report.json")
     assert report["app"]["why"] == ["COPY src/ changed: 1 file (src/main.py)"]
     assert "app--feature-x" in docker_env.tags(cache_repo)
+
+
+def test_layers_are_reused_on_every_change_not_every_second_one(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    """dockerd's BuildKit loses the reused layers of a lazily imported inline cache, so the
+    image it builds makes the next build miss (moby/buildkit#1981); hints are pulled first."""
+    cache_repo = docker_env.cache_repo()
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "FROM deps AS app\n", "FROM $BASE AS app\nRUN sleep 1 && echo slow > /app.slow\n"
+        )
+    )
+    ci = {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+    command = ["build", "--engine", "docker", "--docker", docker_env.docker]
+    command += ["--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN", "--target", "app"]
+    assert run_cli(command, cwd=project, env={**ci, "TOKEN": SECRET}).returncode == 0
+    for change in range(3):
+        (project / "src" / "main.py").write_text(f"print('change {change}')\n")
+        docker_env.wipe_engine_cache()
+        result = run_cli(command, cwd=project, env={**ci, "TOKEN": SECRET})
+        assert result.returncode == 0, result.stderr
+        step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 1", result.stderr)
+        assert step is not None, result.stderr
+        assert f"#{step.group(1)} CACHED" in result.stderr, f"change {change}:\n{result.stderr}"

@@ -46,8 +46,8 @@ def fake_docker(directory: Path, record: Path, *, buildx: bool) -> Path:
         f"with open({str(record)!r}, 'a') as out:\n"
         "    keys = ('DOCKER_HOST', 'BUILDX_BUILDER', 'DOCKER_BUILDKIT')\n"
         "    out.write(json.dumps([sys.argv[1:], {k: os.environ.get(k) for k in keys}]) + '\\n')\n"
-        "if sys.argv[1:3] == ['buildx', 'version']:\n"
-        f"    sys.exit(0 if {buildx} else 1)\n"
+        "if sys.argv[1:3] == ['buildx', 'inspect']:\n"
+        f"    print('Name: shared-builder\\nDriver: docker-container') if {buildx} else sys.exit(1)\n"
         "if sys.argv[1] == 'version':\n"
         "    print('27.3.1')\n"
     )

@@ -104,4 +104,12 @@ class Session(Protocol):
 class Executor(Protocol):
     name: str
 
+    async def prepare(self) -> None:
+        """Find the engine while the plan is being made, if that is cheap; never raises.
+
+        A problem it finds is raised when a session opens, so a run that builds nothing
+        needs no engine.
+        """
+        ...
+
     def session(self, spec: BuildSpec) -> AbstractAsyncContextManager[Session]: ...

@@ -70,6 +70,10 @@ class DaggerExecutor:
     def __init__(self, *, log_output: TextIO | None = None) -> None:
         self._log_output = log_output
 
+    async def prepare(self) -> None:
+        """Nothing early: importing the SDK is a second of CPU that would slow the plan down,
+        and a run that builds nothing needs no engine."""
+
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DaggerSession]:
         cli = _cli_to_start(os.environ)

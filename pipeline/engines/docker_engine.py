@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,7 @@ class DockerCLI:
     path: str
     version: str
     buildx: bool
+    daemon_builder: bool = True  # builds in dockerd's own BuildKit, which sees its images
 
     def build_command(self) -> list[str]:
         return [self.path, "buildx", "build", "--load"] if self.buildx else [self.path, "build"]
@@ -63,18 +64,33 @@ async def _run(
 
 
 async def find_docker(explicit: str | None, env: Mapping[str, str]) -> DockerCLI:
-    """The docker CLI to build with, checked to build with BuildKit and to reach its daemon."""
+    """The docker CLI to build with, checked to build with BuildKit and to reach its daemon.
+
+    Two calls at once: `docker version` prints the client's version, and exits non-zero
+    when the daemon does not answer; `docker buildx inspect` says whether buildx is there,
+    and which driver its builder has.
+    """
     path = (
         explicit or env.get("DAGGER_STAGES_DOCKER") or shutil.which("docker", path=env.get("PATH"))
     )
     if path is None:
         raise EngineUnavailable("no docker CLI on PATH; install Docker, or use --engine dagger")
-    code, version = await _run([path, "version", "--format", "{{.Client.Version}}"], env)
-    version = version.strip().splitlines()[0] if version.strip() else "unknown"
+    answers: dict[str, tuple[int, str]] = {}
+
+    async def ask(*args: str) -> None:
+        answers[args[0]] = await _run([path, *args], env)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ask, "version", "--format", "{{.Client.Version}}")
+        group.start_soon(ask, "buildx", "inspect")
+    code, output = answers["version"]
+    lines = output.strip().splitlines()
+    version = lines[0] if lines else "unknown"
     if code == 127:
         raise EngineUnavailable(f"{path}: cannot run the docker CLI: {version}")
-    buildx, _ = await _run([path, "buildx", "version"], env)
-    cli = DockerCLI(path, version, buildx == 0)
+    buildx, builder = answers["buildx"]
+    driver = re.search(r"^Driver:\s*(\S+)", builder, re.MULTILINE)
+    cli = DockerCLI(path, version, buildx == 0, driver is None or driver.group(1) == "docker")
     if not cli.buildx and _major(version) >= 23:
         others = await _builders_on_path(path, env)
         hint = f" ({', '.join(others)} can)" if others else ""
@@ -82,7 +98,6 @@ async def find_docker(explicit: str | None, env: Mapping[str, str]) -> DockerCLI
             f"{path} (docker {version}) refuses to build with BuildKit without the buildx "
             f"plugin; {_FIX}{hint}"
         )
-    code, output = await _run([path, "version", "--format", "{{.Server.Version}}"], env)
     if code != 0:
         host = env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise EngineUnavailable(
@@ -129,10 +144,23 @@ class DockerExecutor:
     def __init__(self, docker: str | None = None, env: Mapping[str, str] | None = None) -> None:
         self._docker = docker
         self._env = dict(os.environ if env is None else env)
+        self._found: DockerCLI | EngineUnavailable | None = None
+
+    async def prepare(self) -> None:
+        """The CLI checks are subprocesses: they run on other cores while the plan is made."""
+        if self._found is None:
+            try:
+                self._found = await find_docker(self._docker, self._env)
+            except EngineUnavailable as exc:
+                self._found = exc
 
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DockerSession]:
-        cli = await find_docker(self._docker, self._env)
+        await self.prepare()
+        if isinstance(self._found, EngineUnavailable):
+            raise self._found
+        assert self._found is not None
+        cli = self._found
         private = Path(tempfile.mkdtemp(prefix="dagger-stages-"))
         try:
             env = {**self._env, "DOCKER_BUILDKIT": "1"}
@@ -204,10 +232,31 @@ class DockerSession:
         return [*command, str(spec.context)]
 
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
+        if self._cli.daemon_builder and job.cache_from:
+            job = replace(job, cache_from=await self._pull(job.cache_from, log))
         code, tail = await _stream(self._build_command(job), self._env, log)
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
         return Image(job, handle=job.tag)
+
+    async def _pull(self, refs: Sequence[str], log: Callable[[str], None]) -> tuple[str, ...]:
+        """Pull the cache images first: dockerd's BuildKit imports a remote inline cache
+        lazily, and the image it then builds lacks the layers of the steps it reused, so
+        every second build would miss (moby/buildkit#1981). From a local image it does not.
+        An image that cannot be pulled is left out: dockerd would ignore every cache source.
+        """
+        pulled: dict[str, bool] = {}
+
+        async def pull(ref: str) -> None:
+            code, output = await _run([self._cli.path, "pull", "--quiet", ref], self._env)
+            pulled[ref] = code == 0
+            if code != 0:
+                log(f"cache image {ref} not pulled, building without it: {_last_line(output)}")
+
+        async with anyio.create_task_group() as group:
+            for ref in refs:
+                group.start_soon(pull, ref)
+        return tuple(ref for ref in refs if pulled[ref])
 
     async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
         if ref != image.job.tag:

@@ -1,0 +1,107 @@
+"""The docker executor against a fake docker CLI: how it finds its engine and uses hints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.base import BuildSpec, StageJob
+from pipeline.engines.docker_engine import DockerExecutor
+from pipeline.errors import EngineUnavailable
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fake_docker(tmp_path: Path, *, driver: str | None = None, failing_pull: str = "") -> Path:
+    """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver."""
+    path = tmp_path / "bin" / "docker"
+    path.parent.mkdir()
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as out:\n"
+        "    out.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "args = sys.argv[1:]\n"
+        "if args[:2] == ['buildx', 'inspect']:\n"
+        f"    sys.exit(print('Name: x\\nDriver: {driver}') if {driver is not None} else 1)\n"
+        "if args[0] == 'version':\n"
+        "    print('20.10.24')\n"
+        f"if args[0] == 'pull' and args[-1] == {failing_pull!r}:\n"
+        "    sys.exit(print('Error response from daemon: manifest unknown') or 1)\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def calls(tmp_path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+
+
+def spec(tmp_path: Path) -> BuildSpec:
+    return BuildSpec(tmp_path, "FROM busybox AS web\n", None, {}, (), None)
+
+
+def job(*cache_from: str) -> StageJob:
+    return StageJob(0, "web", "web", "k" * 64, "cache:web-k", cache_from=cache_from)
+
+
+@pytest.mark.anyio
+async def test_cache_images_are_pulled_before_a_daemon_build(tmp_path: Path) -> None:
+    docker = fake_docker(tmp_path, failing_pull="cache:gone--main")
+    lines: list[str] = []
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    async with executor.session(spec(tmp_path)) as session:
+        await session.build(job("cache:web--feature", "cache:gone--main"), lines.append)
+    made = calls(tmp_path)
+    pulls = [argv[-1] for argv in made if argv[0] == "pull"]
+    assert sorted(pulls) == ["cache:gone--main", "cache:web--feature"]
+    build = next(argv for argv in made if argv[0] == "build")
+    assert build.count("--cache-from") == 1
+    assert build[build.index("--cache-from") + 1] == "cache:web--feature"
+    assert made.index(build) > max(made.index(argv) for argv in made if argv[0] == "pull")
+    assert lines == [
+        "cache image cache:gone--main not pulled, building without it: "
+        "Error response from daemon: manifest unknown"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_container_builder_imports_its_cache_itself(tmp_path: Path) -> None:
+    docker = fake_docker(tmp_path, driver="docker-container")
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    async with executor.session(spec(tmp_path)) as session:
+        await session.build(job("cache:web--main"), lambda _: None)
+    made = calls(tmp_path)
+    assert not [argv for argv in made if argv[0] == "pull"]
+    build = next(argv for argv in made if "build" in argv)
+    assert build[:3] == ["buildx", "build", "--load"]
+    assert "cache:web--main" in build
+
+
+@pytest.mark.anyio
+async def test_prepare_asks_once_and_keeps_a_problem_for_the_session(tmp_path: Path) -> None:
+    executor = DockerExecutor(str(tmp_path / "no-docker"), {"PATH": ""})
+    await executor.prepare()
+    await executor.prepare()
+    with pytest.raises(EngineUnavailable, match="cannot run the docker CLI"):
+        async with executor.session(spec(tmp_path)):
+            pass
+
+
+@pytest.mark.anyio
+async def test_the_engine_is_found_in_one_round_of_two_calls(tmp_path: Path) -> None:
+    docker = fake_docker(tmp_path)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    await executor.prepare()
+    async with executor.session(spec(tmp_path)):
+        pass
+    assert sorted(calls(tmp_path)) == [
+        ["buildx", "inspect"],
+        ["version", "--format", "{{.Client.Version}}"],
+    ]
