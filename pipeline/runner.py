@@ -127,47 +127,47 @@ async def execute(
                 finish(replace(results[index], status="cancelled", error=reason))
 
     async def run(index: int) -> None:
-        job = jobs[index]
+        """Build and push in a job slot; the hint move that follows a push holds none."""
         with scopes[index]:
             try:
-                await build_and_push(index, job)
+                async with limiter:
+                    result = await build_and_push(index, jobs[index])
+                if result.status == "failed":
+                    await settle_failure(index, result)
+                    return
+                finish(result)
+                if pushed is not None and result.cache_ref and result.digest:
+                    await pushed(index, result.cache_ref, result.digest)
             finally:
                 done[index].set()
 
-    async def build_and_push(index: int, job: StageJob) -> None:
-        async with limiter:
-            started = clock()
-            finish(replace(results[index], status="running", started=started))
-            try:
-                image = await session.build(job, lambda line: reporter.log(job.name, line))
-            except StageFailed as exc:
-                failure = replace(
-                    results[index],
-                    status="failed",
-                    seconds=clock() - started,
-                    error=exc.message,
-                    tail=exc.tail,
-                )
-            else:
-                if images is not None:
-                    images[index] = image
-                ref = plan.refs.get(index)
-                digest = None
-                if options.push_cache and ref is not None:
-                    digest = await _push(session, image, ref, job, reporter)
-                    if digest is not None and pushed is not None:
-                        await pushed(index, ref, digest)
-                finish(
-                    replace(
-                        results[index],
-                        status="built",
-                        seconds=clock() - started,
-                        digest=digest,
-                        cache_ref=ref if digest else None,
-                    )
-                )
-                return
-        await settle_failure(index, failure)
+    async def build_and_push(index: int, job: StageJob) -> StageResult:
+        """Built with its cache pushed, or failed."""
+        started = clock()
+        finish(replace(results[index], status="running", started=started))
+        try:
+            image = await session.build(job, lambda line: reporter.log(job.name, line))
+        except StageFailed as exc:
+            return replace(
+                results[index],
+                status="failed",
+                seconds=clock() - started,
+                error=exc.message,
+                tail=exc.tail,
+            )
+        if images is not None:
+            images[index] = image
+        ref = plan.refs.get(index)
+        digest = None
+        if options.push_cache and ref is not None:
+            digest = await _push(session, image, ref, job, reporter)
+        return replace(
+            results[index],
+            status="built",
+            seconds=clock() - started,
+            digest=digest,
+            cache_ref=ref if digest else None,
+        )
 
     async def settle_failure(index: int, failure: StageResult) -> None:
         """A stage whose build also builds a failing dependency fails because of it.
