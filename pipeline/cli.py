@@ -47,8 +47,21 @@ EXIT_INTERRUPTED = 130
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    With its work done and output flushed, the process ends without tearing the interpreter
+    down, which takes 50-70 ms at the end of every build. Not after Dagger was used: its SDK
+    sends its last telemetry from an exit handler.
+    """
+    code = main()
+    if "dagger" in sys.modules:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -263,7 +263,10 @@ def test_every_entry_point_works(tmp_path: Path) -> None:
 
 
 PROBE = """
-import runpy, sys
+import os, runpy, sys
+def exit_now(code):
+    raise SystemExit(code)
+os._exit = exit_now  # the entry point ends the process without interpreter teardown
 script = sys.argv[1]
 sys.path.insert(0, str(__import__("pathlib").Path(script).parent))
 sys.argv = [script, "plan", "--json", "--offline"]
