@@ -139,7 +139,7 @@ class RegistryClient:
         self._backoff = backoff
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._auth = RegistryAuth(credentials)
-        inner = transport or httpx.AsyncHTTPTransport(retries=0)
+        inner = transport or _SchemeTransport()
         self._client = httpx.AsyncClient(
             transport=_CountingTransport(inner, self.stats),
             auth=self._auth,
@@ -551,6 +551,27 @@ class RegistryAuth(httpx.Auth):
             )
         self._tokens[key] = _Token(token, time.monotonic() + lifetime - TOKEN_MARGIN)
         return token
+
+
+class _SchemeTransport(httpx.AsyncBaseTransport):
+    """TLS set up on the first HTTPS request: loading the CA bundle takes about 20 ms, which
+    a build against a plain-HTTP registry (local, or a CI service) need not wait for."""
+
+    def __init__(self) -> None:
+        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False)
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            return await self._plain.handle_async_request(request)
+        if self._tls is None:
+            self._tls = httpx.AsyncHTTPTransport(retries=0)
+        return await self._tls.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
 
 
 class _CountingTransport(httpx.AsyncBaseTransport):
