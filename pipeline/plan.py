@@ -76,7 +76,9 @@ async def make_plan(
     """`client` None means offline: no image is pinned and the cache is not asked.
 
     `branches` (this build's branch, then the default branch) name the hint tags that a missed
-    stage reuses layers from and is compared with to say why it missed.
+    stage reuses layers from and is compared with to say why it missed. A stage whose base
+    stage is built too reuses nothing from its hint, as all its layers sit on the new base:
+    it gets no hint to import, only the comparison.
     """
     warnings: list[str] = []
     dockerfile = graph.dockerfile
@@ -117,6 +119,7 @@ async def make_plan(
         for index in building:
             if forecasts[index].cache == "miss":
                 why[index] = tuple(explain(keys[index], labels.get(index), names, context))
+        hints = {i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building}
     return Plan(
         graph=graph,
         cache_repo=cache_repo,

@@ -82,7 +82,13 @@ class RunOptions:
 def jobs_for(
     plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, str]
 ) -> dict[int, StageJob]:
-    """One job per stage to build; `tags` says where each built image goes."""
+    """One job per stage to build; `tags` says where each built image goes.
+
+    A build also runs the steps of every stage it needs that is being built too, so it
+    imports their hints as well: the engine shares those steps between concurrent builds,
+    and whichever build runs them first must have their layer cache.
+    """
+    building = set(plan.indices("build"))
     return {
         index: StageJob(
             index=index,
@@ -90,11 +96,25 @@ def jobs_for(
             target=build_targets[index],
             key=plan.keys[index].key,
             tag=tags[index],
-            cache_from=(plan.hints[index],) if index in plan.hints else (),
+            cache_from=tuple(
+                plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
+            ),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
         )
-        for index in plan.indices("build")
+        for index in sorted(building)
     }
+
+
+def _needs(plan: Plan, index: int, building: set[int]) -> set[int]:
+    """The stage and every stage being built that its build runs, through built stages only."""
+    found = {index}
+    stack = [index]
+    while stack:
+        for dependency in plan.stage(stack.pop()).depends_on:
+            if dependency in building and dependency not in found:
+                found.add(dependency)
+                stack.append(dependency)
+    return found
 
 
 async def execute(

@@ -101,6 +101,27 @@ def test_a_changed_file_misses_only_downstream(
     }
 
 
+def test_a_stage_on_a_rebuilt_base_stage_imports_no_hint(
+    project: Path,
+    registry: RegistryServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`test` is FROM app, which is rebuilt: none of test's old layers can be reused."""
+    for name, value in {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main"}.items():
+        monkeypatch.setenv(name, value)
+    cache_repo = f"{registry.host}/rebuilt-base/cache"
+    before = by_name(plan(capsys, "--cache-repo", cache_repo))
+    for name in ("deps", "assets", "app", "test"):
+        for tag in (before[name]["cache_ref"].rsplit(":", 1)[1], f"{name}--main"):
+            push_image(registry.url, "rebuilt-base/cache", tag, config={"stage": name})
+    (project / "src" / "main.py").write_text("print(2)")
+    after = by_name(plan(capsys, "--cache-repo", cache_repo))
+    assert after["app"]["hint"] == f"{cache_repo}:app--main"
+    assert after["test"]["hint"] is None
+    assert after["test"]["why"], "still compared with its hint to say why it missed"
+
+
 def test_base_digest_is_a_key_input(
     project: Path, registry: RegistryServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -182,3 +183,21 @@ def test_no_push_without_push_cache(tmp_path: Path) -> None:
     results, _ = run(make(tmp_path), session, push_cache=False)
     assert session.pushed == []
     assert {r.status for r in results.values()} == {"built"}
+
+
+def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> None:
+    """`top` runs a, b, c, d and e too; c and d sit on a rebuilt base and have no hint."""
+    plan = make(tmp_path)
+    index = {plan.stage(i).name: i for i in plan.forecasts}
+    hints = {index[n]: f"registry.test/x/cache:{n}--main" for n in ("a", "b", "e", "top")}
+    plan = replace(plan, hints=hints)
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict.fromkeys(index.values(), ""))
+    cache_from = {jobs[i].name: [ref.rsplit(":", 1)[1] for ref in jobs[i].cache_from] for i in jobs}
+    assert cache_from == {
+        "a": ["a--main"],
+        "b": ["b--main"],
+        "c": ["a--main", "b--main"],
+        "d": ["a--main", "b--main"],
+        "e": ["e--main"],
+        "top": ["a--main", "b--main", "e--main", "top--main"],
+    }

@@ -47,7 +47,7 @@ def fake_docker(directory: Path, record: Path, *, buildx: bool) -> Path:
         "    keys = ('DOCKER_HOST', 'BUILDX_BUILDER', 'DOCKER_BUILDKIT')\n"
         "    out.write(json.dumps([sys.argv[1:], {k: os.environ.get(k) for k in keys}]) + '\\n')\n"
         "if sys.argv[1:3] == ['buildx', 'inspect']:\n"
-        f"    print('Name: shared-builder\\nDriver: docker-container') if {buildx} else sys.exit(1)\n"
+        f"    sys.exit(0 if {buildx} else 1)  # a builder named in BUILDX_BUILDER\n"
         "if sys.argv[1] == 'version':\n"
         "    print('27.3.1')\n"
     )
