@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pipeline.engines.base import BuildSpec, StageJob
@@ -34,6 +35,8 @@ def fake_docker(tmp_path: Path, *, driver: str | None = None, failing_pull: str 
         "    print('20.10.24')\n"
         f"if args[0] == 'pull' and args[-1] == {failing_pull!r}:\n"
         "    sys.exit(print('Error response from daemon: manifest unknown') or 1)\n"
+        "if args[0] == 'pull':\n"
+        "    __import__('time').sleep(0.3)\n"
     )
     path.chmod(0o755)
     return path
@@ -69,6 +72,20 @@ async def test_cache_images_are_pulled_before_a_daemon_build(tmp_path: Path) -> 
         "cache image cache:gone--main not pulled, building without it: "
         "Error response from daemon: manifest unknown"
     ]
+
+
+@pytest.mark.anyio
+async def test_builds_sharing_a_hint_wait_for_one_pull(tmp_path: Path) -> None:
+    docker = fake_docker(tmp_path)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    async with executor.session(spec(tmp_path)) as session, anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(session.build, job("cache:mid--main"), lambda _: None)
+    made = calls(tmp_path)
+    assert [argv for argv in made if argv[0] == "pull"] == [["pull", "--quiet", "cache:mid--main"]]
+    builds = [argv for argv in made if argv[0] == "build"]
+    assert len(builds) == 3
+    assert all("cache:mid--main" in argv for argv in builds)
 
 
 @pytest.mark.anyio

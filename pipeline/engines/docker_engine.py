@@ -204,6 +204,12 @@ def _private_config(private: Path, env: Mapping[str, str]) -> Path:
     return config
 
 
+@dataclass
+class _Pull:
+    done: anyio.Event
+    ok: bool = False
+
+
 class DockerSession:
     def __init__(self, cli: DockerCLI, spec: BuildSpec, private: Path, env: dict[str, str]):
         self._cli = cli
@@ -214,6 +220,7 @@ class DockerSession:
         if spec.ignore_file is not None:
             (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
         self._secrets = _secret_flags(spec, private, env)
+        self._pulls: dict[str, _Pull] = {}
 
     def _build_command(self, job: StageJob) -> list[str]:
         spec = self._spec
@@ -248,15 +255,29 @@ class DockerSession:
         pulled: dict[str, bool] = {}
 
         async def pull(ref: str) -> None:
-            code, output = await _run([self._cli.path, "pull", "--quiet", ref], self._env)
-            pulled[ref] = code == 0
-            if code != 0:
-                log(f"cache image {ref} not pulled, building without it: {_last_line(output)}")
+            pulled[ref] = await self._pull_once(ref, log)
 
         async with anyio.create_task_group() as group:
             for ref in refs:
                 group.start_soon(pull, ref)
         return tuple(ref for ref in refs if pulled[ref])
+
+    async def _pull_once(self, ref: str, log: Callable[[str], None]) -> bool:
+        """Builds that share a hint wait for one pull: dockerd is slow to pull one image twice
+        at the same time (0.2 s alone, up to 0.8 s side by side)."""
+        pull = self._pulls.get(ref)
+        if pull is not None:
+            await pull.done.wait()
+            return pull.ok
+        pull = self._pulls[ref] = _Pull(anyio.Event())
+        try:
+            code, output = await _run([self._cli.path, "pull", "--quiet", ref], self._env)
+            pull.ok = code == 0
+        finally:
+            pull.done.set()
+        if not pull.ok:
+            log(f"cache image {ref} not pulled, building without it: {_last_line(output)}")
+        return pull.ok
 
     async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
         if ref != image.job.tag:
