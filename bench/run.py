@@ -327,7 +327,7 @@ def scenario_leaf(bench: Bench) -> list[Row]:
         bench.wipe()
         changed = bench.tool(proxy, project, cache, "leaf-changed")
         bench.wipe()
-        # A fresh repo: with the same one, --no-cache still imports layers from the hint tags.
+        # A fresh repo, as a rebuild from scratch: nothing there to restore or reuse.
         scratch = bench.tool(
             proxy, project, fresh_repo(proxy, "leaf-scratch"), "leaf-no-cache", "--no-cache"
         )
