@@ -43,6 +43,7 @@ class Plan:
     hints: Mapping[int, str] = field(default_factory=dict)
     why: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     labels: Mapping[int, str] = field(default_factory=dict)
+    pins: Mapping[str, str] = field(default_factory=dict)  # external image -> resolved digest
 
     def stage(self, index: int) -> Stage:
         return self.graph.stages[index]
@@ -59,7 +60,9 @@ class Plan:
         }
 
     def rewritten(self, *, name_unnamed: bool = False) -> str:
-        return rewrite(self.graph.dockerfile, self.restored(), name_unnamed=name_unnamed)
+        return rewrite(
+            self.graph.dockerfile, self.restored(), pins=self.pins, name_unnamed=name_unnamed
+        )
 
 
 async def make_plan(
@@ -130,6 +133,7 @@ async def make_plan(
         hints=hints,
         why=why,
         labels={i: key_label(keys[i], context) for i in building},
+        pins={image: digest for image, digest in digests.items() if digest},
     )
 
 

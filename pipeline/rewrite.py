@@ -1,4 +1,5 @@
-"""The Dockerfile that is actually built: restored stages become their cached images.
+"""The Dockerfile that is actually built: restored stages become their cached images, and
+external bases are pinned to the digests the keys were made with.
 
 Every stage keeps its position, so `COPY --from=<index>` still points where it did; parser
 directives, global ARGs and comments before the first stage are kept as written. A restored
@@ -42,10 +43,16 @@ def build_targets(dockerfile: Dockerfile) -> dict[int, str]:
 
 
 def rewrite(
-    dockerfile: Dockerfile, restored: Mapping[int, str], *, name_unnamed: bool = False
+    dockerfile: Dockerfile,
+    restored: Mapping[int, str],
+    *,
+    pins: Mapping[str, str] | None = None,
+    name_unnamed: bool = False,
 ) -> str:
     """`restored` maps a stage index to its pinned image, `<cache_repo>@sha256:…`.
 
+    `pins` maps external base images to the digests their stages' keys were made with: a
+    stage built `FROM` one is built from that digest, even if its tag moves meanwhile.
     With `name_unnamed`, unnamed stages get their `build_targets` name so that they can be
     built as targets; BuildKit still addresses them by index too.
     """
@@ -59,10 +66,11 @@ def rewrite(
         name = f" AS {targets[stage.index]}" if named else ""
         if stage.index not in restored:
             head = stage.instructions[0]
-            if stage.declared_name is None and name_unnamed:
+            pinned = _pinned(stage, pins or {})
+            if pinned is not None or (stage.declared_name is None and name_unnamed):
                 platform = head.flag("platform")
                 flag = f"--platform={platform} " if platform else ""
-                out.append(f"FROM {flag}{head.args[0]}{name}")
+                out.append(f"FROM {flag}{pinned or head.args[0]}{name}")
                 out.extend(lines[head.end_line : end])
             else:
                 out.extend(lines[stage.line - 1 : end])
@@ -73,3 +81,9 @@ def rewrite(
                 out.extend(lines[instruction.line - 1 : instruction.end_line])
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:
+    if stage.base_stage is not None or "@" in stage.base or stage.base not in pins:
+        return None
+    return f"{stage.base}@{pins[stage.base]}"

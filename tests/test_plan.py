@@ -169,10 +169,13 @@ def test_rewrite_of_the_forecast_parses_back(
                 client=client,
             )
 
-    text = anyio.run(forecast).rewritten()
+    made = anyio.run(forecast)
+    text = made.rewritten()
     again = build_stages(parse_text(text))
     assert [s.name for s in again.stages] == ["deps", "assets", "app", "test"]
     assert again.stages[0].base == f"{cache_repo}@{digest}"
+    image = f"{registry.host}/base/busybox:1"
+    assert again.stages[1].base == f"{image}@{made.pins[image]}", "pinned as in its key"
     assert again.stages[2].base_stage == 0
     assert text.startswith("# syntax=docker/dockerfile:1\nARG BASE=")
 

@@ -154,3 +154,27 @@ def test_unnamed_stages_can_be_named_for_targets() -> None:
     assert again.stages[0].platform == "linux/amd64"
     assert again.stages[2].depends_on == (0,)
     assert "RUN true" in text
+
+
+def test_external_bases_are_pinned_to_the_digests_of_the_keys() -> None:
+    original = (
+        "ARG BASE=busybox:1\n"
+        "FROM --platform=$BUILDPLATFORM \\\n    $BASE AS tools\n"
+        "RUN true\n"
+        "FROM tools AS app\n"
+        f"FROM alpine@{DIGEST}\n"
+        "FROM scratch AS empty\n"
+    )
+    df = build_stages(parse_text(original))
+    pinned = "sha256:" + "e" * 64
+    text = rewrite(df, {}, pins={"busybox:1": pinned, f"alpine@{DIGEST}": DIGEST})
+    assert text == (
+        "ARG BASE=busybox:1\n"
+        f"FROM --platform=$BUILDPLATFORM busybox:1@{pinned} AS tools\n"
+        "RUN true\n"
+        "FROM tools AS app\n"
+        f"FROM alpine@{DIGEST}\n"
+        "FROM scratch AS empty\n"
+    )
+    assert build_stages(parse_text(text)).stages[1].base_stage == 0
+    assert rewrite(df, {}) == original
