@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext, IgnoreRules
 
 TARGET_SECONDS = 1.5
 FILES_PER_DIR = 10

@@ -18,10 +18,16 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline import __version__
-from pipeline.build import BuildOptions, plan_for, run_build, run_prune
-from pipeline.ci import detect
-from pipeline.ci_report import mermaid_graph
-from pipeline.config import (
+from pipeline.commands.build import BuildOptions, plan_for, run_build, run_prune
+from pipeline.commands.prune import parse_age, restored_refs
+from pipeline.dockerfile.graph import Graph, select
+from pipeline.dockerfile.parse import parse_dockerfile
+from pipeline.dockerfile.stages import Dockerfile, build_stages
+from pipeline.errors import ToolError, UsageError
+from pipeline.output.ci_formats import mermaid_graph
+from pipeline.output.plan_view import dumps, plan_json, plan_table
+from pipeline.settings.ci import detect
+from pipeline.settings.config import (
     Config,
     find_config,
     load_config,
@@ -29,13 +35,7 @@ from pipeline.config import (
     parse_publish,
     parse_secret,
 )
-from pipeline.errors import ToolError, UsageError
-from pipeline.graph import Graph, select
-from pipeline.parse import parse_dockerfile
-from pipeline.prune import parse_age, restored_refs
-from pipeline.render import dumps, plan_json, plan_table
-from pipeline.settings import Options, Settings, resolve_settings
-from pipeline.stages import Dockerfile, build_stages
+from pipeline.settings.resolve import Options, Settings, resolve_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.graph import Graph, select
-from pipeline.parse import parse_dockerfile
-from pipeline.stages import Dockerfile, Platform, build_stages
+from pipeline.dockerfile.graph import Graph, select
+from pipeline.dockerfile.parse import parse_dockerfile
+from pipeline.dockerfile.stages import Dockerfile, Platform, build_stages
 
 pytest_plugins = ["tests.registry_server", "tests.docker_env", "tests.fake_dagger"]
 

@@ -293,9 +293,9 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
 
 
 def test_publish_flag_replaces_the_config_list_per_stage() -> None:
-    from pipeline.ci import CIContext
-    from pipeline.config import Config, parse_publish
-    from pipeline.settings import Options, resolve_settings
+    from pipeline.settings.ci import CIContext
+    from pipeline.settings.config import Config, parse_publish
+    from pipeline.settings.resolve import Options, resolve_settings
 
     config = Config(publish=(("release", ("{sha}", "latest")), ("app", ("app-{sha}",))))
     options = Options(publish=parse_publish(["Release=v1", "release={tag}"]))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from pipeline.config import SecretSpec
+    from pipeline.settings.config import SecretSpec
 
 __all__ = [
     "BuildSpec",

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
-from pipeline.config import secret_values
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+from pipeline.settings.config import secret_values
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping

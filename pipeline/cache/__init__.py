@@ -1,0 +1,2 @@
+"""The per-stage registry cache: the build context, content-addressed keys, cache tags, the
+registry probe, and the plan that says which stage to restore, build or skip."""

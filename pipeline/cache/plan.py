@@ -1,0 +1,213 @@
+"""The whole plan for a build: keys, cache refs, what the registry holds, and what to do.
+
+This is the one step that talks to a registry before a build: it resolves external images to
+digests (they are key inputs), then HEADs every needed stage's cache ref at once. A registry
+that cannot be reached is not an error: images stay unpinned, the cache is `unknown`, and
+everything is built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from pipeline.cache.explain import LABEL, explain, key_label
+from pipeline.cache.forecast import Cache, Forecast, cache_tag, decide, hint_tag
+from pipeline.cache.keys import StageKey, compute_keys, external_images
+from pipeline.dockerfile.rewrite import rewrite
+from pipeline.oci.reference import Reference
+from pipeline.oci.registry import RegistryError, RegistryNotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pipeline.cache.context import BuildContext
+    from pipeline.dockerfile.graph import Graph
+    from pipeline.dockerfile.stages import Platform, Stage
+    from pipeline.oci.registry import RegistryClient
+
+__all__ = ["Plan", "make_plan"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    graph: Graph
+    cache_repo: str | None
+    keys: Mapping[int, StageKey]
+    refs: Mapping[int, str]
+    forecasts: Mapping[int, Forecast]
+    warnings: tuple[str, ...]
+    hints: Mapping[int, str] = field(default_factory=dict)
+    why: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    labels: Mapping[int, str] = field(default_factory=dict)
+    pins: Mapping[str, str] = field(default_factory=dict)  # external image -> resolved digest
+
+    def stage(self, index: int) -> Stage:
+        return self.graph.stages[index]
+
+    def indices(self, action: str) -> tuple[int, ...]:
+        return tuple(i for i in sorted(self.forecasts) if self.forecasts[i].action == action)
+
+    def restored(self) -> dict[int, str]:
+        """Restored stages, each pinned by digest: `<cache_repo>@sha256:…`."""
+        assert self.cache_repo is not None or not self.indices("restore")
+        return {
+            index: f"{self.cache_repo}@{self.forecasts[index].digest}"
+            for index in self.indices("restore")
+        }
+
+    def rewritten(self, *, name_unnamed: bool = False) -> str:
+        return rewrite(
+            self.graph.dockerfile, self.restored(), pins=self.pins, name_unnamed=name_unnamed
+        )
+
+
+async def make_plan(
+    graph: Graph,
+    *,
+    cache_repo: str | None,
+    build_args: Mapping[str, str],
+    platform: Platform,
+    context: BuildContext,
+    client: RegistryClient | None,
+    no_cache: bool = False,
+    branches: Sequence[str] = (),
+) -> Plan:
+    """`client` None means offline: no image is pinned and the cache is not asked.
+
+    `branches` (this build's branch, then the default branch) name the hint tags that a missed
+    stage reuses layers from and is compared with to say why it missed. A stage whose base
+    stage is built too reuses nothing from its hint, as all its layers sit on the new base:
+    it gets no hint to import, only the comparison.
+    """
+    warnings: list[str] = []
+    dockerfile = graph.dockerfile
+    images = external_images(dockerfile, graph.needed)
+    digests = await _resolve(client, images, warnings) if client else dict.fromkeys(images)
+    keys = compute_keys(
+        dockerfile,
+        graph.needed,
+        build_args=build_args,
+        platform=platform,
+        image_digests=digests,
+        context=context,
+    )
+    refs: dict[int, str] = {}
+    if cache_repo is not None:
+        refs = {i: f"{cache_repo}:{cache_tag(graph.stages[i], keys[i].key)}" for i in graph.needed}
+    cache: dict[int, Cache] = {}
+    found: dict[int, str] = {}
+    if refs and client is not None:
+        cache, found = await _probe(client, refs, warnings)
+    elif refs:
+        cache = dict.fromkeys(refs, "unknown")
+    forecasts = decide(graph, cache, found, no_cache=no_cache)
+    building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+    hints: dict[int, str] = {}
+    why: dict[int, tuple[str, ...]] = {}
+    if (
+        cache_repo is not None
+        and client is not None
+        and branches
+        and not no_cache
+        and "unknown" not in cache.values()
+    ):
+        names = {keys[i].key: graph.stages[i].name for i in keys}
+        hints, labels = await _hints(
+            client, cache_repo, [graph.stages[i] for i in building], branches
+        )
+        for index in building:
+            if forecasts[index].cache == "miss":
+                why[index] = tuple(explain(keys[index], labels.get(index), names, context))
+        hints = {i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building}
+    return Plan(
+        graph=graph,
+        cache_repo=cache_repo,
+        keys=keys,
+        refs=refs,
+        forecasts=forecasts,
+        warnings=tuple(warnings),
+        hints=hints,
+        why=why,
+        labels={i: key_label(keys[i], context) for i in building},
+        pins={image: digest for image, digest in digests.items() if digest},
+    )
+
+
+async def _hints(
+    client: RegistryClient, cache_repo: str, stages: Sequence[Stage], branches: Sequence[str]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """For each stage to build, the first hint tag that exists, and its key-inputs label."""
+    hints: dict[int, str] = {}
+    labels: dict[int, str] = {}
+
+    async def one(stage: Stage) -> None:
+        for branch in dict.fromkeys(branches):
+            ref = Reference.parse(f"{cache_repo}:{hint_tag(stage, branch)}")
+            try:
+                body, _ = await client.get_manifest(ref)
+                config_digest = json.loads(body)["config"]["digest"]
+                config = json.loads(await client.get_blob(ref, config_digest))
+            except RegistryNotFound:
+                continue
+            except (RegistryError, ValueError, KeyError, TypeError):
+                return
+            hints[stage.index] = str(ref)
+            label = ((config.get("config") or {}).get("Labels") or {}).get(LABEL)
+            if isinstance(label, str):
+                labels[stage.index] = label
+            return
+
+    async with anyio.create_task_group() as group:
+        for stage in stages:
+            group.start_soon(one, stage)
+    return hints, labels
+
+
+async def _resolve(
+    client: RegistryClient, images: tuple[str, ...], warnings: list[str]
+) -> dict[str, str | None]:
+    digests: dict[str, str | None] = dict.fromkeys(images)
+
+    async def one(image: str) -> None:
+        try:
+            digests[image] = await client.resolve(Reference.parse(image))
+        except ValueError as exc:
+            warnings.append(f"image {image}: {exc}; its key uses the reference unpinned")
+        except RegistryError as exc:
+            warnings.append(f"image {image}: {exc.message}; its key uses the tag, unpinned")
+
+    async with anyio.create_task_group() as group:
+        for image in images:
+            group.start_soon(one, image)
+    return digests
+
+
+async def _probe(
+    client: RegistryClient, refs: Mapping[int, str], warnings: list[str]
+) -> tuple[dict[int, Cache], dict[int, str]]:
+    """One HEAD per needed stage, all at once."""
+    cache: dict[int, Cache] = {}
+    found: dict[int, str] = {}
+    failures: list[str] = []
+
+    async def one(index: int, ref: str) -> None:
+        try:
+            info = await client.head_manifest(Reference.parse(ref))
+        except RegistryError as exc:
+            cache[index] = "unknown"
+            failures.append(exc.message)
+            return
+        cache[index] = "hit" if info is not None else "miss"
+        if info is not None:
+            found[index] = info.digest
+
+    async with anyio.create_task_group() as group:
+        for index, ref in refs.items():
+            group.start_soon(one, index, ref)
+    if failures:
+        warnings.append(f"cache unknown, the registry could not be asked: {failures[0]}")
+    return cache, found

@@ -1,0 +1,1 @@
+"""One module per command's work: `build` (a whole run), `prune`, and `publish`'s targets."""

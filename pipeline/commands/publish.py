@@ -1,0 +1,95 @@
+"""Which images `build --push` publishes, from tag templates and where the build runs.
+
+`publish: {<target>: [templates]}` names them. A template is a tag, or a whole reference
+(`registry/repo:tag`); it may use {sha}, {short_sha}, {branch} (slugified), {tag}, {run_id},
+{default_branch} and {stage}. A bare tag goes to the CI's image repository (`ghcr.io/<owner>/
+<repo>`, `$CI_REGISTRY_IMAGE`), or `<that>/<stage>` when several targets are published. A
+template whose placeholder has no value here (say {tag} on a branch build) is left out.
+Without templates, a target is published as {sha}, plus {tag} on a tag build and `latest` on
+the default branch.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import UsageError
+from pipeline.oci.reference import Reference, slugify
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pipeline.dockerfile.stages import Stage
+    from pipeline.settings.ci import CIContext
+
+__all__ = ["Publication", "default_templates", "publications", "slugify"]
+
+FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stage")
+
+
+@dataclass(frozen=True)
+class Publication:
+    stage: int
+    ref: str
+
+
+def default_templates(ci: CIContext) -> tuple[str, ...]:
+    on_default = ci.branch is not None and ci.branch == ci.default_branch and ci.tag is None
+    return ("{sha}", "{tag}", *(("latest",) if on_default else ()))
+
+
+def publications(
+    targets: Sequence[Stage],
+    templates: Mapping[str, Sequence[str]],
+    ci: CIContext,
+    image_repo: str | None = None,
+) -> list[Publication]:
+    """`image_repo` overrides the CI's image repository for bare tags."""
+    found: list[Publication] = []
+    image_repo = image_repo or ci.image_repo
+    for stage in targets:
+        repo = None
+        if image_repo is not None:
+            repo = image_repo if len(targets) == 1 else f"{image_repo}/{stage.name}"
+        for template in templates.get(stage.name, default_templates(ci)):
+            ref = _expand(template, ci, stage, repo)
+            if ref is not None and all(p.ref != ref for p in found):
+                found.append(Publication(stage.index, ref))
+    return found
+
+
+def _expand(template: str, ci: CIContext, stage: Stage, repo: str | None) -> str | None:
+    values = {
+        "sha": ci.sha,
+        "short_sha": ci.short_sha,
+        "branch": None if ci.branch is None else slugify(ci.branch),
+        "tag": ci.tag,
+        "run_id": ci.run_id,
+        "default_branch": None if ci.default_branch is None else slugify(ci.default_branch),
+        "stage": stage.name,
+    }
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError as exc:
+        raise UsageError(f'publish template "{template}": {exc}') from None
+    unknown = [name for name in names if name not in FIELDS]
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in FIELDS)
+        raise UsageError(f'publish template "{template}": unknown {{{unknown[0]}}}; use {known}')
+    if any(values[name] is None for name in names):
+        return None
+    text = template.format(**values)
+    if "/" not in text:
+        if repo is None:
+            raise UsageError(
+                f'publish template "{template}" is a bare tag, but there is no image '
+                "repository here; write a whole reference such as registry.example/app:{sha}"
+            )
+        text = f"{repo}:{text}"
+    try:
+        Reference.parse(text)
+    except ValueError as exc:
+        raise UsageError(f'publish template "{template}" gives "{text}": {exc}') from None
+    return text

@@ -1,0 +1,102 @@
+"""The stage graph: which stages a set of targets needs, and in which waves they can run.
+
+Pure functions over `stages.Dockerfile`; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from pipeline.dockerfile.stages import Dockerfile, Stage
+
+__all__ = ["Graph", "closure", "resolve_targets", "select"]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The needed stages of a Dockerfile for some targets, grouped into topological waves."""
+
+    dockerfile: Dockerfile
+    targets: tuple[Stage, ...]
+    needed: frozenset[int]
+    waves: tuple[tuple[int, ...], ...]
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self.dockerfile.stages
+
+    def wave_of(self, index: int) -> int | None:
+        for number, wave in enumerate(self.waves):
+            if index in wave:
+                return number
+        return None
+
+
+def resolve_targets(dockerfile: Dockerfile, names: Sequence[str]) -> tuple[Stage, ...]:
+    """Named targets, case-insensitively; none means the last stage, as with `docker build`."""
+    if not names:
+        return (dockerfile.stages[-1],)
+    found: dict[int, Stage] = {}
+    for name in names:
+        stage = dockerfile.stage_by_name(name)
+        if stage is None:
+            raise UsageError(_unknown_target(dockerfile, name), path=dockerfile.path)
+        found.setdefault(stage.index, stage)
+    return tuple(found.values())
+
+
+def _unknown_target(dockerfile: Dockerfile, name: str) -> str:
+    named = [s.name for s in dockerfile.stages if s.declared_name is not None]
+    there = ", ".join(dict.fromkeys(named)) if named else "none; every stage is unnamed"
+    return f'target stage "{name}" could not be found (stages: {there})'
+
+
+def select(
+    dockerfile: Dockerfile, target_names: Sequence[str], *, also: Sequence[str] = ()
+) -> Graph:
+    """The graph for the targets (the last stage if none) plus the stages named in `also`."""
+    targets = resolve_targets(dockerfile, target_names)
+    if also:
+        extra = resolve_targets(dockerfile, also)
+        targets = tuple({t.index: t for t in (*targets, *extra)}.values())
+    needed = closure(dockerfile.stages, [t.index for t in targets])
+    return Graph(
+        dockerfile=dockerfile,
+        targets=targets,
+        needed=needed,
+        waves=_waves(dockerfile.stages, needed),
+    )
+
+
+def closure(stages: Sequence[Stage], roots: Iterable[int]) -> frozenset[int]:
+    """The given stages and every stage they depend on, transitively."""
+    needed: set[int] = set()
+    pending = list(roots)
+    while pending:
+        index = pending.pop()
+        if index not in needed:
+            needed.add(index)
+            pending.extend(stages[index].depends_on)
+    return frozenset(needed)
+
+
+def _waves(stages: Sequence[Stage], needed: frozenset[int]) -> tuple[tuple[int, ...], ...]:
+    """Level 0 has no needed dependency; any other stage sits one above its deepest dependency.
+
+    Dependencies always come earlier in the file (stages.py rejects anything else), so one pass
+    in index order sees every dependency's level before the stage itself.
+    """
+    level: dict[int, int] = {}
+    for index in sorted(needed):
+        deps = [level[d] for d in stages[index].depends_on if d in needed]
+        level[index] = 1 + max(deps) if deps else 0
+    waves: list[list[int]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for index in sorted(needed):
+        waves[level[index]].append(index)
+    return tuple(tuple(wave) for wave in waves)

@@ -1,0 +1,89 @@
+"""The Dockerfile that is actually built: restored stages become their cached images, and
+external bases are pinned to the digests the keys were made with.
+
+Every stage keeps its position, so `COPY --from=<index>` still points where it did; parser
+directives, global ARGs and comments before the first stage are kept as written. A restored
+stage keeps its name and its ARG lines: ARG values are not part of an image, yet BuildKit passes
+a stage's ARGs on to stages built `FROM` it, so dropping them would change those children.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pipeline.dockerfile.stages import Dockerfile, Stage
+
+__all__ = ["build_targets", "restorable", "rewrite"]
+
+
+def restorable(stage: Stage) -> bool:
+    """A stage that declares ONBUILD triggers cannot be swapped for its image.
+
+    Its image records the triggers, and a `FROM <image>` runs them in the restored stage itself
+    instead of in its children, which would build something else.
+    """
+    return not any(instruction.cmd == "ONBUILD" for instruction in stage.instructions)
+
+
+def build_targets(dockerfile: Dockerfile) -> dict[int, str]:
+    """A target name for every stage; unnamed ones get a name no stage uses, for `--target`."""
+    taken = {stage.declared_name for stage in dockerfile.stages}
+    names: dict[int, str] = {}
+    for stage in dockerfile.stages:
+        name = stage.declared_name
+        if name is None:
+            name = f"dagger-stages-{stage.index}"
+            while name in taken:
+                name += "-"
+        names[stage.index] = name
+    return names
+
+
+def rewrite(
+    dockerfile: Dockerfile,
+    restored: Mapping[int, str],
+    *,
+    pins: Mapping[str, str] | None = None,
+    name_unnamed: bool = False,
+) -> str:
+    """`restored` maps a stage index to its pinned image, `<cache_repo>@sha256:…`.
+
+    `pins` maps external base images to the digests their stages' keys were made with: a
+    stage built `FROM` one is built from that digest, even if its tag moves meanwhile.
+    With `name_unnamed`, unnamed stages get their `build_targets` name so that they can be
+    built as targets; BuildKit still addresses them by index too.
+    """
+    lines = dockerfile.parsed.lines
+    stages = dockerfile.stages
+    targets = build_targets(dockerfile)
+    out = list(lines[: stages[0].line - 1])
+    for stage in stages:
+        end = stages[stage.index + 1].line - 1 if stage.index + 1 < len(stages) else len(lines)
+        named = stage.declared_name is not None or name_unnamed
+        name = f" AS {targets[stage.index]}" if named else ""
+        if stage.index not in restored:
+            head = stage.instructions[0]
+            pinned = _pinned(stage, pins or {})
+            if pinned is not None or (stage.declared_name is None and name_unnamed):
+                platform = head.flag("platform")
+                flag = f"--platform={platform} " if platform else ""
+                out.append(f"FROM {flag}{pinned or head.args[0]}{name}")
+                out.extend(lines[head.end_line : end])
+            else:
+                out.extend(lines[stage.line - 1 : end])
+            continue
+        out.append(f"FROM {restored[stage.index]}{name}")
+        for instruction in stage.instructions[1:]:
+            if instruction.cmd == "ARG":
+                out.extend(lines[instruction.line - 1 : instruction.end_line])
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:
+    if stage.base_stage is not None or "@" in stage.base or stage.base not in pins:
+        return None
+    return f"{stage.base}@{pins[stage.base]}"

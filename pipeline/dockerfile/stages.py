@@ -1,0 +1,456 @@
+"""Instructions → stages with their dependencies, following BuildKit's dockerfile2llb.
+
+Every FROM opens a stage. FROM sees only the global ARGs (those before the first FROM) and the
+built-in platform ARGs. A stage depends on an earlier stage through `FROM <name>`, `COPY --from`,
+`RUN --mount=…,from=`, and the `--from` of ONBUILD triggers inherited from a same-file base stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform as _platform
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pipeline.dockerfile.lex import ExpansionError, expand
+from pipeline.dockerfile.mounts import MountError, parse_mount
+from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pipeline.dockerfile.parse import Instruction, ParsedDockerfile
+
+__all__ = [
+    "ArgDecl",
+    "Dockerfile",
+    "Edge",
+    "Platform",
+    "Stage",
+    "Warning",
+    "build_stages",
+    "native_platform",
+]
+
+_VALID_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
+
+EdgeKind = Literal["base", "copy", "mount"]
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    arch: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.strip().lower().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return "/".join(part for part in (self.os, self.arch, self.variant) if part)
+
+    def args(self, prefix: str) -> dict[str, str]:
+        return {
+            f"{prefix}PLATFORM": str(self),
+            f"{prefix}OS": self.os,
+            f"{prefix}ARCH": self.arch,
+            f"{prefix}VARIANT": self.variant,
+        }
+
+
+def native_platform() -> Platform:
+    """The builder's own platform, as BuildKit reports it for a Linux worker on this machine."""
+    machine = _platform.machine().lower()
+    arch, variant = {
+        "x86_64": ("amd64", ""),
+        "amd64": ("amd64", ""),
+        "aarch64": ("arm64", ""),
+        "arm64": ("arm64", ""),
+        "armv7l": ("arm", "v7"),
+        "armv6l": ("arm", "v6"),
+        "i386": ("386", ""),
+        "i686": ("386", ""),
+        "ppc64le": ("ppc64le", ""),
+        "s390x": ("s390x", ""),
+        "riscv64": ("riscv64", ""),
+    }.get(machine, (machine, ""))
+    return Platform("linux", arch, variant)
+
+
+@dataclass(frozen=True)
+class ArgDecl:
+    name: str
+    default: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One reference from a stage to another stage or to an external image."""
+
+    kind: EdgeKind
+    ref: str
+    line: int
+    stage: int | None = None
+    mount_target: str | None = None
+    onbuild: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    declared_name: str | None
+    line: int
+    base: str
+    base_stage: int | None
+    platform: str | None
+    instructions: tuple[Instruction, ...]
+    edges: tuple[Edge, ...]
+    from_args: frozenset[str] = field(default=frozenset())
+
+    @property
+    def name(self) -> str:
+        """Unnamed stages are known by their index, the only way BuildKit can address them."""
+        return self.declared_name if self.declared_name is not None else str(self.index)
+
+    @property
+    def depends_on(self) -> tuple[int, ...]:
+        return tuple(sorted({e.stage for e in self.edges if e.stage is not None}))
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """External images this stage reads with COPY --from or a mount, in order of use."""
+        seen = dict.fromkeys(e.ref for e in self.edges if e.kind != "base" and e.stage is None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class Warning:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    path: str
+    parsed: ParsedDockerfile
+    global_args: tuple[ArgDecl, ...]
+    meta_args: Mapping[str, str]
+    stages: tuple[Stage, ...]
+    warnings: tuple[Warning, ...]
+
+    def stage_by_name(self, name: str) -> Stage | None:
+        """BuildKit's findStateByName: case-insensitive, the last stage of that name wins."""
+        wanted = name.lower()
+        found = None
+        for stage in self.stages:
+            if stage.declared_name == wanted:
+                found = stage
+        return found
+
+
+@dataclass(frozen=True)
+class _RawStage:
+    index: int
+    name: str | None
+    line: int
+    base: str
+    platform: str | None
+    from_args: frozenset[str]
+    instructions: tuple[Instruction, ...]
+
+
+def build_stages(
+    parsed: ParsedDockerfile,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    platform: Platform | None = None,
+    target: str | None = None,
+) -> Dockerfile:
+    path = parsed.path
+    build_args = build_args or {}
+    global_args, bodies = _split_stages(parsed)
+    if not bodies:
+        raise UsageError("dockerfile contains no stages to build", path=path)
+    meta = _meta_args(parsed, global_args, bodies, build_args, platform, target)
+    raw = [_raw_stage(index, body, meta, parsed) for index, body in enumerate(bodies)]
+    warnings = _duplicate_names(raw)
+    stages = tuple(_resolve(stage, raw, path) for stage in raw)
+    stages = tuple(_with_onbuild(stage, stages, raw, path) for stage in stages)
+    dockerfile = Dockerfile(
+        path=path,
+        parsed=parsed,
+        global_args=global_args,
+        meta_args=meta,
+        stages=stages,
+        warnings=warnings,
+    )
+    _check_circular(dockerfile)
+    _check_order(dockerfile)
+    return dockerfile
+
+
+def _split_stages(
+    parsed: ParsedDockerfile,
+) -> tuple[tuple[ArgDecl, ...], list[list[Instruction]]]:
+    global_args: list[ArgDecl] = []
+    bodies: list[list[Instruction]] = []
+    for instruction in parsed.instructions:
+        if instruction.cmd == "FROM":
+            bodies.append([instruction])
+        elif bodies:
+            bodies[-1].append(instruction)
+        elif instruction.cmd == "ARG":
+            global_args.extend(arg_declarations(instruction))
+        else:
+            raise UsageError(
+                "no build stage in current context", path=parsed.path, line=instruction.line
+            )
+    return tuple(global_args), bodies
+
+
+def arg_declarations(instruction: Instruction) -> list[ArgDecl]:
+    declared = []
+    for text in instruction.args:
+        name, has_default, default = text.partition("=")
+        declared.append(ArgDecl(name, default if has_default else None, instruction.line))
+    return declared
+
+
+def _meta_args(
+    parsed: ParsedDockerfile,
+    global_args: Sequence[ArgDecl],
+    bodies: Sequence[Sequence[Instruction]],
+    build_args: Mapping[str, str],
+    platform: Platform | None,
+    target: str | None,
+) -> dict[str, str]:
+    """BuildKit's defaultArgs then buildMetaArgs: the only variables a FROM line can see."""
+    build = native_platform()
+    meta = {**build.args("BUILD"), **(platform or build).args("TARGET")}
+    last_from = bodies[-1][0].args
+    meta["TARGETSTAGE"] = target or (last_from[2].lower() if len(last_from) == 3 else "default")
+    for arg in global_args:
+        if arg.name in build_args:
+            meta[arg.name] = build_args[arg.name]
+        elif arg.default is not None:
+            meta[arg.name] = _expand(arg.default, meta, parsed, arg.line).value
+    return meta
+
+
+def _expand(word: str, env: Mapping[str, str], parsed: ParsedDockerfile, line: int) -> _Expanded:
+    try:
+        result = expand(word, env, escape=parsed.directives.escape)
+    except ExpansionError as exc:
+        raise UsageError(str(exc), path=parsed.path, line=line) from None
+    return _Expanded(result.value, frozenset(result.used))
+
+
+@dataclass(frozen=True)
+class _Expanded:
+    value: str
+    used: frozenset[str]
+
+
+def _raw_stage(
+    index: int, body: Sequence[Instruction], meta: Mapping[str, str], parsed: ParsedDockerfile
+) -> _RawStage:
+    head = body[0]
+    name = None
+    if len(head.args) == 3:
+        name = head.args[2].lower()
+        if not _VALID_STAGE_NAME.match(name):
+            raise UsageError(
+                f'invalid name for build stage: "{head.args[2]}", '
+                "name can't start with a number or contain symbols",
+                path=parsed.path,
+                line=head.line,
+            )
+    base = _expand(head.args[0], meta, parsed, head.line)
+    if not base.value:
+        raise UsageError(
+            f"base name ({head.args[0]}) should not be blank", path=parsed.path, line=head.line
+        )
+    platform_flag = head.flag("platform")
+    platform = _expand(platform_flag, meta, parsed, head.line) if platform_flag else None
+    return _RawStage(
+        index=index,
+        name=name,
+        line=head.line,
+        base=base.value,
+        platform=platform.value if platform else None,
+        from_args=base.used | (platform.used if platform else frozenset()),
+        instructions=tuple(body),
+    )
+
+
+def _duplicate_names(stages: Sequence[_RawStage]) -> tuple[Warning, ...]:
+    seen: set[str] = set()
+    warnings = []
+    for stage in stages:
+        if stage.name is None:
+            continue
+        if stage.name in seen:
+            message = f'Duplicate stage name "{stage.name}", stage names should be unique'
+            warnings.append(Warning(stage.line, message))
+        seen.add(stage.name)
+    return tuple(warnings)
+
+
+def _resolve(stage: _RawStage, stages: Sequence[_RawStage], path: str) -> Stage:
+    base_stage = _find_base(stage, stages)
+    base = stages[base_stage].name if base_stage is not None else None
+    edges = [Edge("base", stage.base, stage.line, base_stage)]
+    for instruction in stage.instructions[1:]:
+        edges.extend(instruction_edges(instruction, stages, path))
+    return Stage(
+        index=stage.index,
+        declared_name=stage.name,
+        line=stage.line,
+        base=base or stage.base,
+        base_stage=base_stage,
+        platform=stage.platform,
+        instructions=stage.instructions,
+        edges=tuple(edges),
+        from_args=stage.from_args,
+    )
+
+
+def _find_base(stage: _RawStage, stages: Sequence[_RawStage]) -> int | None:
+    """Only earlier stages match, by the exact expanded text (BuildKit does not lowercase it)."""
+    found = None
+    for earlier in stages[: stage.index]:
+        if earlier.name is not None and earlier.name == stage.base:
+            found = earlier.index
+    return found
+
+
+def instruction_edges(
+    instruction: Instruction, stages: Sequence[_RawStage], path: str, *, onbuild: bool = False
+) -> list[Edge]:
+    if instruction.cmd == "COPY":
+        source = instruction.flag("from")
+        if not source:
+            return []
+        if "$" in source:
+            raise UsageError(
+                "variable expansion is not supported for --from, define a new stage with FROM "
+                "using ARG from global scope as a workaround",
+                path=path,
+                line=instruction.line,
+            )
+        index = _copy_source(source, stages, path, instruction.line)
+        return [Edge("copy", source, instruction.line, index, onbuild=onbuild)]
+    if instruction.cmd == "RUN":
+        edges = []
+        for text in instruction.flags.get("mount", ()):
+            try:
+                mount = parse_mount(text)
+            except MountError as exc:
+                raise UsageError(str(exc), path=path, line=instruction.line) from None
+            source, target = mount.source_stage, mount.target
+            if source and mount.type in ("bind", "cache"):
+                index = _stage_named(source, stages)
+                edges.append(
+                    Edge(
+                        "mount",
+                        source,
+                        instruction.line,
+                        index,
+                        mount_target=target,
+                        onbuild=onbuild,
+                    )
+                )
+        return edges
+    return []
+
+
+def _copy_source(source: str, stages: Sequence[_RawStage], path: str, line: int) -> int | None:
+    try:
+        number = int(source, 10)
+    except ValueError:
+        return _stage_named(source, stages)
+    if not 0 <= number < len(stages):
+        raise UsageError(f"invalid stage index {number}", path=path, line=line)
+    return number
+
+
+def _stage_named(name: str, stages: Sequence[_RawStage]) -> int | None:
+    wanted = name.lower()
+    found = None
+    for stage in stages:
+        if stage.name == wanted:
+            found = stage.index
+    return found
+
+
+def _with_onbuild(
+    stage: Stage, stages: Sequence[Stage], raw: Sequence[_RawStage], path: str
+) -> Stage:
+    """ONBUILD triggers of a same-file base stage run in its direct children (BuildKit ≥ 1.11)."""
+    if stage.base_stage is None:
+        return stage
+    triggers = [i.trigger for i in stages[stage.base_stage].instructions if i.trigger is not None]
+    extra = [e for t in triggers for e in instruction_edges(t, raw, path, onbuild=True)]
+    if not extra:
+        return stage
+    return dataclasses.replace(stage, edges=stage.edges + tuple(extra))
+
+
+def _check_circular(dockerfile: Dockerfile) -> None:
+    """validateCircularDependency: a DFS over COPY/mount edges from each stage in file order."""
+    stages = dockerfile.stages
+    visited: set[int] = set()
+
+    def visit(index: int, trail: list[Edge], on_path: set[int]) -> list[Edge] | None:
+        if index in visited:
+            return None
+        visited.add(index)
+        on_path.add(index)
+        for edge in stages[index].edges:
+            if edge.stage is None or edge.kind == "base":
+                continue
+            path = [*trail, edge]
+            if edge.stage in on_path:
+                return path
+            found = visit(edge.stage, path, on_path)
+            if found is not None:
+                return found
+        on_path.discard(index)
+        return None
+
+    for stage in stages:
+        cycle = visit(stage.index, [], set())
+        if cycle is not None:
+            names = " -> ".join(
+                [stage.name, *(stages[e.stage].name for e in cycle if e.stage is not None)]
+            )
+            raise UsageError(
+                f"circular dependency detected on stage: {stage.name} ({names})",
+                path=dockerfile.path,
+                line=cycle[0].line,
+            )
+
+
+def _check_order(dockerfile: Dockerfile) -> None:
+    for stage in dockerfile.stages:
+        for edge in stage.edges:
+            if edge.stage is None or edge.stage < stage.index or edge.kind == "base":
+                continue
+            other = dockerfile.stages[edge.stage].name
+            if edge.kind == "copy":
+                message = (
+                    f'cannot copy from stage "{other}", '
+                    f'it needs to be defined before current stage "{stage.name}"'
+                )
+            else:
+                message = (
+                    f'cannot mount from stage "{other}" to "{edge.mount_target}", '
+                    "stage needs to be defined before current command"
+                )
+            raise UsageError(message, path=dockerfile.path, line=edge.line)

@@ -1,0 +1,261 @@
+"""Run a plan on an executor: every missed stage at once, each cached the moment it is built.
+
+Engine-agnostic. All missed stages start together (bounded by `jobs`); the engine shares the
+work they have in common, so a stage several targets need is built once. A stage's cache image
+is pushed as soon as it is built, so a later failure never loses it. A failed stage cancels the
+stages that depend on it and lets independent ones finish, or, with `fail_fast`, everything.
+Expected failures become results; only bugs escape the task group.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import anyio
+
+from pipeline.cache.explain import LABEL
+from pipeline.engines.base import StageJob
+from pipeline.errors import StageFailed, ToolError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from pipeline.cache.plan import Plan
+    from pipeline.engines.base import Image, Session
+
+__all__ = [
+    "Reporter",
+    "RunOptions",
+    "StageResult",
+    "Status",
+    "execute",
+    "initial_results",
+    "jobs_for",
+]
+
+Status = Literal["pending", "running", "built", "cached", "skipped", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    index: int
+    name: str
+    status: Status
+    key: str | None
+    cache_ref: str | None
+    digest: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+    tail: str = ""
+    started: float | None = None
+
+    def describe(self) -> str:
+        """One line on how the stage ended, for logs, summaries and reports."""
+        seconds = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
+        if self.status == "cached":
+            return f"cached: restored from {self.cache_ref}"
+        if self.status == "built":
+            pushed = f", cache pushed to {self.cache_ref}" if self.digest else ""
+            return f"built{seconds}{pushed}"
+        if self.status in ("failed", "cancelled"):
+            return f"{self.status}{seconds}: {self.error}"
+        return self.status
+
+
+class Reporter(Protocol):
+    def update(self, result: StageResult) -> None: ...
+
+    def log(self, stage: str, line: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 4
+    fail_fast: bool = False
+    push_cache: bool = True
+
+
+def jobs_for(
+    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, str]
+) -> dict[int, StageJob]:
+    """One job per stage to build; `tags` says where each built image goes.
+
+    A build also runs the steps of every stage it needs that is being built too, so it
+    imports their hints as well: the engine shares those steps between concurrent builds,
+    and whichever build runs them first must have their layer cache.
+    """
+    building = set(plan.indices("build"))
+    return {
+        index: StageJob(
+            index=index,
+            name=plan.stage(index).name,
+            target=build_targets[index],
+            key=plan.keys[index].key,
+            tag=tags[index],
+            cache_from=tuple(
+                plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
+            ),
+            labels={LABEL: plan.labels[index]} if index in plan.labels else {},
+        )
+        for index in sorted(building)
+    }
+
+
+def _needs(plan: Plan, index: int, building: set[int]) -> set[int]:
+    """The stage and every stage being built that its build runs, through built stages only."""
+    found = {index}
+    stack = [index]
+    while stack:
+        for dependency in plan.stage(stack.pop()).depends_on:
+            if dependency in building and dependency not in found:
+                found.add(dependency)
+                stack.append(dependency)
+    return found
+
+
+async def execute(
+    plan: Plan,
+    session: Session,
+    jobs: Mapping[int, StageJob],
+    options: RunOptions,
+    reporter: Reporter,
+    images: dict[int, Image] | None = None,
+    pushed: Callable[[int, str, str], Awaitable[None]] | None = None,
+) -> dict[int, StageResult]:
+    """Results for every needed stage, in index order; `images` collects what was built."""
+    results = initial_results(plan)
+    for result in results.values():
+        reporter.update(result)
+    scopes = {index: anyio.CancelScope() for index in jobs}
+    done = {index: anyio.Event() for index in jobs}
+    limiter = anyio.CapacityLimiter(max(1, options.jobs))
+    dependents = _dependents(plan, set(jobs))
+    clock = time.monotonic
+
+    def finish(result: StageResult) -> None:
+        results[result.index] = result
+        reporter.update(result)
+
+    def cancel(indices: set[int], reason: str) -> None:
+        for index in indices:
+            if results[index].status in ("pending", "running"):
+                scopes[index].cancel()
+                finish(replace(results[index], status="cancelled", error=reason))
+
+    async def run(index: int) -> None:
+        """Build and push in a job slot; the hint move that follows a push holds none."""
+        with scopes[index]:
+            try:
+                async with limiter:
+                    result = await build_and_push(index, jobs[index])
+                if result.status == "failed":
+                    await settle_failure(index, result)
+                    return
+                finish(result)
+                if pushed is not None and result.cache_ref and result.digest:
+                    await pushed(index, result.cache_ref, result.digest)
+            finally:
+                done[index].set()
+
+    async def build_and_push(index: int, job: StageJob) -> StageResult:
+        """Built with its cache pushed, or failed."""
+        started = clock()
+        finish(replace(results[index], status="running", started=started))
+        try:
+            image = await session.build(job, lambda line: reporter.log(job.name, line))
+        except StageFailed as exc:
+            return replace(
+                results[index],
+                status="failed",
+                seconds=clock() - started,
+                error=exc.message,
+                tail=exc.tail,
+            )
+        if images is not None:
+            images[index] = image
+        ref = plan.refs.get(index)
+        digest = None
+        if options.push_cache and ref is not None:
+            digest = await _push(session, image, ref, job, reporter)
+        return replace(
+            results[index],
+            status="built",
+            seconds=clock() - started,
+            digest=digest,
+            cache_ref=ref if digest else None,
+        )
+
+    async def settle_failure(index: int, failure: StageResult) -> None:
+        """A stage whose build also builds a failing dependency fails because of it.
+
+        Both builds run at once, so which reports first is a race: wait for the dependencies
+        being built, and call this stage cancelled if one of them failed.
+        """
+        below = [i for i in jobs if index in dependents[i]]
+        for dependency in below:
+            await done[dependency].wait()
+        culprit = next((i for i in below if results[i].status == "failed"), None)
+        if culprit is not None:
+            name = results[culprit].name
+            finish(replace(failure, status="cancelled", error=f"{name} failed", tail=""))
+            return
+        finish(failure)
+        if options.fail_fast:
+            cancel(set(jobs), f"{failure.name} failed (--fail-fast)")
+        else:
+            cancel(dependents[index], f"{failure.name} failed")
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index in jobs:
+                group.start_soon(run, index)
+    finally:
+        cancel(set(jobs), "interrupted")
+    return dict(sorted(results.items()))
+
+
+async def _push(
+    session: Session, image: Image, ref: str, job: StageJob, reporter: Reporter
+) -> str | None:
+    """A failed push is a warning: the stage is built, only its cache is lost for next time."""
+    try:
+        return await session.push(image, ref, lambda line: reporter.log(job.name, line))
+    except ToolError as exc:
+        reporter.warning(f"{job.name}: cache push to {ref} failed: {exc.message}")
+        return None
+
+
+def initial_results(plan: Plan) -> dict[int, StageResult]:
+    """Before anything runs: restored stages are cached, skipped ones skipped, the rest pending."""
+    status: dict[str, Status] = {"build": "pending", "restore": "cached", "skip": "skipped"}
+    results = {}
+    for index, forecast in sorted(plan.forecasts.items()):
+        results[index] = StageResult(
+            index=index,
+            name=plan.stage(index).name,
+            status=status[forecast.action],
+            key=plan.keys[index].key,
+            cache_ref=plan.refs.get(index),
+            digest=forecast.digest if forecast.action == "restore" else None,
+        )
+    return results
+
+
+def _dependents(plan: Plan, building: set[int]) -> dict[int, set[int]]:
+    """For each stage being built, the stages being built that need it, transitively."""
+    direct: dict[int, set[int]] = {index: set() for index in building}
+    for index in building:
+        for dependency in plan.stage(index).depends_on:
+            if dependency in direct:
+                direct[dependency].add(index)
+    found: dict[int, set[int]] = {}
+    for index in sorted(building, reverse=True):
+        below = set(direct[index])
+        for child in direct[index]:
+            below |= found[child]
+        found[index] = below
+    return found

@@ -1,0 +1,1 @@
+"""Talking to OCI registries: image references, credentials, and the distribution API client."""

@@ -1,0 +1,218 @@
+"""What a build shows while it runs and what it leaves behind.
+
+On a terminal, a live table with a row per stage; elsewhere, plain lines a CI log can read,
+each prefixed by its stage. `--report FILE` writes the JSON contract (docs/report-json.md).
+Every line that leaves through here has known secret values masked, as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pipeline.output import ci_formats as ci_report
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from pipeline.engines.runner import StageResult
+
+__all__ = [
+    "GroupedReporter",
+    "LiveReporter",
+    "Masker",
+    "PlainReporter",
+    "make_reporter",
+    "report_json",
+    "summary",
+]
+
+_DONE = ("built", "cached", "skipped", "failed", "cancelled")
+
+
+class Masker:
+    """Replaces secret values with `***` in anything printed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        """Each value is masked whole and line by line, since logs arrive a line at a time."""
+        pieces = {piece.strip() for s in secrets for piece in (s, *s.splitlines())}
+        self._secrets = sorted({p for p in pieces if len(p) >= 3}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class PlainReporter:
+    """Lines for CI logs: `[stage] …`, and a status line whenever a stage changes state."""
+
+    def __init__(self, stream: TextIO, masker: Masker) -> None:
+        self._stream = stream
+        self._mask = masker
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            print(self._mask(text), file=self._stream, flush=True)
+
+    def update(self, result: StageResult) -> None:
+        if result.status == "running":
+            self._print(f"[{result.name}] building")
+        elif result.status in _DONE:
+            self._print(f"[{result.name}] {result.describe()}")
+
+    def log(self, stage: str, line: str) -> None:
+        self._print(f"[{stage}] {line}")
+
+    def warning(self, message: str) -> None:
+        self._print(f"dagger-stages: warning: {message}")
+
+    def close(self) -> None:
+        return None
+
+
+class GroupedReporter(PlainReporter):
+    """CI logs: each stage's lines are held back and printed as one collapsible block when it
+    ends (`::group::` on GitHub, `section_start` on GitLab), so parallel stages don't interleave.
+    """
+
+    def __init__(self, stream: TextIO, masker: Masker, provider: str) -> None:
+        super().__init__(stream, masker)
+        self._provider = provider
+        self._lines: dict[str, list[str]] = {}
+
+    def log(self, stage: str, line: str) -> None:
+        self._lines.setdefault(stage, []).append(line)
+
+    def update(self, result: StageResult) -> None:
+        if result.status not in _DONE or result.name not in self._lines:
+            super().update(result)
+            return
+        header = f"{result.name}: {result.describe()}"
+        self._flush(result.name, header)
+        if self._provider == "github" and result.status == "failed":
+            self._print(ci_report.github_error(header, title=result.name, masker=self._mask))
+
+    def _flush(self, stage: str, header: str) -> None:
+        lines = self._lines.pop(stage, [])
+        if self._provider == "github":
+            block = [ci_report.github_group_start(header), *lines, ci_report.github_group_end()]
+        else:
+            now = int(time.time())
+            name = f"stage_{stage}"
+            start = ci_report.gitlab_section_start(name, header, collapsed=True, now=now)
+            block = [start, *lines, ci_report.gitlab_section_end(name, now=now)]
+        self._print("\n".join(block))
+
+    def close(self) -> None:
+        """Lines logged after their stage ended, such as the test command's, as blocks too."""
+        for stage in list(self._lines):
+            self._flush(stage, f"{stage}: more output")
+
+
+class LiveReporter:
+    """A rich table that redraws in place, one row per stage, with its latest log line."""
+
+    def __init__(self, stream: TextIO, masker: Masker) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=stream)
+        self._mask = masker
+        self._rows: dict[str, StageResult] = {}
+        self._last: dict[str, str] = {}
+        self._live = Live(console=self._console, refresh_per_second=8, transient=False)
+        self._live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("stage", "status", "time", "last line"):
+            table.add_column(column, no_wrap=column != "last line", overflow="ellipsis")
+        now = time.monotonic()
+        for name, result in self._rows.items():
+            seconds = result.seconds
+            if seconds is None and result.started is not None:
+                seconds = now - result.started
+            table.add_row(
+                name,
+                result.status,
+                "" if seconds is None else f"{seconds:.1f}s",
+                self._mask(self._last.get(name, "")),
+            )
+        return table
+
+    def update(self, result: StageResult) -> None:
+        self._rows[result.name] = result
+        self._live.update(self._render())
+
+    def log(self, stage: str, line: str) -> None:
+        if line.strip():
+            self._last[stage] = line.strip()[:120]
+            self._live.update(self._render())
+
+    def warning(self, message: str) -> None:
+        self._console.print(f"[yellow]warning:[/] {self._mask(message)}", markup=True)
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+def make_reporter(
+    masker: Masker, stream: TextIO | None = None, *, provider: str = "local"
+) -> PlainReporter | LiveReporter:
+    """GitHub and GitLab get folded blocks per stage, a terminal the live table, others lines."""
+    stream = stream or sys.stderr
+    if provider in ("github", "gitlab"):
+        return GroupedReporter(stream, masker, provider)
+    if stream.isatty():
+        return LiveReporter(stream, masker)
+    return PlainReporter(stream, masker)
+
+
+def summary(results: Mapping[int, StageResult], masker: Masker) -> str:
+    """The closing lines: each stage's outcome, and the log tail of each failure."""
+    lines = []
+    width = max((len(r.name) for r in results.values()), default=0)
+    for result in results.values():
+        lines.append(f"  {result.name.ljust(width)}  {result.describe()}")
+    for result in results.values():
+        if result.status == "failed" and result.tail:
+            lines.append(f"--- {result.name}: last lines of its log ---")
+            lines.extend(line for line in result.tail.splitlines() if line.strip())
+    return masker("\n".join(lines))
+
+
+def report_json(
+    results: Mapping[int, StageResult],
+    *,
+    ok: bool,
+    engine: str,
+    targets: list[str],
+    cache_repo: str | None,
+    seconds: float,
+    masker: Masker,
+) -> dict[str, Any]:
+    return {
+        "ok": ok,
+        "engine": engine,
+        "targets": targets,
+        "cache_repo": cache_repo,
+        "seconds": round(seconds, 3),
+        "stages": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "key": r.key,
+                "cache_ref": r.cache_ref if r.status in ("built", "cached") else None,
+                "digest": r.digest,
+                "seconds": None if r.seconds is None else round(r.seconds, 3),
+                "error": None if r.error is None else masker(r.error),
+            }
+            for r in results.values()
+        ],
+    }

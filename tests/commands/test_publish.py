@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.commands.publish import publications, slugify
+from pipeline.dockerfile.parse import parse_text
+from pipeline.dockerfile.stages import Stage, build_stages
+from pipeline.errors import UsageError
+from pipeline.settings.ci import CIContext
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def stages(*names: str) -> tuple[Stage, ...]:
+    text = "".join(f"FROM busybox AS {name}\n" for name in names)
+    return build_stages(parse_text(text)).stages
+
+
+def github(branch: str | None = "main", tag: str | None = None) -> CIContext:
+    return CIContext(
+        provider="github",
+        branch=branch,
+        sha=SHA,
+        short_sha=SHA[:7],
+        tag=tag,
+        default_branch="main",
+        run_id="42",
+        registry="ghcr.io",
+        image_repo="ghcr.io/acme/shop",
+        cache_repo="ghcr.io/acme/shop/cache",
+    )
+
+
+def refs(targets: tuple[Stage, ...], templates: dict[str, list[str]], ci: CIContext) -> list[str]:
+    return [p.ref for p in publications(targets, templates, ci)]
+
+
+def test_defaults_sha_always_latest_on_the_default_branch() -> None:
+    release = stages("release")
+    assert refs(release, {}, github()) == [
+        f"ghcr.io/acme/shop:{SHA}",
+        "ghcr.io/acme/shop:latest",
+    ]
+    assert refs(release, {}, github(branch="feature/x")) == [f"ghcr.io/acme/shop:{SHA}"]
+    assert refs(release, {}, github(branch=None, tag="v1.2.0")) == [
+        f"ghcr.io/acme/shop:{SHA}",
+        "ghcr.io/acme/shop:v1.2.0",
+    ]
+
+
+def test_several_targets_get_a_repository_each() -> None:
+    assert refs(stages("web", "worker"), {}, github(branch="dev")) == [
+        f"ghcr.io/acme/shop/web:{SHA}",
+        f"ghcr.io/acme/shop/worker:{SHA}",
+    ]
+
+
+def test_templates_expand_and_skip_what_has_no_value() -> None:
+    templates = {
+        "release": [
+            "{branch}-{short_sha}",
+            "{tag}",
+            "registry.example:5000/team/app:{stage}-{run_id}",
+            "{default_branch}",
+        ]
+    }
+    assert refs(stages("release"), templates, github(branch="Feature/Login_V2")) == [
+        "ghcr.io/acme/shop:feature-login_v2-0123456",
+        "registry.example:5000/team/app:release-42",
+        "ghcr.io/acme/shop:main",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "ci", "message"),
+    [
+        ("{commit}", github(), "unknown {commit}"),
+        ("{sha", github(), "expected '}'"),
+        ("{sha}", CIContext(provider="local", sha=SHA), "is a bare tag, but there is no image"),
+        ("Registry/App:{sha}", github(), "must be lowercase"),
+    ],
+)
+def test_bad_templates(template: str, ci: CIContext, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        publications(stages("release"), {"release": [template]}, ci)
+
+
+@pytest.mark.parametrize(
+    ("branch", "slug"),
+    [("main", "main"), ("feature/ABC-12_x", "feature-abc-12_x"), ("--x..", "x"), ("ü", "unknown")],
+)
+def test_slugify(branch: str, slug: str) -> None:
+    assert slugify(branch) == slug

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.dockerfile.graph import select
+from pipeline.dockerfile.parse import parse_dockerfile
+from pipeline.dockerfile.stages import Dockerfile, build_stages
+from pipeline.errors import UsageError
+from tests.conftest import FIXTURES, WriteDockerfile
+
+
+@pytest.fixture
+def php() -> Dockerfile:
+    return build_stages(parse_dockerfile(FIXTURES / "php" / "Dockerfile"))
+
+
+def named_waves(df: Dockerfile, *targets: str) -> list[list[str]]:
+    graph = select(df, targets)
+    return [[df.stages[i].name for i in wave] for wave in graph.waves]
+
+
+def test_test_target_needs_only_its_closure(php: Dockerfile) -> None:
+    graph = select(php, ["test"])
+    assert sorted(php.stages[i].name for i in graph.needed) == sorted(
+        ["composer-build", "npm-build", "php-extensions-build", "app", "dev-back", "test"]
+    )
+    assert named_waves(php, "test") == [
+        ["composer-build", "npm-build", "php-extensions-build"],
+        ["app"],
+        ["dev-back"],
+        ["test"],
+    ]
+
+
+def test_default_target_is_the_last_stage_even_unnamed(php: Dockerfile) -> None:
+    graph = select(php, [])
+    assert [t.name for t in graph.targets] == ["8"]
+    assert named_waves(php) == [
+        ["composer-build", "npm-build", "php-extensions-build"],
+        ["app"],
+        ["8"],
+    ]
+
+
+def test_several_targets_share_their_dependencies(php: Dockerfile) -> None:
+    assert named_waves(php, "release", "dev-front") == [
+        ["composer-build", "npm-build", "php-extensions-build"],
+        ["app", "dev-front"],
+        ["release"],
+    ]
+
+
+def test_targets_are_case_insensitive_and_deduplicated(php: Dockerfile) -> None:
+    graph = select(php, ["TEST", "test"])
+    assert [t.name for t in graph.targets] == ["test"]
+
+
+def test_unknown_target_lists_the_stages(php: Dockerfile) -> None:
+    with pytest.raises(UsageError) as info:
+        select(php, ["tset"])
+    assert info.value.message == (
+        'target stage "tset" could not be found (stages: composer-build, npm-build, '
+        "php-extensions-build, app, release, dev-back, dev-front, test)"
+    )
+
+
+def test_wave_is_one_above_the_deepest_needed_dependency(dockerfile: WriteDockerfile) -> None:
+    df = dockerfile(
+        "FROM alpine AS a\n"
+        "FROM a AS b\n"
+        "FROM alpine AS c\n"
+        "COPY --from=a /x /x\n"
+        "COPY --from=b /x /x\n"
+        "FROM alpine AS d\n"
+    )
+    assert named_waves(df, "c", "d") == [["a", "d"], ["b"], ["c"]]
+    graph = select(df, ["c"])
+    assert graph.wave_of(3) is None

@@ -1,0 +1,203 @@
+"""The scheduler with a fake session: concurrency, failure cascades, fail-fast, pushes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+
+from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.plan import Plan, make_plan
+from pipeline.dockerfile.graph import select
+from pipeline.dockerfile.parse import parse_text
+from pipeline.dockerfile.rewrite import build_targets
+from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.engines.base import Image, StageJob
+from pipeline.engines.runner import RunOptions, StageResult, execute, jobs_for
+from pipeline.errors import StageFailed
+
+DOCKERFILE = """\
+FROM busybox AS a
+FROM busybox AS b
+FROM a AS c
+COPY --from=b /x /x
+FROM c AS d
+FROM busybox AS e
+FROM busybox AS top
+COPY --from=d /x /x
+COPY --from=e /x /x
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make(tmp_path: Path, targets: tuple[str, ...] = ("top",)) -> Plan:
+    df = build_stages(parse_text(DOCKERFILE))
+    return anyio.run(
+        lambda: make_plan(
+            select(df, targets),
+            cache_repo="registry.test/x/cache",
+            build_args={},
+            platform=Platform("linux", "amd64"),
+            context=BuildContext(tmp_path, IgnoreRules.parse("")),
+            client=None,
+        )
+    )
+
+
+class FakeSession:
+    def __init__(
+        self,
+        fail: frozenset[str] = frozenset(),
+        push_fails: frozenset[str] = frozenset(),
+        quick: frozenset[str] = frozenset(),
+        slow: frozenset[str] = frozenset(),
+    ) -> None:
+        self.fail = fail
+        self.quick = quick
+        self.slow = slow
+        self.push_fails = push_fails
+        self.in_flight = 0
+        self.peak = 0
+        self.pushed: list[str] = []
+        self.started: list[str] = []
+
+    async def build(self, job: StageJob, log: object) -> Image:
+        self.started.append(job.name)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            quick = job.name in self.fail or job.name in self.quick
+            await anyio.sleep(0.01 if quick else 30 if job.name in self.slow else 0.1)
+            if job.name in self.fail:
+                raise StageFailed(f"{job.name} broke", tail="line 1\nline 2")
+            return Image(job)
+        finally:
+            self.in_flight -= 1
+
+    async def push(self, image: Image, ref: str, log: object) -> str:
+        if image.job.name in self.push_fails:
+            raise StageFailed("connection reset")
+        self.pushed.append(image.job.name)
+        return "sha256:" + "0" * 64
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[StageResult] = []
+        self.warnings: list[str] = []
+
+    def update(self, result: StageResult) -> None:
+        self.updates.append(result)
+
+    def log(self, stage: str, line: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def run(
+    plan: Plan, session: FakeSession, **options: object
+) -> tuple[dict[str, StageResult], Recorder]:
+    recorder = Recorder()
+    targets = build_targets(plan.graph.dockerfile)
+    jobs = jobs_for(plan, targets, {i: f"local/{i}" for i in plan.indices("build")})
+
+    async def go() -> dict[int, StageResult]:
+        return await execute(plan, session, jobs, RunOptions(**options), recorder)  # type: ignore[arg-type]
+
+    results = anyio.run(go)
+    return {r.name: r for r in results.values()}, recorder
+
+
+def test_everything_starts_at_once_and_is_pushed(tmp_path: Path) -> None:
+    session = FakeSession()
+    results, _ = run(make(tmp_path), session, jobs=8)
+    assert {n: r.status for n, r in results.items()} == dict.fromkeys(
+        ["a", "b", "c", "d", "e", "top"], "built"
+    )
+    assert session.peak == 6
+    assert sorted(session.pushed) == sorted(["a", "b", "c", "d", "e", "top"])
+    assert all(r.digest and r.cache_ref for r in results.values())
+
+
+def test_jobs_bounds_concurrency(tmp_path: Path) -> None:
+    session = FakeSession()
+    run(make(tmp_path), session, jobs=2)
+    assert session.peak == 2
+
+
+def test_a_failure_cancels_dependents_and_lets_the_rest_finish(tmp_path: Path) -> None:
+    session = FakeSession(
+        fail=frozenset({"c"}), quick=frozenset({"a", "b"}), slow=frozenset({"d", "top"})
+    )
+    results, _ = run(make(tmp_path), session)
+    assert {n: r.status for n, r in results.items()} == {
+        "a": "built",
+        "b": "built",
+        "c": "failed",
+        "d": "cancelled",
+        "e": "built",
+        "top": "cancelled",
+    }
+    assert results["c"].tail == "line 1\nline 2"
+    assert results["d"].error == "c failed"
+    assert "c" not in session.pushed
+
+
+def test_a_stage_failing_because_its_dependency_failed_is_cancelled(tmp_path: Path) -> None:
+    session = FakeSession(fail=frozenset({"a", "c"}))
+    results, _ = run(make(tmp_path), session)
+    assert results["a"].status == "failed"
+    assert (results["c"].status, results["c"].error) == ("cancelled", "a failed")
+
+
+def test_fail_fast_cancels_everything(tmp_path: Path) -> None:
+    session = FakeSession(fail=frozenset({"b"}), slow=frozenset({"a", "c", "d", "e", "top"}))
+    results, _ = run(make(tmp_path), session, fail_fast=True)
+    assert results["b"].status == "failed"
+    assert {results[n].status for n in ("a", "c", "d", "e", "top")} == {"cancelled"}
+
+
+def test_a_failed_push_is_a_warning_and_the_stage_is_built(tmp_path: Path) -> None:
+    session = FakeSession(push_fails=frozenset({"e"}))
+    results, recorder = run(make(tmp_path), session)
+    assert (results["e"].status, results["e"].digest, results["e"].cache_ref) == (
+        "built",
+        None,
+        None,
+    )
+    assert recorder.warnings == [
+        f"e: cache push to {make(tmp_path).refs[4]} failed: connection reset"
+    ]
+
+
+def test_no_push_without_push_cache(tmp_path: Path) -> None:
+    session = FakeSession()
+    results, _ = run(make(tmp_path), session, push_cache=False)
+    assert session.pushed == []
+    assert {r.status for r in results.values()} == {"built"}
+
+
+def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> None:
+    """`top` runs a, b, c, d and e too; c and d sit on a rebuilt base and have no hint."""
+    plan = make(tmp_path)
+    index = {plan.stage(i).name: i for i in plan.forecasts}
+    hints = {index[n]: f"registry.test/x/cache:{n}--main" for n in ("a", "b", "e", "top")}
+    plan = replace(plan, hints=hints)
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict.fromkeys(index.values(), ""))
+    cache_from = {jobs[i].name: [ref.rsplit(":", 1)[1] for ref in jobs[i].cache_from] for i in jobs}
+    assert cache_from == {
+        "a": ["a--main"],
+        "b": ["b--main"],
+        "c": ["a--main", "b--main"],
+        "d": ["a--main", "b--main"],
+        "e": ["e--main"],
+        "top": ["a--main", "b--main", "e--main", "top--main"],
+    }
