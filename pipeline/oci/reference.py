@@ -22,6 +22,7 @@ _SLUG_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
 __all__ = [
     "DOCKER_HUB",
     "Reference",
+    "Repository",
     "is_insecure_host",
     "slugify",
     "validate_digest",
@@ -99,6 +100,11 @@ class Reference:
         return f"{self.registry}/{self.repository}"
 
     @property
+    def repo(self) -> Repository:
+        """The repository, without tag or digest."""
+        return Repository(self.registry, self.repository)
+
+    @property
     def familiar_name(self) -> str:
         """The name as Docker prints it: `composer`, `acme/app`, `ghcr.io/o/r`.
 
@@ -135,6 +141,61 @@ class Reference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository such as `ghcr.io/acme/shop/cache`: where tags and digests live.
+
+    Cache and image repositories are values of this type from the moment they are read, so a
+    reference into them is made (`tag`, `pinned`), never concatenated and parsed again.
+    """
+
+    registry: str
+    path: str
+
+    @classmethod
+    def parse(cls, text: str) -> Repository:
+        """A repository as `docker push` names one; ValueError says what is wrong and the fix."""
+        example = "such as ghcr.io/acme/app/cache or localhost:5000/cache"
+        stripped = text.strip()
+        if not stripped:
+            raise ValueError(f"the repository is empty; give one {example}")
+        scheme, sep, rest = stripped.partition("://")
+        if sep:
+            raise ValueError(f"give a repository without {scheme}://, {example} ({rest})")
+        name = stripped.split("@", 1)[0]
+        _, remainder = _split_domain(name)
+        if "@" in stripped or ":" in remainder:
+            raise ValueError(f"give a repository without a tag or digest, {example}")
+        if remainder.lower() != remainder:
+            raise ValueError(f"a repository name must be lowercase ({remainder})")
+        try:
+            reference = Reference.parse(stripped)
+        except ValueError as exc:
+            reason = str(exc).removeprefix("invalid reference format: ")
+            raise ValueError(f"not a valid repository: {reason}; give one {example}") from None
+        return cls(reference.registry, reference.repository)
+
+    @property
+    def name(self) -> str:
+        """The fully qualified name, `docker.io/acme/cache`."""
+        return f"{self.registry}/{self.path}"
+
+    def tag(self, tag: str) -> Reference:
+        """`<repository>:<tag>`; ValueError for a tag outside the grammar."""
+        return Reference(self.registry, self.path, validate_tag(tag))
+
+    def pinned(self, digest: str) -> Reference:
+        """`<repository>@<digest>`: exactly that content, whatever the tags say."""
+        return Reference(self.registry, self.path, None, validate_digest(digest))
+
+    def child(self, name: str) -> Repository:
+        """`<repository>/<name>`, such as the cache beside the images: `<image repo>/cache`."""
+        return Repository.parse(f"{self.name}/{name}")
+
+    def __str__(self) -> str:
+        return Reference(self.registry, self.path).familiar_name
 
 
 def slugify(text: str) -> str:

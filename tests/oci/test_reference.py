@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.oci.reference import Reference, is_insecure_host, validate_digest, validate_tag
+from pipeline.oci.reference import (
+    Reference,
+    Repository,
+    is_insecure_host,
+    validate_digest,
+    validate_tag,
+)
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -170,3 +176,45 @@ def test_familiar_form_parses_back_to_the_same_reference(
     text += f"@{digest}" if digest else ""
     reference = Reference.parse(text)
     assert Reference.parse(str(reference)) == reference
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "path", "shown"),
+    [
+        ("ghcr.io/acme/shop/cache", "ghcr.io", "acme/shop/cache", "ghcr.io/acme/shop/cache"),
+        ("localhost:5000/x/cache", "localhost:5000", "x/cache", "localhost:5000/x/cache"),
+        ("acme/cache", "docker.io", "acme/cache", "acme/cache"),
+        ("docker.io/acme/cache", "docker.io", "acme/cache", "acme/cache"),
+        (" cache ", "docker.io", "library/cache", "cache"),
+    ],
+)
+def test_repository_parse(text: str, registry: str, path: str, shown: str) -> None:
+    repo = Repository.parse(text)
+    assert repo == Repository(registry, path)
+    assert str(repo) == shown
+    assert repo.tag("app-1") == Reference(registry, path, "app-1")
+    assert repo.pinned(DIGEST) == Reference(registry, path, None, DIGEST)
+    assert repo.child("cache") == Repository(registry, f"{path}/cache")
+    assert Reference.parse(f"{shown}:t").repo == repo
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "the repository is empty"),
+        ("http://localhost:5000/cache", "without http://"),
+        ("localhost:5000/cache:tag", "without a tag or digest"),
+        (f"ghcr.io/o/r@{DIGEST}", "without a tag or digest"),
+        ("library/Not A Repo!", "must be lowercase"),
+        ("a//b", "not a valid repository"),
+    ],
+)
+def test_repository_parse_errors_say_the_fix(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)) as caught:
+        Repository.parse(text)
+    assert ":x" not in str(caught.value)
+
+
+def test_repository_refuses_a_bad_tag() -> None:
+    with pytest.raises(ValueError, match="invalid tag format"):
+        Repository.parse("ghcr.io/o/r").tag("-bad")
