@@ -1,7 +1,6 @@
 """Command line: parse flags, wire the pipeline steps together, turn errors into exit codes.
 
-Exit codes: 0 ok, 1 a stage failed, 2 bad input (Dockerfile, config, flags), 3 no usable engine,
-70 an internal error (a bug: the traceback goes to a log file), 130 interrupted.
+Exit codes are the table in `errors`; an unexpected exception is a crash notice and a log file.
 """
 
 from __future__ import annotations
@@ -18,12 +17,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline import __version__
-from pipeline.commands.build import BuildOptions, plan_for, run_build, run_prune
-from pipeline.commands.prune import parse_age, restored_refs
+from pipeline.commands.build import BuildOptions, run_build
+from pipeline.commands.plan import plan_for
+from pipeline.commands.prune import parse_age, restored_refs, run_prune
 from pipeline.dockerfile.graph import Graph, select
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import Dockerfile, build_stages
-from pipeline.errors import ToolError, UsageError
+from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError, UsageError
 from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 from pipeline.settings.ci import detect
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["main", "run"]
-
-EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
 
 
 def run() -> None:

@@ -1,4 +1,11 @@
-"""Errors the user sees, each with its exit code.
+"""Errors the user sees, each with its exit code, and the table of exit codes.
+
+    0    EXIT_OK            every needed stage built or restored
+    1    EXIT_FAILED        a stage, the tests or a publish failed
+    2    EXIT_USAGE         bad input: Dockerfile, config file, flags, target, a secret
+    3    EXIT_ENGINE        no usable engine
+    70   EXIT_INTERNAL      a bug: the traceback goes to a log file
+    130  EXIT_INTERRUPTED   SIGINT or SIGTERM
 
 ToolError                 exit 1, the base: anything we report without a traceback
 ├── UsageError            exit 2: a bad Dockerfile, config file, flag or target
@@ -16,11 +23,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["EngineUnavailable", "StageFailed", "ToolError", "UsageError"]
+__all__ = [
+    "EXIT_ENGINE",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EngineUnavailable",
+    "StageFailed",
+    "ToolError",
+    "UsageError",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENGINE = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
 
 
 class ToolError(Exception):
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None):
         super().__init__(message)
@@ -40,13 +65,13 @@ class ToolError(Exception):
 
 
 class UsageError(ToolError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class StageFailed(ToolError):
     """A stage's build failed; `tail` is the end of its log, for the report."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, *, tail: str = "") -> None:
         super().__init__(message)
@@ -54,4 +79,4 @@ class StageFailed(ToolError):
 
 
 class EngineUnavailable(ToolError):
-    exit_code = 3
+    exit_code = EXIT_ENGINE

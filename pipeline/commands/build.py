@@ -1,7 +1,12 @@
-"""`build`: plan, rewrite, run the missed stages on an executor, report.
+"""`build`: one run, owned by a `BuildRun`, from the plan to the reports and the exit code.
 
-The steps are the pipeline's modules; this one only chooses the executor, prepares what every
-stage shares, watches for SIGINT/SIGTERM, and turns results into an exit code.
+    plan (while the engine is found) → rewrite → runner on an executor → test stage
+    → publish → RunReport → reports → exit code
+
+`BuildRun` holds what every step of one run shares (settings, graph, registry client, executor,
+reporter, secrets), so the steps take only what differs between them. The steps themselves
+live in their packages: planning in `commands.plan` and `cache`, scheduling in
+`engines.runner`, publishing in `commands.publish`, serialising in `output`.
 """
 
 from __future__ import annotations
@@ -12,42 +17,42 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
-from pipeline.cache.context import BuildContext, IgnoreRules
 from pipeline.cache.forecast import hint_tag
-from pipeline.cache.plan import Plan, make_plan
-from pipeline.commands.prune import apply, decide, inventory, render
-from pipeline.commands.publish import Publication, publications
+from pipeline.commands.plan import branches, build_context, plan_for, registry_client
+from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.rewrite import build_targets
-from pipeline.dockerfile.stages import native_platform
-from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
-from pipeline.engines.runner import RunOptions, StageResult, execute, initial_results, jobs_for
-from pipeline.errors import StageFailed, ToolError, UsageError
+from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
+from pipeline.engines.results import Status, TestOutcome
+from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
+from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
-from pipeline.oci.registry import RegistryClient, RegistryError
+from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
-from pipeline.output.terminal import Masker, make_reporter, report_json, summary
+from pipeline.output.report import RunReport, summary
+from pipeline.output.terminal import Masker, make_reporter
 from pipeline.settings.config import secret_values
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from pipeline.cache.plan import Plan
+    from pipeline.commands.publish import Publication
     from pipeline.dockerfile.graph import Graph
-    from pipeline.engines.base import Executor, Session
-    from pipeline.engines.runner import Reporter
+    from pipeline.engines.base import Executor, Image, Session
+    from pipeline.engines.results import Published, StageResult
+    from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
-__all__ = ["EXIT_INTERRUPTED", "BuildOptions", "plan_for", "registry_client", "run_build"]
+__all__ = ["BuildOptions", "BuildRun", "choose_executor", "run_build"]
 
-EXIT_INTERRUPTED = 130
 LOCAL_REPO = "dagger-stages"
 
 
@@ -66,61 +71,11 @@ class BuildOptions:
     artifacts_dir: str = "artifacts"
 
 
-def registry_client(settings: Settings) -> RegistryClient:
-    insecure = os.environ.get("DAGGER_STAGES_INSECURE_REGISTRIES", "")
-    return RegistryClient(
-        credentials=Credentials(sources=settings.ci.credentials),
-        insecure=[host.strip() for host in insecure.split(",") if host.strip()],
-        retries=2,
-        backoff=0.25,
-    )
-
-
-def build_context(settings: Settings) -> BuildContext:
-    context = Path(settings.context)
-    return BuildContext(context, IgnoreRules.load(context, Path(settings.dockerfile)))
-
-
-async def plan_for(
-    settings: Settings,
-    graph: Graph,
-    *,
-    context: BuildContext | None = None,
-    offline: bool = False,
-    no_cache: bool = False,
-    client: RegistryClient | None = None,
-) -> Plan:
-    """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused."""
-
-    async def make(client: RegistryClient | None) -> Plan:
-        return await make_plan(
-            graph,
-            cache_repo=settings.cache_repo,
-            build_args=settings.build_args,
-            platform=settings.platform or native_platform(),
-            context=context or build_context(settings),
-            client=client,
-            no_cache=no_cache,
-            branches=_branches(settings),
-        )
-
-    if offline or client is not None:
-        return await make(None if offline else client)
-    async with registry_client(settings) as own:
-        return await make(own)
-
-
-def _branches(settings: Settings) -> list[str]:
-    """Whose hint tags a missed stage reuses: this branch's, else the default branch's.
-
-    Outside git and CI there is no branch; such builds share the hint `<stage>--local`.
-    """
-    ci = settings.ci
-    return [branch for branch in (ci.branch or "local", ci.default_branch) if branch]
-
-
 def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
-    """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened)."""
+    """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened).
+
+    Each executor's module is imported only here, once chosen: `import dagger` costs a second.
+    """
     engine = settings.engine
     if engine != "docker":
         from pipeline.engines.dagger_engine import DaggerExecutor, dagger_available
@@ -132,35 +87,65 @@ def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
     return DockerExecutor(options.docker)
 
 
-async def _logins(
-    settings: Settings, plan: Plan, published: Sequence[str]
-) -> tuple[RegistryLogin, ...]:
-    """Credentials from env or CI for the registries the engine pushes to on its own."""
-    refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
-    hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
-    credentials = Credentials(sources=settings.ci.credentials, docker_config=False)
-    logins = []
-    for host in hosts:
-        secret = await credentials.lookup(host)
-        if secret is not None and not secret.identity_token:
-            logins.append(RegistryLogin(host, secret.username, secret.password))
-    return tuple(logins)
+async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
+    """One registry client serves the whole run: the plan, the hint tags and publishing."""
+    async with registry_client(settings) as client:
+        run = BuildRun(settings, graph, options, client)
+        report = await run.run()
+    return report.exit_code
 
 
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
-    """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
-    return {
-        index: plan.refs.get(index) or f"{LOCAL_REPO}/{targets[index]}:{plan.keys[index].key[:32]}"
-        for index in plan.indices("build")
-    }
+class BuildRun:
+    """The state of one `build`, from the plan to the report.
 
+    Results are kept as the runner reports them, so that whatever happens (a failure, an
+    interrupt) the report has the latest state of every stage.
+    """
 
-class _Collector:
-    """Keeps the latest result of every stage while passing everything on to the reporter."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
+    def __init__(
+        self,
+        settings: Settings,
+        graph: Graph,
+        options: BuildOptions,
+        client: RegistryClient,
+    ) -> None:
+        self.settings = settings
+        self.graph = graph
+        self.options = options
+        self.client = client
+        self.masker = Masker(secret_values(settings.secrets, os.environ).values())
+        self.executor = choose_executor(settings, options)
+        self.test = self._test_run()
+        self.context = build_context(settings)
+        self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
         self.results: dict[int, StageResult] = {}
+        self.plan: Plan | None = None
+        self.test_outcome: TestOutcome | None = None
+        self.published: list[Published] = []
+        self.problems: list[str] = []
+        self.interrupted = False
+
+    async def run(self) -> RunReport:
+        """Plan, build, test, publish; then the summary, the report files and the report."""
+        started = time.monotonic()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_signals, group.cancel_scope)
+                self.plan = await self._plan_while_preparing()
+                await self._run_plan(self.plan)
+                group.cancel_scope.cancel()
+        finally:
+            self.reporter.close()
+        report = self._report(time.monotonic() - started)
+        print(summary(report.stages, self.masker), file=sys.stderr)
+        for item in report.published:
+            print(f"  published {item.ref}@{item.digest}", file=sys.stderr)
+        self._write_reports(report, started)
+        if report.interrupted:
+            print("dagger-stages: interrupted", file=sys.stderr)
+        return report
+
+    # The runner's reporter: results are kept, everything goes on to the terminal.
 
     def update(self, result: StageResult) -> None:
         self.results[result.index] = result
@@ -172,291 +157,193 @@ class _Collector:
     def warning(self, message: str) -> None:
         self.reporter.warning(message)
 
+    # The steps.
 
-async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
-    """One registry client serves the whole run: the plan, the hint tags and publishing."""
-    async with registry_client(settings) as client:
-        return await _run_build(settings, graph, options, client)
-
-
-async def _run_build(
-    settings: Settings, graph: Graph, options: BuildOptions, client: RegistryClient
-) -> int:
-    started = time.monotonic()
-    secrets = secret_values(settings.secrets, os.environ)
-    masker = Masker(secrets.values())
-    executor = choose_executor(settings, options)
-    test = _test_run(settings, graph, options)
-    context = build_context(settings)
-    outcome = _Outcome()
-    reporter = make_reporter(masker, provider=settings.ci.provider)
-    collector = _Collector(reporter)
-    plan: Plan | None = None
-    try:
+    async def _plan_while_preparing(self) -> Plan:
+        """The engine is found while the registry answers the plan's questions."""
         async with anyio.create_task_group() as group:
-            group.start_soon(_watch_signals, group.cancel_scope, outcome)
-            plan = await _plan_while_preparing(
-                executor, settings, graph, context, options.no_cache, client
+            group.start_soon(self.executor.prepare)
+            plan = await plan_for(
+                self.settings,
+                self.graph,
+                context=self.context,
+                no_cache=self.options.no_cache,
+                client=self.client,
             )
-            await _run_plan(
-                plan, settings, options, client, executor, test, collector, outcome, context
+        return plan  # noqa: RET504 (returned once prepare has finished too)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        """SIGINT or SIGTERM, from planning on: stop everything, then report as interrupted."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.interrupted = True
+                scope.cancel()
+                return
+
+    async def _run_plan(self, plan: Plan) -> None:
+        pending = self._publications()
+        for message in plan.warnings:
+            self.warning(message)
+        for index, reasons in plan.why.items():
+            for reason in reasons:
+                self.log(plan.stage(index).name, f"missed: {reason}")
+        reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
+        if plan.cache_repo is not None and not reachable:
+            self.warning(
+                "the cache registry is unreachable: building every needed stage, pushing no cache"
             )
-            group.cancel_scope.cancel()
-    finally:
-        reporter.close()
-    results = dict(sorted(collector.results.items()))
-    failed = any(r.status == "failed" for r in results.values())
-    tests_failed = outcome.test is not None and outcome.test["exit_code"] != 0
-    print(summary(results, masker), file=sys.stderr)
-    for item in outcome.published:
-        print(f"  published {item['ref']}@{item['digest']}", file=sys.stderr)
-    ok = not (failed or tests_failed or outcome.interrupted or outcome.failures)
-    document = report_json(
-        results,
-        ok=ok,
-        engine=executor.name,
-        targets=[stage.name for stage in graph.targets],
-        cache_repo=settings.cache_repo if plan is None else plan.cache_repo,
-        seconds=time.monotonic() - started,
-        masker=masker,
-    )
-    why = {} if plan is None else {plan.stage(i).name: list(r) for i, r in plan.why.items()}
-    for stage in document["stages"]:
-        stage["why"] = why.get(stage["name"], [])
-    document["published"] = outcome.published
-    document["test"] = outcome.test
-    _write_reports(options, settings, plan, results, document, started, masker)
-    if outcome.interrupted:
-        print("dagger-stages: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0 if ok else 1
-
-
-async def _plan_while_preparing(
-    executor: Executor,
-    settings: Settings,
-    graph: Graph,
-    context: BuildContext,
-    no_cache: bool,
-    client: RegistryClient,
-) -> Plan:
-    """The engine is found while the registry answers the plan's questions."""
-    async with anyio.create_task_group() as group:
-        group.start_soon(executor.prepare)
-        plan = await plan_for(settings, graph, context=context, no_cache=no_cache, client=client)
-    return plan  # noqa: RET504 (returned once prepare has finished too)
-
-
-async def _watch_signals(scope: anyio.CancelScope, outcome: _Outcome) -> None:
-    """SIGINT or SIGTERM, from planning on: stop everything, then report as interrupted."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            outcome.interrupted = True
-            scope.cancel()
+        targets = build_targets(self.graph.dockerfile)
+        jobs = jobs_for(plan, targets, _tags(plan, targets))
+        if not jobs and self.test is None:
+            for result in initial_results(plan).values():
+                self.update(result)
+            await self._publish(plan, pending, {}, None)
             return
-
-
-async def _run_plan(
-    plan: Plan,
-    settings: Settings,
-    options: BuildOptions,
-    client: RegistryClient,
-    executor: Executor,
-    test: tuple[int, TestRun] | None,
-    collector: _Collector,
-    outcome: _Outcome,
-    context: BuildContext,
-) -> None:
-    graph = plan.graph
-    pending = []
-    if options.push:
-        asked = resolve_targets(graph.dockerfile, settings.targets)
-        pending = publications(asked, settings.publish, settings.ci, settings.image_repo)
-    for message in plan.warnings:
-        collector.warning(message)
-    for index, reasons in plan.why.items():
-        for reason in reasons:
-            collector.log(plan.stage(index).name, f"missed: {reason}")
-    reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
-    if plan.cache_repo is not None and not reachable:
-        collector.warning(
-            "the cache registry is unreachable: building every needed stage, pushing no cache"
+        spec = BuildSpec(
+            context=Path(self.settings.context),
+            dockerfile=plan.rewritten(name_unnamed=True),
+            ignore_file=_read(self.context.ignore.source),
+            build_args=self.settings.build_args,
+            secrets=self.settings.secrets,
+            platform=None if self.settings.platform is None else str(self.settings.platform),
+            logins=await self._logins(plan, [p.ref for p in pending]),
         )
-    targets = build_targets(graph.dockerfile)
-    spec = BuildSpec(
-        context=Path(settings.context),
-        dockerfile=plan.rewritten(name_unnamed=True),
-        ignore_file=_read(context.ignore.source),
-        build_args=settings.build_args,
-        secrets=settings.secrets,
-        platform=None if settings.platform is None else str(settings.platform),
-        logins=await _logins(settings, plan, [p.ref for p in pending]),
-    )
-    jobs = jobs_for(plan, targets, _tags(plan, targets))
-    run_options = RunOptions(
-        jobs=options.jobs,
-        fail_fast=options.fail_fast,
-        push_cache=options.push_cache and reachable and plan.cache_repo is not None,
-    )
-    if not jobs and test is None:
-        for result in initial_results(plan).values():
-            collector.update(result)
-        await _publish(client, plan, pending, collector, {}, None, outcome)
-        return
-    async with executor.session(spec) as session:
-        images: dict[int, Image] = {}
-        moved = functools.partial(_move_hint, client, settings, plan, collector)
-        await execute(plan, session, jobs, run_options, collector, images, moved)
-        if test is not None:
-            outcome.test = await _run_test(plan, session, images, collector, *test)
-        await _publish(client, plan, pending, collector, images, session, outcome)
+        run_options = RunOptions(
+            jobs=self.options.jobs,
+            fail_fast=self.options.fail_fast,
+            push_cache=self.options.push_cache and reachable and plan.cache_repo is not None,
+        )
+        async with self.executor.session(spec) as session:
+            images: dict[int, Image] = {}
+            moved = functools.partial(self._move_hint, plan)
+            await execute(plan, session, jobs, run_options, self, images, moved)
+            if self.test is not None:
+                self.test_outcome = await self._run_test(plan, session, images, *self.test)
+            await self._publish(plan, pending, images, session)
 
+    def _publications(self) -> list[Publication]:
+        if not self.options.push:
+            return []
+        asked = resolve_targets(self.graph.dockerfile, self.settings.targets)
+        settings = self.settings
+        return publications(asked, settings.publish, settings.ci, settings.image_repo)
 
-async def _move_hint(
-    client: RegistryClient,
-    settings: Settings,
-    plan: Plan,
-    collector: _Collector,
-    index: int,
-    ref: str,
-    digest: str,
-) -> None:
-    """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
-    branch = _branches(settings)[0]
-    if plan.cache_repo is None:
-        return
-    hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
-    try:
-        await client.copy_image(Reference.parse(f"{plan.cache_repo}@{digest}"), hint)
-    except RegistryError as exc:
-        collector.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
+    async def _logins(self, plan: Plan, published: Sequence[str]) -> tuple[RegistryLogin, ...]:
+        """Credentials from env or CI for the registries the engine pushes to on its own."""
+        refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
+        hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
+        credentials = Credentials(sources=self.settings.ci.credentials, docker_config=False)
+        logins = []
+        for host in hosts:
+            secret = await credentials.lookup(host)
+            if secret is not None and not secret.identity_token:
+                logins.append(RegistryLogin(host, secret.username, secret.password))
+        return tuple(logins)
 
-
-@dataclass
-class _Outcome:
-    interrupted: bool = False
-    test: dict[str, Any] | None = None
-    published: list[dict[str, str]] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-
-def _test_run(
-    settings: Settings, graph: Graph, options: BuildOptions
-) -> tuple[int, TestRun] | None:
-    spec = settings.test
-    if spec is None or not options.run_tests:
-        return None
-    stage = graph.dockerfile.stage_by_name(spec.stage)
-    if stage is None or stage.index not in graph.needed:
-        raise UsageError(f'test stage "{spec.stage}" is not built here', path=settings.config_path)
-    artifacts_dir = Path(options.artifacts_dir)
-    return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
-
-
-async def _run_test(
-    plan: Plan,
-    session: Session,
-    images: Mapping[int, Image],
-    collector: _Collector,
-    index: int,
-    test: TestRun,
-) -> dict[str, Any] | None:
-    """Run the test command in its stage, built or restored; artifacts come out either way."""
-    result = collector.results[index]
-    if result.status not in ("built", "cached"):
-        return None
-    image: Image | str = images.get(index, f"{plan.cache_repo}@{result.digest}")
-    name = result.name
-    collector.log(name, f"running tests: {' '.join(test.argv)}")
-    code = await session.run(image, test, lambda line: collector.log(name, line))
-    if code:
-        collector.warning(f"tests in {name} failed with exit code {code}")
-    return {
-        "stage": name,
-        "exit_code": code,
-        "artifacts_dir": str(test.artifacts_dir),
-        "artifacts": list(test.artifacts),
-    }
-
-
-async def _publish(
-    client: RegistryClient,
-    plan: Plan,
-    pending: Sequence[Publication],
-    collector: _Collector,
-    images: Mapping[int, Image],
-    session: Session | None,
-    outcome: _Outcome,
-) -> None:
-    """Publish targets that were built or restored, unless something failed.
-
-    A stage already in the cache is copied registry-side (its blobs are mounted, not moved);
-    one built without a cache push is pushed by the engine.
-    """
-    if not pending:
-        return
-    results = collector.results
-    if any(r.status == "failed" for r in results.values()) or (
-        outcome.test is not None and outcome.test["exit_code"] != 0
-    ):
-        collector.warning("nothing published: the build or its tests failed")
-        return
-    for item in pending:
-        result = results[item.stage]
+    async def _move_hint(self, plan: Plan, index: int, ref: str, digest: str) -> None:
+        """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
+        branch = branches(self.settings)[0]
+        if plan.cache_repo is None:
+            return
+        hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
         try:
-            if result.digest and result.cache_ref and plan.cache_repo:
-                source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
-                digest = await client.copy_image(source, Reference.parse(item.ref))
-            elif item.stage in images and session is not None:
-                log = functools.partial(collector.log, result.name)
-                digest = await session.push(images[item.stage], item.ref, log)
-            else:
-                raise StageFailed(f"{result.name} has no image to publish")
-        except ToolError as exc:
-            outcome.failures.append(f"publishing {item.ref} failed: {exc.message}")
-            collector.warning(outcome.failures[-1])
-            continue
-        outcome.published.append({"stage": result.name, "ref": item.ref, "digest": digest})
+            await self.client.copy_image(Reference.parse(f"{plan.cache_repo}@{digest}"), hint)
+        except RegistryError as exc:
+            self.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
 
+    def _test_run(self) -> tuple[int, TestRun] | None:
+        spec = self.settings.test
+        if spec is None or not self.options.run_tests:
+            return None
+        stage = self.graph.dockerfile.stage_by_name(spec.stage)
+        if stage is None or stage.index not in self.graph.needed:
+            raise UsageError(
+                f'test stage "{spec.stage}" is not built here', path=self.settings.config_path
+            )
+        artifacts_dir = Path(self.options.artifacts_dir)
+        return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
 
-def _write_reports(
-    options: BuildOptions,
-    settings: Settings,
-    plan: Plan | None,
-    results: Mapping[int, StageResult],
-    document: dict[str, Any],
-    started: float,
-    masker: Masker,
-) -> None:
-    if options.report:
-        _write(options.report, json.dumps(document, indent=2) + "\n")
-    if options.junit:
-        _write(options.junit, junit_xml(results, masker=masker, seconds=document["seconds"]))
-    if options.dotenv:
-        published = {p["ref"]: p["digest"] for p in document["published"]}
-        _write(options.dotenv, dotenv(published, results))
-    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if settings.ci.provider == "github" and summary_file and plan is not None:
-        text = github_summary(
-            results, plan, start=started, seconds=document["seconds"], masker=masker
+    async def _run_test(
+        self,
+        plan: Plan,
+        session: Session,
+        images: Mapping[int, Image],
+        index: int,
+        test: TestRun,
+    ) -> TestOutcome | None:
+        """Run the test command in its stage, built or restored; artifacts come out either way."""
+        result = self.results[index]
+        if not result.status.has_image:
+            return None
+        image: Image | str = images.get(index, f"{plan.cache_repo}@{result.digest}")
+        name = result.name
+        self.log(name, f"running tests: {' '.join(test.argv)}")
+        code = await session.run(image, test, lambda line: self.log(name, line))
+        if code:
+            self.warning(f"tests in {name} failed with exit code {code}")
+        return TestOutcome(name, code, str(test.artifacts_dir), tuple(test.artifacts))
+
+    async def _publish(
+        self,
+        plan: Plan,
+        pending: Sequence[Publication],
+        images: Mapping[int, Image],
+        session: Session | None,
+    ) -> None:
+        """Publish targets that were built or restored, unless something failed."""
+        if not pending:
+            return
+        failed = any(r.status is Status.FAILED for r in self.results.values())
+        if failed or (self.test_outcome is not None and not self.test_outcome.passed):
+            self.warning("nothing published: the build or its tests failed")
+            return
+        published, failures = await publish(
+            self.client, plan, pending, self.results, images, session, self.log
         )
-        _append(summary_file, text)
+        for failure in failures:
+            self.warning(failure)
+        self.published.extend(published)
+        self.problems.extend(failures)
 
-
-async def run_prune(
-    settings: Settings, older_than: timedelta, keep: int, protected: list[str], yes: bool
-) -> int:
-    assert settings.cache_repo is not None
-    repo = Reference.parse(f"{settings.cache_repo}:x")
-    async with registry_client(settings) as client:
-        tags = await inventory(client, repo)
-        decisions = decide(
-            tags, older_than=older_than, keep=keep, now=datetime.now(UTC), protected=protected
+    def _report(self, seconds: float) -> RunReport:
+        plan = self.plan
+        why = {} if plan is None else {plan.stage(i).name: r for i, r in plan.why.items()}
+        return RunReport(
+            engine=self.executor.name,
+            targets=tuple(stage.name for stage in self.graph.targets),
+            cache_repo=self.settings.cache_repo if plan is None else plan.cache_repo,
+            seconds=round(seconds, 3),
+            stages=tuple(result for _, result in sorted(self.results.items())),
+            why=why,
+            published=tuple(self.published),
+            test=self.test_outcome,
+            problems=tuple(self.problems),
+            interrupted=self.interrupted,
         )
-        if yes:
-            await apply(client, repo, decisions)
-    print(render(decisions, dry_run=not yes))
-    return 0
+
+    def _write_reports(self, report: RunReport, started: float) -> None:
+        options, masker = self.options, self.masker
+        results = {result.index: result for result in report.stages}
+        if options.report:
+            _write(options.report, json.dumps(report.to_json(masker), indent=2) + "\n")
+        if options.junit:
+            _write(options.junit, junit_xml(results, masker=masker, seconds=report.seconds))
+        if options.dotenv:
+            _write(options.dotenv, dotenv({p.ref: p.digest for p in report.published}, results))
+        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+        if self.settings.ci.provider == "github" and summary_file and self.plan is not None:
+            text = github_summary(
+                results, self.plan, start=started, seconds=report.seconds, masker=masker
+            )
+            _append(summary_file, text)
+
+
+def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
+    """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
+    return {
+        index: plan.refs.get(index) or f"{LOCAL_REPO}/{targets[index]}:{plan.keys[index].key[:32]}"
+        for index in plan.indices("build")
+    }
 
 
 def _read(path: str | None) -> str | None:

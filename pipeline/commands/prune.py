@@ -2,6 +2,8 @@
 
     inventory (registry) -> decide (pure) -> render (pure) -> apply (registry, with --yes)
 
+`run_prune` is the command: those four steps with the run's registry client.
+
 A cache tag is `<stage>-<first 32 hex of its key>` (`forecast.cache_tag`). Other tags in the
 repository are listed, and never deleted. Per stage, the `keep` newest tags stay whatever
 their age; of the rest, those older than `--older-than` go. A tag the current plan restores
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from pipeline.cache.forecast import KEY_CHARS
+from pipeline.commands.plan import registry_client
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, validate_digest
 from pipeline.oci.registry import RegistryError, RegistryNotFound, RegistryUnsupported
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
     from pipeline.cache.plan import Plan
     from pipeline.oci.registry import RegistryClient
+    from pipeline.settings.resolve import Settings
 
 __all__ = [
     "CacheTag",
@@ -45,6 +49,7 @@ __all__ = [
     "parse_created",
     "render",
     "restored_refs",
+    "run_prune",
     "stage_of",
 ]
 
@@ -309,6 +314,23 @@ def render(
     if not decisions:
         lines = ["no tags in the cache repo"]
     return "\n".join([*lines, "", summary])
+
+
+async def run_prune(
+    settings: Settings, older_than: timedelta, keep: int, protected: list[str], yes: bool
+) -> int:
+    """List, decide, delete with `yes`, and print the table; a dry run deletes nothing."""
+    assert settings.cache_repo is not None
+    repo = Reference.parse(f"{settings.cache_repo}:x")
+    async with registry_client(settings) as client:
+        tags = await inventory(client, repo)
+        decisions = decide(
+            tags, older_than=older_than, keep=keep, now=datetime.now(UTC), protected=protected
+        )
+        if yes:
+            await apply(client, repo, decisions)
+    print(render(decisions, dry_run=not yes))
+    return 0
 
 
 def _share_digests(decisions: list[PruneDecision]) -> list[PruneDecision]:

@@ -7,24 +7,32 @@
 template whose placeholder has no value here (say {tag} on a branch build) is left out.
 Without templates, a target is published as {sha}, plus {tag} on a tag build and `latest` on
 the default branch.
+
+`publish` pushes them once the build passed: registry-side for images already in the cache.
 """
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.errors import UsageError
+from pipeline.engines.results import Published
+from pipeline.errors import StageFailed, ToolError, UsageError
 from pipeline.oci.reference import Reference, slugify
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from pipeline.cache.plan import Plan
     from pipeline.dockerfile.stages import Stage
+    from pipeline.engines.base import Image, Session
+    from pipeline.engines.results import StageResult
+    from pipeline.oci.registry import RegistryClient
     from pipeline.settings.ci import CIContext
 
-__all__ = ["Publication", "default_templates", "publications", "slugify"]
+__all__ = ["Publication", "default_templates", "publications", "publish", "slugify"]
 
 FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stage")
 
@@ -93,3 +101,38 @@ def _expand(template: str, ci: CIContext, stage: Stage, repo: str | None) -> str
     except ValueError as exc:
         raise UsageError(f'publish template "{template}" gives "{text}": {exc}') from None
     return text
+
+
+async def publish(
+    client: RegistryClient,
+    plan: Plan,
+    pending: Sequence[Publication],
+    results: Mapping[int, StageResult],
+    images: Mapping[int, Image],
+    session: Session | None,
+    log: Callable[[str, str], None],
+) -> tuple[list[Published], list[str]]:
+    """Publish each target that was built or restored; what was published, and what failed.
+
+    A stage already in the cache is copied registry-side (its blobs are mounted, not moved);
+    one built without a cache push is pushed by the engine. A failure skips that ref only.
+    """
+    published: list[Published] = []
+    failures: list[str] = []
+    for item in pending:
+        result = results[item.stage]
+        try:
+            if result.digest and result.cache_ref and plan.cache_repo:
+                source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
+                digest = await client.copy_image(source, Reference.parse(item.ref))
+            elif item.stage in images and session is not None:
+                digest = await session.push(
+                    images[item.stage], item.ref, functools.partial(log, result.name)
+                )
+            else:
+                raise StageFailed(f"{result.name} has no image to publish")
+        except ToolError as exc:
+            failures.append(f"publishing {item.ref} failed: {exc.message}")
+            continue
+        published.append(Published(result.name, item.ref, digest))
+    return published, failures

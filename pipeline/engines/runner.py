@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from pipeline.cache.explain import LABEL
 from pipeline.engines.base import StageJob
+from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
 
 if TYPE_CHECKING:
@@ -28,40 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Reporter",
     "RunOptions",
-    "StageResult",
-    "Status",
     "execute",
     "initial_results",
     "jobs_for",
 ]
-
-Status = Literal["pending", "running", "built", "cached", "skipped", "failed", "cancelled"]
-
-
-@dataclass(frozen=True)
-class StageResult:
-    index: int
-    name: str
-    status: Status
-    key: str | None
-    cache_ref: str | None
-    digest: str | None = None
-    seconds: float | None = None
-    error: str | None = None
-    tail: str = ""
-    started: float | None = None
-
-    def describe(self) -> str:
-        """One line on how the stage ended, for logs, summaries and reports."""
-        seconds = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
-        if self.status == "cached":
-            return f"cached: restored from {self.cache_ref}"
-        if self.status == "built":
-            pushed = f", cache pushed to {self.cache_ref}" if self.digest else ""
-            return f"built{seconds}{pushed}"
-        if self.status in ("failed", "cancelled"):
-            return f"{self.status}{seconds}: {self.error}"
-        return self.status
 
 
 class Reporter(Protocol):
@@ -142,9 +113,9 @@ async def execute(
 
     def cancel(indices: set[int], reason: str) -> None:
         for index in indices:
-            if results[index].status in ("pending", "running"):
+            if not results[index].status.done:
                 scopes[index].cancel()
-                finish(replace(results[index], status="cancelled", error=reason))
+                finish(replace(results[index], status=Status.CANCELLED, error=reason))
 
     async def run(index: int) -> None:
         """Build and push in a job slot; the hint move that follows a push holds none."""
@@ -152,7 +123,7 @@ async def execute(
             try:
                 async with limiter:
                     result = await build_and_push(index, jobs[index])
-                if result.status == "failed":
+                if result.status is Status.FAILED:
                     await settle_failure(index, result)
                     return
                 finish(result)
@@ -164,13 +135,13 @@ async def execute(
     async def build_and_push(index: int, job: StageJob) -> StageResult:
         """Built with its cache pushed, or failed."""
         started = clock()
-        finish(replace(results[index], status="running", started=started))
+        finish(replace(results[index], status=Status.RUNNING, started=started))
         try:
             image = await session.build(job, lambda line: reporter.log(job.name, line))
         except StageFailed as exc:
             return replace(
                 results[index],
-                status="failed",
+                status=Status.FAILED,
                 seconds=clock() - started,
                 error=exc.message,
                 tail=exc.tail,
@@ -183,7 +154,7 @@ async def execute(
             digest = await _push(session, image, ref, job, reporter)
         return replace(
             results[index],
-            status="built",
+            status=Status.BUILT,
             seconds=clock() - started,
             digest=digest,
             cache_ref=ref if digest else None,
@@ -198,10 +169,10 @@ async def execute(
         below = [i for i in jobs if index in dependents[i]]
         for dependency in below:
             await done[dependency].wait()
-        culprit = next((i for i in below if results[i].status == "failed"), None)
+        culprit = next((i for i in below if results[i].status is Status.FAILED), None)
         if culprit is not None:
             name = results[culprit].name
-            finish(replace(failure, status="cancelled", error=f"{name} failed", tail=""))
+            finish(replace(failure, status=Status.CANCELLED, error=f"{name} failed", tail=""))
             return
         finish(failure)
         if options.fail_fast:
@@ -231,7 +202,7 @@ async def _push(
 
 def initial_results(plan: Plan) -> dict[int, StageResult]:
     """Before anything runs: restored stages are cached, skipped ones skipped, the rest pending."""
-    status: dict[str, Status] = {"build": "pending", "restore": "cached", "skip": "skipped"}
+    status = {"build": Status.PENDING, "restore": Status.CACHED, "skip": Status.SKIPPED}
     results = {}
     for index, forecast in sorted(plan.forecasts.items()):
         results[index] = StageResult(

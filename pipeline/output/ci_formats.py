@@ -1,7 +1,7 @@
 """What a run leaves for a CI system: diagrams, a step summary, log markers, dotenv and JUnit.
 
 Pure serialisers over the same `StageResult`s and `Plan` the terminal reporters and
-`report_json` read: each returns text and does no I/O; the caller writes it where it belongs
+`output.report` read: each returns text and does no I/O; the caller writes it where it belongs
 (`$GITHUB_STEP_SUMMARY`, a GitLab `artifacts:reports` file, stdout).
 
 - `mermaid_graph`: the stage graph as a Mermaid `flowchart TD`, coloured by forecast (backs
@@ -34,13 +34,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from pipeline.engines.results import Status
+
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.stages import Stage
-    from pipeline.engines.runner import StageResult
-    from pipeline.output.terminal import Masker
+    from pipeline.engines.results import StageResult
+
+    Mask = Callable[[str], str]  # hides secret values in text
 
 __all__ = [
     "DOTENV_MAX_BYTES",
@@ -76,7 +79,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _LABEL_SAFE = re.compile(r"[A-Za-z0-9 _.\-/:@+=,*]")
 
 
-def mermaid_graph(plan: Plan, *, images: bool = True, masker: Masker | None = None) -> str:
+def mermaid_graph(plan: Plan, *, images: bool = True, masker: Mask | None = None) -> str:
     """Every stage of the Dockerfile as a node, an edge from each stage to each that uses it.
 
     Classes: `cached`, `build` or `skip` from the forecast of a needed stage, `unneeded` for the
@@ -160,7 +163,7 @@ def _external_edges(stage: Stage) -> dict[str, set[str]]:
 
 # --- Mermaid gantt -----------------------------------------------------------------------------
 
-_GANTT_TAGS = {"built": "done", "failed": "crit"}
+_GANTT_TAGS = {Status.BUILT: "done", Status.FAILED: "crit"}
 # Lexer rules of Mermaid's gantt grammar that would swallow a task text starting with them.
 _GANTT_KEYWORD = re.compile(
     r"(gantt|dateformat|inclusiveenddates|topaxis|axisformat|tickinterval|includes|excludes"
@@ -216,15 +219,15 @@ def _gantt_text(name: str) -> str:
 # --- GitHub ------------------------------------------------------------------------------------
 
 _EMOJI = {
-    "built": "✅",
-    "cached": "♻️",
-    "skipped": "⏭️",
-    "failed": "❌",
-    "cancelled": "🚫",
-    "pending": "⏳",
-    "running": "⏳",
+    Status.BUILT: "✅",
+    Status.CACHED: "♻️",
+    Status.SKIPPED: "⏭️",
+    Status.FAILED: "❌",
+    Status.CANCELLED: "🚫",
+    Status.PENDING: "⏳",
+    Status.RUNNING: "⏳",
 }
-_TALLY_WORDS = {"cached": "restored from cache"}
+_TALLY_WORDS = {Status.CACHED: "restored from cache"}
 _TAIL_CHARS = 20_000
 
 
@@ -234,7 +237,7 @@ def github_summary(
     *,
     start: float,
     seconds: float,
-    masker: Masker,
+    masker: Mask,
 ) -> str:
     """Outcome, a table of stages, each failure's log tail, then the graph and the timeline.
 
@@ -242,7 +245,7 @@ def github_summary(
     would hide a secret from the masker), and the whole document at the end.
     """
     ordered = [_masked(r, masker) for r in _ordered(results)]
-    ok = all(r.status in ("built", "cached", "skipped") for r in ordered)
+    ok = all(r.status.ok for r in ordered)
     outcome = "✅ dagger-stages: build succeeded" if ok else "❌ dagger-stages: build failed"
     statuses = [r.status for r in ordered]
     tally = ", ".join(
@@ -265,7 +268,7 @@ def github_summary(
         cells = [_code(r.name), f"{_EMOJI[r.status]} {r.status}", time_cell, ref, _details(r)]
         lines.append("| " + " | ".join(cells) + " |")
     for r in ordered:
-        if r.status == "failed":
+        if r.status is Status.FAILED:
             lines.extend(["", *_failure_block(r)])
     graph = mermaid_graph(plan, masker=masker).rstrip("\n")
     lines.extend(["", "### Stage graph", "", "```mermaid", graph, "```"])
@@ -278,7 +281,7 @@ def github_summary(
     return masker("\n".join(lines) + "\n")
 
 
-def _masked(result: StageResult, masker: Masker) -> StageResult:
+def _masked(result: StageResult, masker: Mask) -> StageResult:
     return replace(
         result,
         name=masker(result.name),
@@ -289,13 +292,13 @@ def _masked(result: StageResult, masker: Masker) -> StageResult:
 
 
 def _details(result: StageResult) -> str:
-    if result.status == "cached":
+    if result.status is Status.CACHED:
         return "restored"
-    if result.status == "built":
+    if result.status is Status.BUILT:
         return "cache pushed" if result.digest else "cache not pushed"
-    if result.status == "skipped":
+    if result.status is Status.SKIPPED:
         return "needed only by restored stages"
-    if result.status in ("failed", "cancelled") and result.error:
+    if result.status in (Status.FAILED, Status.CANCELLED) and result.error:
         return _cell(result.error)
     return ""
 
@@ -358,7 +361,7 @@ def github_group_end() -> str:
     return "::endgroup::"
 
 
-def github_error(message: str, *, title: str | None = None, masker: Masker | None = None) -> str:
+def github_error(message: str, *, title: str | None = None, masker: Mask | None = None) -> str:
     """`::error::<message>`, an annotation on the run; masked before it is escaped."""
     if masker is not None:
         message = masker(message)
@@ -433,7 +436,7 @@ def dotenv(
         groups.append([(f"{_DOTENV_PREFIX}PUBLISHED_{number}", value)])
     used: set[str] = set()
     for result in _ordered(results):
-        if result.status not in ("built", "cached"):
+        if not result.status.has_image:
             continue
         present: list[tuple[str, str]] = []
         for suffix, found in (("REF", result.cache_ref), ("DIGEST", result.digest)):
@@ -487,7 +490,7 @@ def junit_xml(
     results: Mapping[int, StageResult],
     *,
     suite: str = "dagger-stages",
-    masker: Masker,
+    masker: Mask,
     seconds: float | None = None,
 ) -> str:
     """One `<testcase>` per needed stage, in index order.
@@ -498,8 +501,8 @@ def junit_xml(
     time, when given, else the sum of the stages' times.
     """
     ordered = _ordered(results)
-    failures = sum(1 for r in ordered if r.status == "failed")
-    skipped = sum(1 for r in ordered if r.status not in ("built", "cached", "skipped", "failed"))
+    failures = sum(1 for r in ordered if r.status is Status.FAILED)
+    skipped = sum(1 for r in ordered if not r.status.ok and r.status is not Status.FAILED)
     total = sum(r.seconds or 0.0 for r in ordered) if seconds is None else seconds
     counts = {
         "tests": str(len(ordered)),
@@ -521,11 +524,11 @@ def junit_xml(
             "testcase",
             {"classname": clean(suite), "name": clean(r.name), "time": f"{r.seconds or 0.0:.3f}"},
         )
-        if r.status == "failed":
+        if r.status is Status.FAILED:
             message = clean(_one_line(r.error or "failed"))
             failure = ET.SubElement(case, "failure", {"message": message, "type": "failed"})
             failure.text = clean(r.tail) or message
-        elif r.status in ("built", "cached", "skipped"):
+        elif r.status.ok:
             ET.SubElement(case, "system-out").text = clean(_junit_note(r))
         else:
             reason = r.error or "did not finish"
@@ -537,7 +540,7 @@ def junit_xml(
 
 
 def _junit_note(result: StageResult) -> str:
-    if result.status in ("cached", "built"):
+    if result.status.has_image:
         return result.describe()
     return "skipped: only stages restored from the cache need it"
 

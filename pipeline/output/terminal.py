@@ -1,7 +1,7 @@
-"""What a build shows while it runs and what it leaves behind.
+"""What a build shows while it runs: the reporters the runner talks to.
 
-On a terminal, a live table with a row per stage; elsewhere, plain lines a CI log can read,
-each prefixed by its stage. `--report FILE` writes the JSON contract (docs/report-json.md).
+On a terminal, a live table with a row per stage; on GitHub and GitLab, each stage's lines as
+one collapsible block; elsewhere, plain lines a CI log can read, each prefixed by its stage.
 Every line that leaves through here has known secret values masked, as a last line of defence.
 """
 
@@ -12,12 +12,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline.output import ci_formats as ci_report
+from pipeline.engines.results import Status
+from pipeline.output import ci_formats
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
-    from pipeline.engines.runner import StageResult
+    from pipeline.engines.results import StageResult
 
 __all__ = [
     "GroupedReporter",
@@ -25,11 +26,7 @@ __all__ = [
     "Masker",
     "PlainReporter",
     "make_reporter",
-    "report_json",
-    "summary",
 ]
-
-_DONE = ("built", "cached", "skipped", "failed", "cancelled")
 
 
 class Masker:
@@ -59,9 +56,9 @@ class PlainReporter:
             print(self._mask(text), file=self._stream, flush=True)
 
     def update(self, result: StageResult) -> None:
-        if result.status == "running":
+        if result.status is Status.RUNNING:
             self._print(f"[{result.name}] building")
-        elif result.status in _DONE:
+        elif result.status.done:
             self._print(f"[{result.name}] {result.describe()}")
 
     def log(self, stage: str, line: str) -> None:
@@ -88,23 +85,23 @@ class GroupedReporter(PlainReporter):
         self._lines.setdefault(stage, []).append(line)
 
     def update(self, result: StageResult) -> None:
-        if result.status not in _DONE or result.name not in self._lines:
+        if not result.status.done or result.name not in self._lines:
             super().update(result)
             return
         header = f"{result.name}: {result.describe()}"
         self._flush(result.name, header)
-        if self._provider == "github" and result.status == "failed":
-            self._print(ci_report.github_error(header, title=result.name, masker=self._mask))
+        if self._provider == "github" and result.status is Status.FAILED:
+            self._print(ci_formats.github_error(header, title=result.name, masker=self._mask))
 
     def _flush(self, stage: str, header: str) -> None:
         lines = self._lines.pop(stage, [])
         if self._provider == "github":
-            block = [ci_report.github_group_start(header), *lines, ci_report.github_group_end()]
+            block = [ci_formats.github_group_start(header), *lines, ci_formats.github_group_end()]
         else:
             now = int(time.time())
             name = f"stage_{stage}"
-            start = ci_report.gitlab_section_start(name, header, collapsed=True, now=now)
-            block = [start, *lines, ci_report.gitlab_section_end(name, now=now)]
+            start = ci_formats.gitlab_section_start(name, header, collapsed=True, now=now)
+            block = [start, *lines, ci_formats.gitlab_section_end(name, now=now)]
         self._print("\n".join(block))
 
     def close(self) -> None:
@@ -172,47 +169,3 @@ def make_reporter(
     if stream.isatty():
         return LiveReporter(stream, masker)
     return PlainReporter(stream, masker)
-
-
-def summary(results: Mapping[int, StageResult], masker: Masker) -> str:
-    """The closing lines: each stage's outcome, and the log tail of each failure."""
-    lines = []
-    width = max((len(r.name) for r in results.values()), default=0)
-    for result in results.values():
-        lines.append(f"  {result.name.ljust(width)}  {result.describe()}")
-    for result in results.values():
-        if result.status == "failed" and result.tail:
-            lines.append(f"--- {result.name}: last lines of its log ---")
-            lines.extend(line for line in result.tail.splitlines() if line.strip())
-    return masker("\n".join(lines))
-
-
-def report_json(
-    results: Mapping[int, StageResult],
-    *,
-    ok: bool,
-    engine: str,
-    targets: list[str],
-    cache_repo: str | None,
-    seconds: float,
-    masker: Masker,
-) -> dict[str, Any]:
-    return {
-        "ok": ok,
-        "engine": engine,
-        "targets": targets,
-        "cache_repo": cache_repo,
-        "seconds": round(seconds, 3),
-        "stages": [
-            {
-                "name": r.name,
-                "status": r.status,
-                "key": r.key,
-                "cache_ref": r.cache_ref if r.status in ("built", "cached") else None,
-                "digest": r.digest,
-                "seconds": None if r.seconds is None else round(r.seconds, 3),
-                "error": None if r.error is None else masker(r.error),
-            }
-            for r in results.values()
-        ],
-    }

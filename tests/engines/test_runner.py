@@ -15,7 +15,8 @@ from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.rewrite import build_targets
 from pipeline.dockerfile.stages import Platform, build_stages
 from pipeline.engines.base import Image, StageJob
-from pipeline.engines.runner import RunOptions, StageResult, execute, jobs_for
+from pipeline.engines.results import StageResult
+from pipeline.engines.runner import RunOptions, execute, jobs_for
 from pipeline.errors import StageFailed
 
 DOCKERFILE = """\

@@ -16,7 +16,7 @@ from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.stages import Platform, build_stages
-from pipeline.engines.runner import StageResult
+from pipeline.engines.results import StageResult
 from pipeline.output import ci_formats as ci_report
 from pipeline.output.ci_formats import (
     DOTENV_MAX_BYTES,

@@ -2,15 +2,8 @@ from __future__ import annotations
 
 import io
 
-from pipeline.engines.runner import StageResult
-from pipeline.output.terminal import (
-    LiveReporter,
-    Masker,
-    PlainReporter,
-    make_reporter,
-    report_json,
-    summary,
-)
+from pipeline.engines.results import StageResult
+from pipeline.output.terminal import LiveReporter, Masker, PlainReporter, make_reporter
 
 SECRET = "hunter2-secret"
 
@@ -64,38 +57,3 @@ def test_a_terminal_gets_the_live_table() -> None:
     assert "cached" in screen
     assert SECRET not in screen
     assert isinstance(make_reporter(Masker(), io.StringIO()), PlainReporter)
-
-
-def test_summary_shows_each_stage_and_the_failure_tail_masked() -> None:
-    text = summary(results(), Masker([SECRET]))
-    assert text.splitlines()[:4] == [
-        "  deps   cached: restored from r/c:deps-k0",
-        "  app    built in 2.3s, cache pushed to r/c:app-k1",
-        "  test   failed in 1.0s: echo *** failed",
-        "  final  cancelled: test failed",
-    ]
-    assert text.splitlines()[4:] == ["--- test: last lines of its log ---", "x", "***"]
-
-
-def test_report_json_contract() -> None:
-    document = report_json(
-        results(),
-        ok=False,
-        engine="docker",
-        targets=["final"],
-        cache_repo="r/c",
-        seconds=3.14159,
-        masker=Masker([SECRET]),
-    )
-    assert SECRET not in repr(document)
-    assert document["seconds"] == 3.142
-    assert document["stages"][1] == {
-        "name": "app",
-        "status": "built",
-        "key": "k1",
-        "cache_ref": "r/c:app-k1",
-        "digest": "sha256:" + "b" * 64,
-        "seconds": 2.345,
-        "error": None,
-    }
-    assert [s["status"] for s in document["stages"]] == ["cached", "built", "failed", "cancelled"]

@@ -1,0 +1,93 @@
+"""A finished run as one typed value, `RunReport`: its JSON contract, its closing summary, and
+its exit code.
+
+`build --report FILE` writes `RunReport.to_json` (docs/report-json.md); the terminal's closing
+lines are `summary`. Both read the same results, so the report, the summary, JUnit and the exit
+code cannot disagree about how a run ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.engines.results import Status
+from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from pipeline.engines.results import Published, StageResult, TestOutcome
+
+__all__ = ["RunReport", "summary"]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything a run leaves behind; `stages` holds every needed stage, in file order.
+
+    `problems` are failures of the run that are no stage's: a publish that failed.
+    """
+
+    engine: str
+    targets: tuple[str, ...]
+    cache_repo: str | None
+    seconds: float
+    stages: tuple[StageResult, ...]
+    why: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    published: tuple[Published, ...] = ()
+    test: TestOutcome | None = None
+    problems: tuple[str, ...] = ()
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No stage failed, the tests passed, everything asked was published, no interrupt."""
+        failed = any(stage.status is Status.FAILED for stage in self.stages)
+        tests_failed = self.test is not None and not self.test.passed
+        return not (failed or tests_failed or self.problems or self.interrupted)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+    def to_json(self, mask: Callable[[str], str]) -> dict[str, Any]:
+        """The `--report` document; text from build logs goes through `mask`."""
+        return {
+            "ok": self.ok,
+            "engine": self.engine,
+            "targets": list(self.targets),
+            "cache_repo": self.cache_repo,
+            "seconds": round(self.seconds, 3),
+            "stages": [
+                {
+                    "name": r.name,
+                    "status": str(r.status),
+                    "key": r.key,
+                    "cache_ref": r.cache_ref if r.status.has_image else None,
+                    "digest": r.digest,
+                    "seconds": None if r.seconds is None else round(r.seconds, 3),
+                    "error": None if r.error is None else mask(r.error),
+                    "why": list(self.why.get(r.name, ())),
+                }
+                for r in self.stages
+            ],
+            "published": [item.to_json() for item in self.published],
+            "test": None if self.test is None else self.test.to_json(),
+        }
+
+
+def summary(results: Iterable[StageResult], mask: Callable[[str], str]) -> str:
+    """The closing lines: each stage's outcome, and the log tail of each failure."""
+    ordered = list(results)
+    lines = []
+    width = max((len(r.name) for r in ordered), default=0)
+    for result in ordered:
+        lines.append(f"  {result.name.ljust(width)}  {result.describe()}")
+    for result in ordered:
+        if result.status is Status.FAILED and result.tail:
+            lines.append(f"--- {result.name}: last lines of its log ---")
+            lines.extend(line for line in result.tail.splitlines() if line.strip())
+    return mask("\n".join(lines))

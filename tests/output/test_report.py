@@ -1,0 +1,122 @@
+"""The run's report: its JSON contract, closing summary and exit code, from typed results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.engines.results import Published, StageResult, Status, TestOutcome
+from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from pipeline.output.report import RunReport, summary
+from pipeline.output.terminal import Masker
+from tests.output.test_terminal import SECRET, results
+
+
+def report(**changes: object) -> RunReport:
+    fields: dict[str, object] = {
+        "engine": "docker",
+        "targets": ("final",),
+        "cache_repo": "r/c",
+        "seconds": 3.14159,
+        "stages": tuple(results().values()),
+    }
+    fields.update(changes)
+    return RunReport(**fields)  # type: ignore[arg-type]
+
+
+def test_summary_shows_each_stage_and_the_failure_tail_masked() -> None:
+    text = summary(results().values(), Masker([SECRET]))
+    assert text.splitlines()[:4] == [
+        "  deps   cached: restored from r/c:deps-k0",
+        "  app    built in 2.3s, cache pushed to r/c:app-k1",
+        "  test   failed in 1.0s: echo *** failed",
+        "  final  cancelled: test failed",
+    ]
+    assert text.splitlines()[4:] == ["--- test: last lines of its log ---", "x", "***"]
+
+
+def test_report_json_contract() -> None:
+    document = report(why={"app": ("COPY src/ changed",)}).to_json(Masker([SECRET]))
+    assert SECRET not in json.dumps(document)
+    assert list(document) == [
+        "ok",
+        "engine",
+        "targets",
+        "cache_repo",
+        "seconds",
+        "stages",
+        "published",
+        "test",
+    ]
+    assert document["ok"] is False
+    assert document["seconds"] == 3.142
+    assert document["stages"][1] == {
+        "name": "app",
+        "status": "built",
+        "key": "k1",
+        "cache_ref": "r/c:app-k1",
+        "digest": "sha256:" + "b" * 64,
+        "seconds": 2.345,
+        "error": None,
+        "why": ["COPY src/ changed"],
+    }
+    assert [s["status"] for s in document["stages"]] == ["cached", "built", "failed", "cancelled"]
+    assert document["stages"][3]["why"] == []
+
+
+def test_statuses_are_one_enum_spelled_as_the_report_spells_them() -> None:
+    assert [str(status) for status in Status] == [
+        "pending",
+        "running",
+        "built",
+        "cached",
+        "skipped",
+        "failed",
+        "cancelled",
+    ]
+    assert StageResult(0, "a", "built", None, None).status is Status.BUILT  # type: ignore[arg-type]
+    assert [s for s in Status if s.ok] == [Status.BUILT, Status.CACHED, Status.SKIPPED]
+    assert [s for s in Status if s.has_image] == [Status.BUILT, Status.CACHED]
+    assert [s for s in Status if not s.done] == [Status.PENDING, Status.RUNNING]
+    with pytest.raises(ValueError, match="'done'"):
+        StageResult(0, "a", "done", None, None)  # type: ignore[arg-type]
+
+
+def good() -> tuple[StageResult, ...]:
+    return (StageResult(0, "app", Status.BUILT, "k", "r/c:app-k", "sha256:" + "c" * 64, 1.0),)
+
+
+@pytest.mark.parametrize(
+    ("changes", "ok", "code"),
+    [
+        ({}, True, EXIT_OK),
+        ({"stages": tuple(results().values())}, False, EXIT_FAILED),
+        ({"test": TestOutcome("app", 3, "artifacts", ())}, False, EXIT_FAILED),
+        ({"test": TestOutcome("app", 0, "artifacts", ("/out",))}, True, EXIT_OK),
+        ({"problems": ("publishing x failed: 500",)}, False, EXIT_FAILED),
+        ({"interrupted": True}, False, EXIT_INTERRUPTED),
+    ],
+)
+def test_ok_and_the_exit_code_come_from_the_results(
+    changes: dict[str, object], ok: bool, code: int
+) -> None:
+    run = report(**{"stages": good(), **changes})
+    assert run.ok is ok
+    assert run.exit_code == code
+    assert run.to_json(Masker())["ok"] is ok
+
+
+def test_published_and_test_in_the_report() -> None:
+    item = Published("app", "ghcr.io/o/app:1", "sha256:" + "d" * 64)
+    test = TestOutcome("app", 0, "artifacts", ("/out/junit.xml",))
+    document = report(stages=good(), published=(item,), test=test).to_json(Masker())
+    assert document["published"] == [
+        {"stage": "app", "ref": "ghcr.io/o/app:1", "digest": "sha256:" + "d" * 64}
+    ]
+    assert document["test"] == {
+        "stage": "app",
+        "exit_code": 0,
+        "artifacts_dir": "artifacts",
+        "artifacts": ["/out/junit.xml"],
+    }
