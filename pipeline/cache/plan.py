@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.cache.explain import LABEL, explain, key_label
-from pipeline.cache.forecast import Cache, Forecast, cache_tag, decide, hint_tag
+from pipeline.cache.forecast import Cache, Forecast, decide
 from pipeline.cache.keys import StageKey, compute_keys, external_images
+from pipeline.cache.tags import cache_tag, hint_tag
 from pipeline.dockerfile.rewrite import rewrite
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError, RegistryNotFound

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from pipeline.cache.context import BuildContext, IgnoreRules
-from pipeline.cache.forecast import hint_tag
 from pipeline.cache.plan import Plan, make_plan
+from pipeline.cache.tags import hint_tag, local_tag
 from pipeline.commands.prune import apply, decide, inventory, render
 from pipeline.commands.publish import Publication, publications
 from pipeline.dockerfile.graph import resolve_targets
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_INTERRUPTED", "BuildOptions", "plan_for", "registry_client", "run_build"]
 
 EXIT_INTERRUPTED = 130
-LOCAL_REPO = "dagger-stages"
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ async def _logins(
 def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
     """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
     return {
-        index: plan.refs.get(index) or f"{LOCAL_REPO}/{targets[index]}:{plan.keys[index].key[:32]}"
+        index: plan.refs.get(index) or str(local_tag(targets[index], plan.keys[index].key))
         for index in plan.indices("build")
     }
 

@@ -2,7 +2,7 @@
 
     inventory (registry) -> decide (pure) -> render (pure) -> apply (registry, with --yes)
 
-A cache tag is `<stage>-<first 32 hex of its key>` (`forecast.cache_tag`). Other tags in the
+A cache tag is `<stage>-<first 32 hex of its key>` (`tags.cache_tag`). Other tags in the
 repository are listed, and never deleted. Per stage, the `keep` newest tags stay whatever
 their age; of the rest, those older than `--older-than` go. A tag the current plan restores
 stays, and so does a tag whose age is unknown.
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from pipeline.cache.forecast import KEY_CHARS
+from pipeline.cache.tags import stage_of
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, validate_digest
 from pipeline.oci.registry import RegistryError, RegistryNotFound, RegistryUnsupported
@@ -45,7 +45,6 @@ __all__ = [
     "parse_created",
     "render",
     "restored_refs",
-    "stage_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,6 @@ _AGE_UNITS = {
     "h": timedelta(hours=1),
     "m": timedelta(minutes=1),
 }
-_CACHE_TAG_RE = re.compile(rf"(.+)-[0-9a-f]{{{KEY_CHARS}}}")
 _ATTESTATION = "attestation-manifest"
 _RESTORED = "kept: the current plan restores it"
 
@@ -107,12 +105,6 @@ def parse_age(text: str, *, flag: str = "--older-than") -> timedelta:
         return int(number) * _AGE_UNITS[unit]
     except OverflowError:
         raise UsageError(f"{flag}: {text!r} is longer than any age we can count") from None
-
-
-def stage_of(tag: str) -> str | None:
-    """The stage of a cache tag (all before the last `-<32 hex>`), None for any other tag."""
-    match = _CACHE_TAG_RE.fullmatch(tag)
-    return None if match is None else match.group(1)
 
 
 def parse_created(value: object) -> datetime | None:

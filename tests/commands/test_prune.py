@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.cache.forecast import Forecast
 from pipeline.cache.plan import Plan
+from pipeline.cache.tags import stage_of
 from pipeline.commands.prune import (
     CacheTag,
     PruneDecision,
@@ -23,7 +24,6 @@ from pipeline.commands.prune import (
     parse_created,
     render,
     restored_refs,
-    stage_of,
 )
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference
@@ -55,7 +55,7 @@ def tag(name: str, days: float | None, *, digest: str | None = None) -> CacheTag
     return CacheTag(name, stage_of(name) or "", digest or digest_of(name), created)
 
 
-# -- parse_age, stage_of, parse_created -------------------------------------------------------
+# -- parse_age, parse_created ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -86,28 +86,6 @@ def test_parse_age_rejects_with_the_flag(text: str) -> None:
 def test_parse_age_names_another_flag() -> None:
     with pytest.raises(UsageError, match=r"^--max-age: 'x' is not an age"):
         parse_age("x", flag="--max-age")
-
-
-@pytest.mark.parametrize(
-    ("text", "stage"),
-    [
-        (f"app-{KEY}", "app"),
-        (f"my-app-{KEY}", "my-app"),
-        (f"stage-3-{KEY}", "stage-3"),
-        (f"a.b_c-{KEY}", "a.b_c"),
-        (f"app-{KEY}-{KEY}", f"app-{KEY}"),
-        ("latest", None),
-        (f"app-{KEY[:-1]}", None),
-        (f"app-{KEY}0", None),
-        (f"app-{KEY.upper()}", None),
-        (f"-{KEY}", None),
-        (KEY, None),
-        (f"sha256-{KEY}{KEY}", None),
-        (f"sha256-{KEY}{KEY}.sig", None),
-    ],
-)
-def test_stage_of(text: str, stage: str | None) -> None:
-    assert stage_of(text) == stage
 
 
 @pytest.mark.parametrize(
