@@ -31,7 +31,6 @@ from pipeline.engines.base import BuildSpec, Image, RegistryLogin, TestRun
 from pipeline.engines.runner import RunOptions, StageResult, execute, initial_results, jobs_for
 from pipeline.errors import StageFailed, ToolError, UsageError
 from pipeline.oci.credentials import Credentials
-from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient, RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
 from pipeline.output.terminal import Masker, make_reporter, report_json, summary
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.graph import Graph
     from pipeline.engines.base import Executor, Session
     from pipeline.engines.runner import Reporter
+    from pipeline.oci.reference import Reference
     from pipeline.settings.resolve import Settings
 
 __all__ = ["EXIT_INTERRUPTED", "BuildOptions", "plan_for", "registry_client", "run_build"]
@@ -132,11 +132,11 @@ def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
 
 
 async def _logins(
-    settings: Settings, plan: Plan, published: Sequence[str]
+    settings: Settings, plan: Plan, published: Sequence[Reference]
 ) -> tuple[RegistryLogin, ...]:
     """Credentials from env or CI for the registries the engine pushes to on its own."""
-    refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
-    hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
+    cache = [plan.cache_repo.registry] if plan.cache_repo else []
+    hosts = dict.fromkeys([*(ref.registry for ref in published), *cache])
     credentials = Credentials(sources=settings.ci.credentials, docker_config=False)
     logins = []
     for host in hosts:
@@ -149,7 +149,7 @@ async def _logins(
 def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
     """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
     return {
-        index: plan.refs.get(index) or str(local_tag(targets[index], plan.keys[index].key))
+        index: str(plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key))
         for index in plan.indices("build")
     }
 
@@ -324,9 +324,9 @@ async def _move_hint(
     branch = _branches(settings)[0]
     if plan.cache_repo is None:
         return
-    hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
+    hint = plan.cache_repo.tag(hint_tag(plan.stage(index), branch))
     try:
-        await client.copy_image(Reference.parse(f"{plan.cache_repo}@{digest}"), hint)
+        await client.copy_image(plan.pinned(digest), hint)
     except RegistryError as exc:
         collector.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
 
@@ -364,7 +364,12 @@ async def _run_test(
     result = collector.results[index]
     if result.status not in ("built", "cached"):
         return None
-    image: Image | str = images.get(index, f"{plan.cache_repo}@{result.digest}")
+    image: Image | str
+    if index in images:
+        image = images[index]
+    else:
+        assert result.digest is not None
+        image = str(plan.pinned(result.digest))
     name = result.name
     collector.log(name, f"running tests: {' '.join(test.argv)}")
     code = await session.run(image, test, lambda line: collector.log(name, line))
@@ -404,18 +409,17 @@ async def _publish(
         result = results[item.stage]
         try:
             if result.digest and result.cache_ref and plan.cache_repo:
-                source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
-                digest = await client.copy_image(source, Reference.parse(item.ref))
+                digest = await client.copy_image(plan.pinned(result.digest), item.ref)
             elif item.stage in images and session is not None:
                 log = functools.partial(collector.log, result.name)
-                digest = await session.push(images[item.stage], item.ref, log)
+                digest = await session.push(images[item.stage], str(item.ref), log)
             else:
                 raise StageFailed(f"{result.name} has no image to publish")
         except ToolError as exc:
             outcome.failures.append(f"publishing {item.ref} failed: {exc.message}")
             collector.warning(outcome.failures[-1])
             continue
-        outcome.published.append({"stage": result.name, "ref": item.ref, "digest": digest})
+        outcome.published.append({"stage": result.name, "ref": str(item.ref), "digest": digest})
 
 
 def _write_reports(
@@ -443,10 +447,14 @@ def _write_reports(
 
 
 async def run_prune(
-    settings: Settings, older_than: timedelta, keep: int, protected: list[str], yes: bool
+    settings: Settings,
+    older_than: timedelta,
+    keep: int,
+    protected: Sequence[Reference],
+    yes: bool,
 ) -> int:
-    assert settings.cache_repo is not None
-    repo = Reference.parse(f"{settings.cache_repo}:x")
+    repo = settings.cache_repo
+    assert repo is not None
     async with registry_client(settings) as client:
         tags = await inventory(client, repo)
         decisions = decide(

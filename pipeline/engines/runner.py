@@ -97,7 +97,7 @@ def jobs_for(
             key=plan.keys[index].key,
             tag=tags[index],
             cache_from=tuple(
-                plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
+                str(plan.hints[i]) for i in sorted(_needs(plan, index, building)) if i in plan.hints
             ),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
         )
@@ -180,13 +180,13 @@ async def execute(
         ref = plan.refs.get(index)
         digest = None
         if options.push_cache and ref is not None:
-            digest = await _push(session, image, ref, job, reporter)
+            digest = await _push(session, image, str(ref), job, reporter)
         return replace(
             results[index],
             status="built",
             seconds=clock() - started,
             digest=digest,
-            cache_ref=ref if digest else None,
+            cache_ref=str(ref) if digest else None,
         )
 
     async def settle_failure(index: int, failure: StageResult) -> None:
@@ -239,7 +239,7 @@ def initial_results(plan: Plan) -> dict[int, StageResult]:
             name=plan.stage(index).name,
             status=status[forecast.action],
             key=plan.keys[index].key,
-            cache_ref=plan.refs.get(index),
+            cache_ref=str(plan.refs[index]) if index in plan.refs else None,
             digest=forecast.digest if forecast.action == "restore" else None,
         )
     return results

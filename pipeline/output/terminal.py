@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from pipeline.engines.runner import StageResult
+    from pipeline.oci.reference import Repository
 
 __all__ = [
     "GroupedReporter",
@@ -193,7 +194,7 @@ def report_json(
     ok: bool,
     engine: str,
     targets: list[str],
-    cache_repo: str | None,
+    cache_repo: Repository | None,
     seconds: float,
     masker: Masker,
 ) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def report_json(
         "ok": ok,
         "engine": engine,
         "targets": targets,
-        "cache_repo": cache_repo,
+        "cache_repo": None if cache_repo is None else str(cache_repo),
         "seconds": round(seconds, 3),
         "stages": [
             {

@@ -26,7 +26,7 @@ from pipeline.commands.prune import (
     restored_refs,
 )
 from pipeline.errors import UsageError
-from pipeline.oci.reference import Reference
+from pipeline.oci.reference import Repository
 from pipeline.oci.registry import RegistryClient, RegistryError, RegistryUnsupported
 from tests.registry_server import RegistryServer, push_image, sha256_digest
 
@@ -296,11 +296,12 @@ def test_decide_rejects_a_negative_keep() -> None:
 
 def test_restored_refs_protect_what_the_plan_restores() -> None:
     cache = "localhost:5000/team/cache"
+    repo = Repository.parse(cache)
     plan = Plan(
         graph=None,  # type: ignore[arg-type]
-        cache_repo=cache,
+        cache_repo=repo,
         keys={},
-        refs={0: f"{cache}:{A[0]}", 1: f"{cache}:{A[1]}", 2: f"{cache}:{A[2]}"},
+        refs={0: repo.tag(A[0]), 1: repo.tag(A[1]), 2: repo.tag(A[2])},
         forecasts={
             0: Forecast("hit", "restore", digest_of("zero")),
             1: Forecast("miss", "build"),
@@ -309,7 +310,7 @@ def test_restored_refs_protect_what_the_plan_restores() -> None:
         warnings=(),
     )
     refs = restored_refs(plan)
-    assert refs == [f"{cache}:{A[0]}", f"{cache}@{digest_of('zero')}"]
+    assert [str(ref) for ref in refs] == [f"{cache}:{A[0]}", f"{cache}@{digest_of('zero')}"]
     tags = [tag(A[0], 30, digest=digest_of("zero")), tag(A[1], 30), tag(A[2], 30)]
     decisions = decide(tags, older_than=DAY, keep=0, now=NOW, protected=refs)
     assert [d.delete for d in decisions] == [False, True, True]
@@ -355,7 +356,7 @@ def test_render_nothing() -> None:
 
 # -- apply on a mock registry -----------------------------------------------------------------
 
-REPO = Reference.parse("registry.example/team/cache")
+REPO = Repository.parse("registry.example/team/cache")
 
 
 def client_for(handler: httpx.MockTransport) -> RegistryClient:
@@ -428,13 +429,13 @@ async def test_apply_other_errors_pass_through() -> None:
 # -- a real registry --------------------------------------------------------------------------
 
 
-def unique_repo(server: RegistryServer) -> Reference:
-    return Reference.parse(f"{server.host}/prune/r{uuid.uuid4().hex[:12]}")
+def unique_repo(server: RegistryServer) -> Repository:
+    return Repository.parse(f"{server.host}/prune/r{uuid.uuid4().hex[:12]}")
 
 
 def push(
     server: RegistryServer,
-    repo: Reference,
+    repo: Repository,
     name: str,
     created: datetime | None,
     *,
@@ -451,10 +452,10 @@ def push(
     }
     if created is not None:
         config["created"] = created.isoformat().replace("+00:00", "Z")
-    return push_image(server.url, repo.repository, name, config=config)
+    return push_image(server.url, repo.path, name, config=config)
 
 
-async def tags_of(client: RegistryClient, repo: Reference) -> list[str]:
+async def tags_of(client: RegistryClient, repo: Repository) -> list[str]:
     return sorted(await client.list_tags(repo))
 
 
@@ -554,9 +555,7 @@ async def test_real_registry_index_is_as_old_as_its_newest_platform(
         children = []
         for architecture, os, created in platforms:
             push(registry, repo, architecture, created, os=os, architecture=architecture)
-            _, info = await client.get_manifest(
-                Reference(repo.registry, repo.repository, architecture)
-            )
+            _, info = await client.get_manifest(repo.tag(architecture))
             children.append(
                 {
                     "mediaType": info.media_type,
@@ -569,9 +568,7 @@ async def test_real_registry_index_is_as_old_as_its_newest_platform(
             {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": children}
         ).encode()
         multi = f"multi-{key()}"
-        digest = await client.put_manifest(
-            Reference(repo.registry, repo.repository, multi), index, DOCKER_MANIFEST_LIST
-        )
+        digest = await client.put_manifest(repo.tag(multi), index, DOCKER_MANIFEST_LIST)
         assert digest == sha256_digest(index)
 
         found = {t.tag: t for t in await inventory(client, repo)}

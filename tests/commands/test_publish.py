@@ -6,6 +6,7 @@ from pipeline.commands.publish import publications, slugify
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.stages import Stage, build_stages
 from pipeline.errors import UsageError
+from pipeline.oci.reference import Repository
 from pipeline.settings.ci import CIContext
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -26,13 +27,13 @@ def github(branch: str | None = "main", tag: str | None = None) -> CIContext:
         default_branch="main",
         run_id="42",
         registry="ghcr.io",
-        image_repo="ghcr.io/acme/shop",
-        cache_repo="ghcr.io/acme/shop/cache",
+        image_repo=Repository.parse("ghcr.io/acme/shop"),
+        cache_repo=Repository.parse("ghcr.io/acme/shop/cache"),
     )
 
 
 def refs(targets: tuple[Stage, ...], templates: dict[str, list[str]], ci: CIContext) -> list[str]:
-    return [p.ref for p in publications(targets, templates, ci)]
+    return [str(p.ref) for p in publications(targets, templates, ci)]
 
 
 def test_defaults_sha_always_latest_on_the_default_branch() -> None:

@@ -17,6 +17,7 @@ from pipeline.dockerfile.stages import Platform, build_stages
 from pipeline.engines.base import Image, StageJob
 from pipeline.engines.runner import RunOptions, StageResult, execute, jobs_for
 from pipeline.errors import StageFailed
+from pipeline.oci.reference import Repository
 
 DOCKERFILE = """\
 FROM busybox AS a
@@ -41,7 +42,7 @@ def make(tmp_path: Path, targets: tuple[str, ...] = ("top",)) -> Plan:
     return anyio.run(
         lambda: make_plan(
             select(df, targets),
-            cache_repo="registry.test/x/cache",
+            cache_repo=Repository.parse("registry.test/x/cache"),
             build_args={},
             platform=Platform("linux", "amd64"),
             context=BuildContext(tmp_path, IgnoreRules.parse("")),
@@ -189,7 +190,8 @@ def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> Non
     """`top` runs a, b, c, d and e too; c and d sit on a rebuilt base and have no hint."""
     plan = make(tmp_path)
     index = {plan.stage(i).name: i for i in plan.forecasts}
-    hints = {index[n]: f"registry.test/x/cache:{n}--main" for n in ("a", "b", "e", "top")}
+    cache = Repository.parse("registry.test/x/cache")
+    hints = {index[n]: cache.tag(f"{n}--main") for n in ("a", "b", "e", "top")}
     plan = replace(plan, hints=hints)
     jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict.fromkeys(index.values(), ""))
     cache_from = {jobs[i].name: [ref.rsplit(":", 1)[1] for ref in jobs[i].cache_from] for i in jobs}
