@@ -146,10 +146,10 @@ async def _logins(
     return tuple(logins)
 
 
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
+def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
     """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
     return {
-        index: str(plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key))
+        index: plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key)
         for index in plan.indices("build")
     }
 
@@ -364,12 +364,12 @@ async def _run_test(
     result = collector.results[index]
     if result.status not in ("built", "cached"):
         return None
-    image: Image | str
+    image: Image | Reference
     if index in images:
         image = images[index]
     else:
         assert result.digest is not None
-        image = str(plan.pinned(result.digest))
+        image = plan.pinned(result.digest)
     name = result.name
     collector.log(name, f"running tests: {' '.join(test.argv)}")
     code = await session.run(image, test, lambda line: collector.log(name, line))
@@ -412,7 +412,7 @@ async def _publish(
                 digest = await client.copy_image(plan.pinned(result.digest), item.ref)
             elif item.stage in images and session is not None:
                 log = functools.partial(collector.log, result.name)
-                digest = await session.push(images[item.stage], str(item.ref), log)
+                digest = await session.push(images[item.stage], item.ref, log)
             else:
                 raise StageFailed(f"{result.name} has no image to publish")
         except ToolError as exc:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from pipeline.cache.plan import Plan
     from pipeline.engines.base import Image, Session
+    from pipeline.oci.reference import Reference
 
 __all__ = [
     "Reporter",
@@ -80,7 +81,7 @@ class RunOptions:
 
 
 def jobs_for(
-    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, str]
+    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, Reference]
 ) -> dict[int, StageJob]:
     """One job per stage to build; `tags` says where each built image goes.
 
@@ -97,7 +98,7 @@ def jobs_for(
             key=plan.keys[index].key,
             tag=tags[index],
             cache_from=tuple(
-                str(plan.hints[i]) for i in sorted(_needs(plan, index, building)) if i in plan.hints
+                plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
             ),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
         )
@@ -180,7 +181,7 @@ async def execute(
         ref = plan.refs.get(index)
         digest = None
         if options.push_cache and ref is not None:
-            digest = await _push(session, image, str(ref), job, reporter)
+            digest = await _push(session, image, ref, job, reporter)
         return replace(
             results[index],
             status="built",
@@ -219,7 +220,7 @@ async def execute(
 
 
 async def _push(
-    session: Session, image: Image, ref: str, job: StageJob, reporter: Reporter
+    session: Session, image: Image, ref: Reference, job: StageJob, reporter: Reporter
 ) -> str | None:
     """A failed push is a warning: the stage is built, only its cache is lost for next time."""
     try:
