@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipeline.commands.publish import publications, slugify
@@ -92,3 +94,11 @@ def test_bad_templates(template: str, ci: CIContext, message: str) -> None:
 )
 def test_slugify(branch: str, slug: str) -> None:
     assert slugify(branch) == slug
+
+
+def test_a_stage_name_that_is_no_repository_fails_only_a_bare_tag() -> None:
+    targets = stages("web_", "worker")
+    whole = {"web_": ["registry.example/team/web:{short_sha}"]}
+    assert refs(targets, whole, github(branch="dev"))[0] == "registry.example/team/web:0123456"
+    with pytest.raises(UsageError, match=re.escape('gives "ghcr.io/acme/shop/web_:0123456"')):
+        publications(targets, {"web_": ["{short_sha}"]}, github(branch="dev"))
