@@ -40,6 +40,8 @@ from pipeline.settings.resolve import Options, Settings, resolve_settings
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from pipeline.oci.reference import Reference
+
 __all__ = ["main", "run"]
 
 
@@ -320,7 +322,7 @@ def _prune(args: argparse.Namespace) -> int:
     if settings.cache_repo is None:
         raise UsageError("prune needs --cache-repo (or cache_repo in the config, or CI)")
     older_than = parse_age(args.older_than)
-    protected: list[str] = []
+    protected: list[Reference] = []
     if Path(settings.dockerfile).is_file():
         plan = anyio.run(functools.partial(plan_for, settings, _graph(settings)))
         protected = restored_refs(plan)

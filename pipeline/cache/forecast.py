@@ -5,26 +5,20 @@ Pure: the registry probe happens elsewhere and hands in what it found.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.dockerfile.rewrite import restorable
-from pipeline.oci.reference import slugify
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.dockerfile.graph import Graph
-    from pipeline.dockerfile.stages import Stage
 
-__all__ = ["Action", "Cache", "Forecast", "cache_tag", "decide", "hint_tag"]
+__all__ = ["Action", "Cache", "Forecast", "decide"]
 
 Cache = Literal["hit", "miss", "unknown"]
 Action = Literal["restore", "build", "skip"]
-
-KEY_CHARS = 32
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @dataclass(frozen=True)
@@ -32,22 +26,6 @@ class Forecast:
     cache: Cache | None
     action: Action
     digest: str | None = None
-
-
-def cache_tag(stage: Stage, key: str) -> str:
-    """`<stage>-<first 32 hex of the key>`, within the tag grammar's 128 characters."""
-    name = stage.declared_name if stage.declared_name is not None else f"stage-{stage.index}"
-    name = _TAG_UNSAFE.sub("-", name)[: 127 - KEY_CHARS]
-    return f"{name}-{key[:KEY_CHARS]}"
-
-
-def hint_tag(stage: Stage, branch: str) -> str:
-    """`<stage>--<branch>`: moved to each new build of the stage on that branch.
-
-    Only a hint for layer reuse and miss explanations; no correctness depends on it.
-    """
-    name = stage.declared_name if stage.declared_name is not None else f"stage-{stage.index}"
-    return f"{_TAG_UNSAFE.sub('-', name)}--{slugify(branch)}"[:128]
 
 
 def decide(

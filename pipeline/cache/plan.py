@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.cache.explain import LABEL, explain, key_label
-from pipeline.cache.forecast import Cache, Forecast, cache_tag, decide, hint_tag
+from pipeline.cache.forecast import Cache, Forecast, decide
 from pipeline.cache.keys import StageKey, compute_keys, external_images
+from pipeline.cache.tags import cache_tag, hint_tag
 from pipeline.dockerfile.rewrite import rewrite
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError, RegistryNotFound
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from pipeline.cache.context import BuildContext
     from pipeline.dockerfile.graph import Graph
     from pipeline.dockerfile.stages import Platform, Stage
+    from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
 
 __all__ = ["Plan", "make_plan"]
@@ -35,12 +37,12 @@ __all__ = ["Plan", "make_plan"]
 @dataclass(frozen=True)
 class Plan:
     graph: Graph
-    cache_repo: str | None
+    cache_repo: Repository | None
     keys: Mapping[int, StageKey]
-    refs: Mapping[int, str]
+    refs: Mapping[int, Reference]  # each needed stage's cache ref, with a cache repo
     forecasts: Mapping[int, Forecast]
     warnings: tuple[str, ...]
-    hints: Mapping[int, str] = field(default_factory=dict)
+    hints: Mapping[int, Reference] = field(default_factory=dict)
     why: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     labels: Mapping[int, str] = field(default_factory=dict)
     pins: Mapping[str, str] = field(default_factory=dict)  # external image -> resolved digest
@@ -51,24 +53,29 @@ class Plan:
     def indices(self, action: str) -> tuple[int, ...]:
         return tuple(i for i in sorted(self.forecasts) if self.forecasts[i].action == action)
 
-    def restored(self) -> dict[int, str]:
+    def pinned(self, digest: str) -> Reference:
+        """`<cache_repo>@<digest>`: a stage image in the cache, whatever its tags say now."""
+        assert self.cache_repo is not None
+        return self.cache_repo.pinned(digest)
+
+    def restored(self) -> dict[int, Reference]:
         """Restored stages, each pinned by digest: `<cache_repo>@sha256:…`."""
-        assert self.cache_repo is not None or not self.indices("restore")
-        return {
-            index: f"{self.cache_repo}@{self.forecasts[index].digest}"
-            for index in self.indices("restore")
-        }
+        restored: dict[int, Reference] = {}
+        for index in self.indices("restore"):
+            digest = self.forecasts[index].digest
+            assert digest is not None
+            restored[index] = self.pinned(digest)
+        return restored
 
     def rewritten(self, *, name_unnamed: bool = False) -> str:
-        return rewrite(
-            self.graph.dockerfile, self.restored(), pins=self.pins, name_unnamed=name_unnamed
-        )
+        restored = {index: str(ref) for index, ref in self.restored().items()}
+        return rewrite(self.graph.dockerfile, restored, pins=self.pins, name_unnamed=name_unnamed)
 
 
 async def make_plan(
     graph: Graph,
     *,
-    cache_repo: str | None,
+    cache_repo: Repository | None,
     build_args: Mapping[str, str],
     platform: Platform,
     context: BuildContext,
@@ -95,9 +102,9 @@ async def make_plan(
         image_digests=digests,
         context=context,
     )
-    refs: dict[int, str] = {}
+    refs: dict[int, Reference] = {}
     if cache_repo is not None:
-        refs = {i: f"{cache_repo}:{cache_tag(graph.stages[i], keys[i].key)}" for i in graph.needed}
+        refs = {i: cache_repo.tag(cache_tag(graph.stages[i], keys[i].key)) for i in graph.needed}
     cache: dict[int, Cache] = {}
     found: dict[int, str] = {}
     if refs and client is not None:
@@ -106,7 +113,7 @@ async def make_plan(
         cache = dict.fromkeys(refs, "unknown")
     forecasts = decide(graph, cache, found, no_cache=no_cache)
     building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
-    hints: dict[int, str] = {}
+    hints: dict[int, Reference] = {}
     why: dict[int, tuple[str, ...]] = {}
     if (
         cache_repo is not None
@@ -138,15 +145,18 @@ async def make_plan(
 
 
 async def _hints(
-    client: RegistryClient, cache_repo: str, stages: Sequence[Stage], branches: Sequence[str]
-) -> tuple[dict[int, str], dict[int, str]]:
+    client: RegistryClient,
+    cache_repo: Repository,
+    stages: Sequence[Stage],
+    branches: Sequence[str],
+) -> tuple[dict[int, Reference], dict[int, str]]:
     """For each stage to build, the first hint tag that exists, and its key-inputs label."""
-    hints: dict[int, str] = {}
+    hints: dict[int, Reference] = {}
     labels: dict[int, str] = {}
 
     async def one(stage: Stage) -> None:
         for branch in dict.fromkeys(branches):
-            ref = Reference.parse(f"{cache_repo}:{hint_tag(stage, branch)}")
+            ref = cache_repo.tag(hint_tag(stage, branch))
             try:
                 body, _ = await client.get_manifest(ref)
                 config_digest = json.loads(body)["config"]["digest"]
@@ -155,7 +165,7 @@ async def _hints(
                 continue
             except (RegistryError, ValueError, KeyError, TypeError):
                 return
-            hints[stage.index] = str(ref)
+            hints[stage.index] = ref
             label = ((config.get("config") or {}).get("Labels") or {}).get(LABEL)
             if isinstance(label, str):
                 labels[stage.index] = label
@@ -187,16 +197,16 @@ async def _resolve(
 
 
 async def _probe(
-    client: RegistryClient, refs: Mapping[int, str], warnings: list[str]
+    client: RegistryClient, refs: Mapping[int, Reference], warnings: list[str]
 ) -> tuple[dict[int, Cache], dict[int, str]]:
     """One HEAD per needed stage, all at once."""
     cache: dict[int, Cache] = {}
     found: dict[int, str] = {}
     failures: list[str] = []
 
-    async def one(index: int, ref: str) -> None:
+    async def one(index: int, ref: Reference) -> None:
         try:
-            info = await client.head_manifest(Reference.parse(ref))
+            info = await client.head_manifest(ref)
         except RegistryError as exc:
             cache[index] = "unknown"
             failures.append(exc.message)

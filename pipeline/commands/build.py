@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pipeline.cache.forecast import hint_tag
+from pipeline.cache.tags import hint_tag, local_tag
 from pipeline.commands.plan import branches, build_context, plan_for, registry_client
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
@@ -33,7 +33,6 @@ from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
-from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
 from pipeline.output.report import RunReport, summary
@@ -48,12 +47,11 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.graph import Graph
     from pipeline.engines.base import Executor, Image, Session
     from pipeline.engines.results import Published, StageResult
+    from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
 __all__ = ["BuildOptions", "BuildRun", "choose_executor", "run_build"]
-
-LOCAL_REPO = "dagger-stages"
 
 
 @dataclass(frozen=True)
@@ -228,10 +226,12 @@ class BuildRun:
         settings = self.settings
         return publications(asked, settings.publish, settings.ci, settings.image_repo)
 
-    async def _logins(self, plan: Plan, published: Sequence[str]) -> tuple[RegistryLogin, ...]:
+    async def _logins(
+        self, plan: Plan, published: Sequence[Reference]
+    ) -> tuple[RegistryLogin, ...]:
         """Credentials from env or CI for the registries the engine pushes to on its own."""
-        refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
-        hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
+        cache = [plan.cache_repo.registry] if plan.cache_repo else []
+        hosts = dict.fromkeys([*(ref.registry for ref in published), *cache])
         credentials = Credentials(sources=self.settings.ci.credentials, docker_config=False)
         logins = []
         for host in hosts:
@@ -240,14 +240,14 @@ class BuildRun:
                 logins.append(RegistryLogin(host, secret.username, secret.password))
         return tuple(logins)
 
-    async def _move_hint(self, plan: Plan, index: int, ref: str, digest: str) -> None:
+    async def _move_hint(self, plan: Plan, index: int, ref: Reference, digest: str) -> None:
         """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
         branch = branches(self.settings)[0]
         if plan.cache_repo is None:
             return
-        hint = Reference.parse(f"{plan.cache_repo}:{hint_tag(plan.stage(index), branch)}")
+        hint = plan.cache_repo.tag(hint_tag(plan.stage(index), branch))
         try:
-            await self.client.copy_image(Reference.parse(f"{plan.cache_repo}@{digest}"), hint)
+            await self.client.copy_image(plan.pinned(digest), hint)
         except RegistryError as exc:
             self.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
 
@@ -275,7 +275,12 @@ class BuildRun:
         result = self.results[index]
         if not result.status.has_image:
             return None
-        image: Image | str = images.get(index, f"{plan.cache_repo}@{result.digest}")
+        image: Image | Reference
+        if index in images:
+            image = images[index]
+        else:
+            assert result.digest is not None
+            image = plan.pinned(result.digest)
         name = result.name
         self.log(name, f"running tests: {' '.join(test.argv)}")
         code = await session.run(image, test, lambda line: self.log(name, line))
@@ -338,10 +343,10 @@ class BuildRun:
             _append(summary_file, text)
 
 
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, str]:
+def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
     """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
     return {
-        index: plan.refs.get(index) or f"{LOCAL_REPO}/{targets[index]}:{plan.keys[index].key[:32]}"
+        index: plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key)
         for index in plan.indices("build")
     }
 

@@ -4,7 +4,7 @@
 
 `run_prune` is the command: those four steps with the run's registry client.
 
-A cache tag is `<stage>-<first 32 hex of its key>` (`forecast.cache_tag`). Other tags in the
+A cache tag is `<stage>-<first 32 hex of its key>` (`tags.cache_tag`). Other tags in the
 repository are listed, and never deleted. Per stage, the `keep` newest tags stay whatever
 their age; of the rest, those older than `--older-than` go. A tag the current plan restores
 stays, and so does a tag whose age is unknown.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from pipeline.cache.forecast import KEY_CHARS
+from pipeline.cache.tags import stage_of
 from pipeline.commands.plan import registry_client
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, validate_digest
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
     from pipeline.cache.plan import Plan
+    from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
@@ -50,7 +51,6 @@ __all__ = [
     "render",
     "restored_refs",
     "run_prune",
-    "stage_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,6 @@ _AGE_UNITS = {
     "h": timedelta(hours=1),
     "m": timedelta(minutes=1),
 }
-_CACHE_TAG_RE = re.compile(rf"(.+)-[0-9a-f]{{{KEY_CHARS}}}")
 _ATTESTATION = "attestation-manifest"
 _RESTORED = "kept: the current plan restores it"
 
@@ -114,12 +113,6 @@ def parse_age(text: str, *, flag: str = "--older-than") -> timedelta:
         raise UsageError(f"{flag}: {text!r} is longer than any age we can count") from None
 
 
-def stage_of(tag: str) -> str | None:
-    """The stage of a cache tag (all before the last `-<32 hex>`), None for any other tag."""
-    match = _CACHE_TAG_RE.fullmatch(tag)
-    return None if match is None else match.group(1)
-
-
 def parse_created(value: object) -> datetime | None:
     """An image config's `created` (RFC 3339) in UTC; None if absent, unreadable or meaningless.
 
@@ -135,20 +128,19 @@ def parse_created(value: object) -> datetime | None:
     return moment if moment > _EPOCH else None
 
 
-def restored_refs(plan: Plan) -> list[str]:
+def restored_refs(plan: Plan) -> list[Reference]:
     """What `decide(protected=...)` needs from a plan: the refs it restores, tag and digest."""
-    refs: list[str] = []
+    refs: list[Reference] = []
+    restored = plan.restored()
     for index in plan.indices("restore"):
         if index in plan.refs:
             refs.append(plan.refs[index])
-        digest = plan.forecasts[index].digest
-        if plan.cache_repo is not None and digest is not None:
-            refs.append(f"{plan.cache_repo}@{digest}")
+        refs.append(restored[index])
     return refs
 
 
 async def inventory(
-    client: RegistryClient, repo: Reference, *, concurrency: int = INVENTORY_CONCURRENCY
+    client: RegistryClient, repo: Repository, *, concurrency: int = INVENTORY_CONCURRENCY
 ) -> list[CacheTag]:
     """Every tag of `repo`, sorted, with its digest and its image's creation time.
 
@@ -160,7 +152,7 @@ async def inventory(
     digests: dict[str, str] = {}
 
     async def head(tag: str) -> None:
-        info = await client.head_manifest(Reference(repo.registry, repo.repository, tag))
+        info = await client.head_manifest(Reference(repo.registry, repo.path, tag))
         if info is None:
             logger.debug("%s:%s went away while listing", repo.name, tag)
         else:
@@ -186,14 +178,14 @@ def decide(
     older_than: timedelta,
     keep: int,
     now: datetime,
-    protected: Collection[str],
+    protected: Collection[Reference | str],
 ) -> list[PruneDecision]:
     """Which tags go, and why; pure.
 
-    `protected` holds tag names or references (`repo:tag`, `repo@sha256:…`), as the plan's
-    refs are: a protected tag or digest is never deleted. A tag of unknown age stays and takes
-    no place among the `keep` newest. Decisions come grouped by stage (sorted), newest first,
-    tags of unknown age last, then the tags that are not cache tags.
+    `protected` holds the plan's refs (`restored_refs`), or tag names or references as text
+    (`repo:tag`, `repo@sha256:…`): a protected tag or digest is never deleted. A tag of unknown
+    age stays and takes no place among the `keep` newest. Decisions come grouped by stage
+    (sorted), newest first, tags of unknown age last, then the tags that are not cache tags.
     """
     if keep < 0:
         raise UsageError(f"--keep: {keep} is negative; give 0 or more")
@@ -239,7 +231,7 @@ def decide(
 
 async def apply(
     client: RegistryClient,
-    repo: Reference,
+    repo: Repository,
     decisions: Sequence[PruneDecision],
     *,
     concurrency: int = DELETE_CONCURRENCY,
@@ -317,11 +309,15 @@ def render(
 
 
 async def run_prune(
-    settings: Settings, older_than: timedelta, keep: int, protected: list[str], yes: bool
+    settings: Settings,
+    older_than: timedelta,
+    keep: int,
+    protected: Sequence[Reference],
+    yes: bool,
 ) -> int:
     """List, decide, delete with `yes`, and print the table; a dry run deletes nothing."""
-    assert settings.cache_repo is not None
-    repo = Reference.parse(f"{settings.cache_repo}:x")
+    repo = settings.cache_repo
+    assert repo is not None
     async with registry_client(settings) as client:
         tags = await inventory(client, repo)
         decisions = decide(
@@ -353,11 +349,15 @@ def _share_digests(decisions: list[PruneDecision]) -> list[PruneDecision]:
     return result
 
 
-def _protected(refs: Iterable[str]) -> tuple[set[str], set[str]]:
-    """Tag names and digests out of tag names and references."""
+def _protected(refs: Iterable[Reference | str]) -> tuple[set[str], set[str]]:
+    """Tag names and digests out of references, and out of tag names and references as text."""
     tags: set[str] = set()
     digests: set[str] = set()
     for ref in refs:
+        if isinstance(ref, Reference):
+            tags.update([ref.tag] if ref.tag is not None else [])
+            digests.update([ref.digest] if ref.digest is not None else [])
+            continue
         name, at, digest = ref.rpartition("/")[2].partition("@")
         if at:
             digests.add(digest)
@@ -382,7 +382,7 @@ async def _image_created(
         if nested:
             return None
         times = [
-            await _image_created(client, _pinned(ref, digest), nested=True)
+            await _image_created(client, ref.repo.pinned(digest), nested=True)
             for digest in _platform_digests(children)[:MAX_PLATFORMS]
         ]
         return max((time for time in times if time is not None), default=None)
@@ -437,8 +437,10 @@ async def _each(items: Iterable[_T], work: Callable[[_T], Awaitable[None]], limi
         raise failures[0]
 
 
-def _pinned(repo: Reference, digest: str) -> Reference:
-    return Reference(repo.registry, repo.repository, None, digest)
+def _pinned(repo: Repository, digest: str) -> Reference:
+    """`repo@digest` for a digest a registry sent, unchecked: a malformed one fails as the
+    registry's own error when asked for, not as ours before asking."""
+    return Reference(repo.registry, repo.path, None, digest)
 
 
 def _valid_digest(digest: str) -> bool:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.stages import Stage
     from pipeline.engines.base import Image, Session
     from pipeline.engines.results import StageResult
+    from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.ci import CIContext
 
@@ -40,7 +41,7 @@ FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stag
 @dataclass(frozen=True)
 class Publication:
     stage: int
-    ref: str
+    ref: Reference
 
 
 def default_templates(ci: CIContext) -> tuple[str, ...]:
@@ -52,23 +53,27 @@ def publications(
     targets: Sequence[Stage],
     templates: Mapping[str, Sequence[str]],
     ci: CIContext,
-    image_repo: str | None = None,
+    image_repo: Repository | None = None,
 ) -> list[Publication]:
     """`image_repo` overrides the CI's image repository for bare tags."""
     found: list[Publication] = []
     image_repo = image_repo or ci.image_repo
     for stage in targets:
-        repo = None
-        if image_repo is not None:
-            repo = image_repo if len(targets) == 1 else f"{image_repo}/{stage.name}"
         for template in templates.get(stage.name, default_templates(ci)):
-            ref = _expand(template, ci, stage, repo)
+            ref = _expand(template, ci, stage, image_repo, per_stage=len(targets) > 1)
             if ref is not None and all(p.ref != ref for p in found):
                 found.append(Publication(stage.index, ref))
     return found
 
 
-def _expand(template: str, ci: CIContext, stage: Stage, repo: str | None) -> str | None:
+def _expand(
+    template: str, ci: CIContext, stage: Stage, image_repo: Repository | None, *, per_stage: bool
+) -> Reference | None:
+    """The reference a template names here, None when one of its placeholders has no value.
+
+    A bare tag goes to `image_repo`, or to `<image_repo>/<stage>` with `per_stage`; that
+    repository is made only then, so a stage name that cannot be one fails only a bare tag.
+    """
     values = {
         "sha": ci.sha,
         "short_sha": ci.short_sha,
@@ -89,18 +94,22 @@ def _expand(template: str, ci: CIContext, stage: Stage, repo: str | None) -> str
     if any(values[name] is None for name in names):
         return None
     text = template.format(**values)
-    if "/" not in text:
-        if repo is None:
-            raise UsageError(
-                f'publish template "{template}" is a bare tag, but there is no image '
-                "repository here; write a whole reference such as registry.example/app:{sha}"
-            )
-        text = f"{repo}:{text}"
+    if "/" in text:
+        try:
+            return Reference.parse(text)
+        except ValueError as exc:
+            raise UsageError(f'publish template "{template}" gives "{text}": {exc}') from None
+    if image_repo is None:
+        raise UsageError(
+            f'publish template "{template}" is a bare tag, but there is no image '
+            "repository here; write a whole reference such as registry.example/app:{sha}"
+        )
     try:
-        Reference.parse(text)
+        repo = image_repo.child(stage.name) if per_stage else image_repo
+        return repo.tag(text)
     except ValueError as exc:
-        raise UsageError(f'publish template "{template}" gives "{text}": {exc}') from None
-    return text
+        shown = f"{image_repo}/{stage.name}" if per_stage else str(image_repo)
+        raise UsageError(f'publish template "{template}" gives "{shown}:{text}": {exc}') from None
 
 
 async def publish(
@@ -123,8 +132,7 @@ async def publish(
         result = results[item.stage]
         try:
             if result.digest and result.cache_ref and plan.cache_repo:
-                source = Reference.parse(f"{plan.cache_repo}@{result.digest}")
-                digest = await client.copy_image(source, Reference.parse(item.ref))
+                digest = await client.copy_image(plan.pinned(result.digest), item.ref)
             elif item.stage in images and session is not None:
                 digest = await session.push(
                     images[item.stage], item.ref, functools.partial(log, result.name)
@@ -134,5 +142,5 @@ async def publish(
         except ToolError as exc:
             failures.append(f"publishing {item.ref} failed: {exc.message}")
             continue
-        published.append(Published(result.name, item.ref, digest))
+        published.append(Published(result.name, str(item.ref), digest))
     return published, failures

@@ -29,7 +29,12 @@ def restorable(stage: Stage) -> bool:
 
 
 def build_targets(dockerfile: Dockerfile) -> dict[int, str]:
-    """A target name for every stage; unnamed ones get a name no stage uses, for `--target`."""
+    """A target name for every stage; unnamed ones get a name no stage uses, for `--target`.
+
+    `--target` takes only a name, so an unnamed stage gets `dagger-stages-<index>`, spelled
+    here and nowhere else, with `-` appended while a declared stage has it. Reports show it as
+    `<index>` and tags name it `stage-<index>` (`cache.tags.tag_name`).
+    """
     taken = {stage.declared_name for stage in dockerfile.stages}
     names: dict[int, str] = {}
     for stage in dockerfile.stages:

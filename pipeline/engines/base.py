@@ -1,7 +1,8 @@
 """The small protocol every executor speaks; executors know nothing of CI or of the cache.
 
 The orchestrator opens one session per run with everything the stages share, then asks it to
-build stages (several at once) and to push built images. An executor raises
+build stages (several at once) and to push built images. Images are named by `Reference`
+values; an executor spells them as text only for its CLI or SDK. An executor raises
 `errors.StageFailed` for a stage that failed and `errors.EngineUnavailable` (exit 3) when it
 cannot build at all.
 """
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
+    from pipeline.oci.reference import Reference
     from pipeline.settings.config import SecretSpec
 
 __all__ = [
@@ -57,8 +59,8 @@ class StageJob:
     name: str  # as reports show it
     target: str  # the name to pass as the build target (unnamed stages get one in the rewrite)
     key: str
-    tag: str  # where the built image goes: the cache ref, or a local name without a cache repo
-    cache_from: tuple[str, ...] = ()  # images whose inline layer cache the build may reuse
+    tag: Reference  # where the built image goes: its cache ref, or without a cache a local name
+    cache_from: tuple[Reference, ...] = ()  # images whose inline layer cache the build may reuse
     labels: Mapping[str, str] = field(default_factory=dict)  # put on the stage's image
 
 
@@ -90,11 +92,11 @@ class Image:
 class Session(Protocol):
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image: ...
 
-    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+    async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:
         """Push the image under `ref`; returns the pushed manifest's digest."""
         ...
 
-    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+    async def run(self, image: Image | Reference, test: TestRun, log: Callable[[str], None]) -> int:
         """Run `test.command` in the image (built here, or a pinned ref to pull) and copy
         `test.artifacts` out to `test.artifacts_dir`, also when the command fails; returns the
         command's exit code. A missing artifact is logged, not an error."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import dagger
 
     from pipeline.engines.base import BuildSpec, StageJob, TestRun
+    from pipeline.oci.reference import Reference
 
 __all__ = ["DaggerExecutor", "DaggerSession", "dagger_available"]
 
@@ -237,17 +238,17 @@ class DaggerSession:
             container = await self._docker_build(job).sync()
         return Image(job, handle=container)
 
-    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+    async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:
         container = self._with_logins(_built(image))
         with _stage_errors(image.job.name, f"push to {ref}", log):
-            address = await container.publish(ref)
+            address = await container.publish(str(ref))
         match = _PUBLISHED_DIGEST.search(address)
         if match is None:
             raise StageFailed(f"{image.job.name}: Dagger published {address!r} without a digest")
         log(f"dagger: published {address}")
         return match.group(1)
 
-    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+    async def run(self, image: Image | Reference, test: TestRun, log: Callable[[str], None]) -> int:
         """Run the test command in a stage built here or pulled by ref, then export the artifacts.
 
         The command may fail (`expect: ANY`): its exit code is the result and the artifacts
@@ -268,7 +269,7 @@ class DaggerSession:
         await _export_artifacts(ran, test, log)
         return code
 
-    def _test_container(self, image: Image | str) -> tuple[str, dagger.Container]:
+    def _test_container(self, image: Image | Reference) -> tuple[str, dagger.Container]:
         """A built stage as it is, or a ref pulled with the registry logins and the platform."""
         import dagger
         from dagger import dag
@@ -277,7 +278,7 @@ class DaggerSession:
             return image.job.name, _built(image)
         platform = self._spec.platform
         container = dag.container(platform=None if platform is None else dagger.Platform(platform))
-        return image, self._with_logins(container).from_(image)
+        return str(image), self._with_logins(container).from_(str(image))
 
     def _with_logins(self, container: dagger.Container) -> dagger.Container:
         for host, username, secret in self._logins:

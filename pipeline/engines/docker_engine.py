@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
+    from pipeline.oci.reference import Reference
 
 __all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
 
@@ -220,15 +221,15 @@ class DockerSession:
         if spec.ignore_file is not None:
             (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
         self._secrets = _secret_flags(spec, private, env)
-        self._pulls: dict[str, _Pull] = {}
+        self._pulls: dict[Reference, _Pull] = {}
 
     def _build_command(self, job: StageJob) -> list[str]:
         spec = self._spec
         command = [*self._cli.build_command(), "--progress=plain", "-f", str(self._dockerfile)]
-        command += ["--target", job.target, "-t", job.tag]
+        command += ["--target", job.target, "-t", str(job.tag)]
         command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         for ref in job.cache_from:
-            command += ["--cache-from", ref]
+            command += ["--cache-from", str(ref)]
         for name, value in job.labels.items():
             command += ["--label", f"{name}={value}"]
         for name, value in spec.build_args.items():
@@ -246,15 +247,17 @@ class DockerSession:
             raise StageFailed(_build_error(tail, code), tail=tail)
         return Image(job, handle=job.tag)
 
-    async def _pull(self, refs: Sequence[str], log: Callable[[str], None]) -> tuple[str, ...]:
+    async def _pull(
+        self, refs: Sequence[Reference], log: Callable[[str], None]
+    ) -> tuple[Reference, ...]:
         """Pull the cache images first: dockerd's BuildKit imports a remote inline cache
         lazily, and the image it then builds lacks the layers of the steps it reused, so
         every second build would miss (moby/buildkit#1981). From a local image it does not.
         An image that cannot be pulled is left out: dockerd would ignore every cache source.
         """
-        pulled: dict[str, bool] = {}
+        pulled: dict[Reference, bool] = {}
 
-        async def pull(ref: str) -> None:
+        async def pull(ref: Reference) -> None:
             pulled[ref] = await self._pull_once(ref, log)
 
         async with anyio.create_task_group() as group:
@@ -262,7 +265,7 @@ class DockerSession:
                 group.start_soon(pull, ref)
         return tuple(ref for ref in refs if pulled[ref])
 
-    async def _pull_once(self, ref: str, log: Callable[[str], None]) -> bool:
+    async def _pull_once(self, ref: Reference, log: Callable[[str], None]) -> bool:
         """Builds that share a hint wait for one pull: dockerd is slow to pull one image twice
         at the same time (0.2 s alone, up to 0.8 s side by side)."""
         pull = self._pulls.get(ref)
@@ -271,7 +274,7 @@ class DockerSession:
             return pull.ok
         pull = self._pulls[ref] = _Pull(anyio.Event())
         try:
-            code, output = await _run([self._cli.path, "pull", "--quiet", ref], self._env)
+            code, output = await _run([self._cli.path, "pull", "--quiet", str(ref)], self._env)
             pull.ok = code == 0
         finally:
             pull.done.set()
@@ -279,9 +282,10 @@ class DockerSession:
             log(f"cache image {ref} not pulled, building without it: {_last_line(output)}")
         return pull.ok
 
-    async def push(self, image: Image, ref: str, log: Callable[[str], None]) -> str:
+    async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:
         if ref != image.job.tag:
-            code, output = await _run([self._cli.path, "tag", image.job.tag, ref], self._env)
+            tag = [self._cli.path, "tag", str(image.job.tag), str(ref)]
+            code, output = await _run(tag, self._env)
             if code != 0:
                 raise StageFailed(f"docker tag {ref}: {_last_line(output)}")
         lines: list[str] = []
@@ -290,16 +294,16 @@ class DockerSession:
             lines.append(line)
             log(line)
 
-        code, tail = await _stream([self._cli.path, "push", ref], self._env, keep)
+        code, tail = await _stream([self._cli.path, "push", str(ref)], self._env, keep)
         digests = [m.group(1) for line in lines if (m := _PUSH_DIGEST.search(line))]
         if code != 0 or not digests:
             raise StageFailed(f"docker push {ref} exited with {code}", tail=tail)
         return digests[-1]
 
-    async def run(self, image: Image | str, test: TestRun, log: Callable[[str], None]) -> int:
+    async def run(self, image: Image | Reference, test: TestRun, log: Callable[[str], None]) -> int:
         """`docker run` the image, then `docker cp` each artifact out, pass or fail."""
         name = f"dagger-stages-test-{uuid.uuid4().hex[:12]}"
-        reference = image.job.tag if isinstance(image, Image) else image
+        reference = str(image.job.tag if isinstance(image, Image) else image)
         command = [self._cli.path, "run", "--name", name]
         if self._spec.platform:
             command += ["--platform", self._spec.platform]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from pipeline.cache.plan import Plan
     from pipeline.engines.base import Image, Session
+    from pipeline.oci.reference import Reference
 
 __all__ = [
     "Reporter",
@@ -51,7 +52,7 @@ class RunOptions:
 
 
 def jobs_for(
-    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, str]
+    plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, Reference]
 ) -> dict[int, StageJob]:
     """One job per stage to build; `tags` says where each built image goes.
 
@@ -157,7 +158,7 @@ async def execute(
             status=Status.BUILT,
             seconds=clock() - started,
             digest=digest,
-            cache_ref=ref if digest else None,
+            cache_ref=str(ref) if digest else None,
         )
 
     async def settle_failure(index: int, failure: StageResult) -> None:
@@ -190,7 +191,7 @@ async def execute(
 
 
 async def _push(
-    session: Session, image: Image, ref: str, job: StageJob, reporter: Reporter
+    session: Session, image: Image, ref: Reference, job: StageJob, reporter: Reporter
 ) -> str | None:
     """A failed push is a warning: the stage is built, only its cache is lost for next time."""
     try:
@@ -210,7 +211,7 @@ def initial_results(plan: Plan) -> dict[int, StageResult]:
             name=plan.stage(index).name,
             status=status[forecast.action],
             key=plan.keys[index].key,
-            cache_ref=plan.refs.get(index),
+            cache_ref=str(plan.refs[index]) if index in plan.refs else None,
             digest=forecast.digest if forecast.action == "restore" else None,
         )
     return results

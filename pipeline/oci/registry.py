@@ -31,7 +31,7 @@ import anyio
 import httpx
 
 from pipeline.errors import ToolError
-from pipeline.oci.reference import Reference, is_insecure_host
+from pipeline.oci.reference import Reference, Repository, is_insecure_host
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
@@ -214,8 +214,9 @@ class RegistryClient:
             )
         return body
 
-    async def list_tags(self, repository: Reference, *, page_size: int | None = None) -> list[str]:
+    async def list_tags(self, repo: Repository, *, page_size: int | None = None) -> list[str]:
         """All tags of the repository, following `Link` pages; [] if the repository is unknown."""
+        repository = Reference(repo.registry, repo.path)
         params = {"n": str(page_size)} if page_size else None
         url: str | None = self._url(repository, "tags/list")
         seen: set[str] = set()

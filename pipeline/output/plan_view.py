@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.cache.plan import Plan
+    from pipeline.oci.reference import Reference, Repository
     from pipeline.settings.resolve import Settings
 
 __all__ = ["dumps", "plan_json", "plan_table"]
@@ -32,11 +33,11 @@ def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
                 "needed": stage.index in graph.needed,
                 "wave": graph.wave_of(stage.index),
                 "key": None if key is None else key.key,
-                "cache_ref": plan.refs.get(stage.index),
+                "cache_ref": _text(plan.refs.get(stage.index)),
                 "cache": None if forecast is None else forecast.cache,
                 "action": None if forecast is None else forecast.action,
                 "unpinned": [] if key is None else list(key.unpinned),
-                "hint": plan.hints.get(stage.index),
+                "hint": _text(plan.hints.get(stage.index)),
                 "why": list(plan.why.get(stage.index, ())),
             }
         )
@@ -48,7 +49,7 @@ def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
         "targets": [stage.name for stage in graph.targets],
         "platform": None if settings.platform is None else str(settings.platform),
         "ci": settings.ci.to_json(),
-        "cache_repo": plan.cache_repo,
+        "cache_repo": _text(plan.cache_repo),
         "stages": stages,
         "waves": [[names[i] for i in wave] for wave in graph.waves],
         "warnings": warnings,
@@ -102,8 +103,12 @@ def plan_table(plan: Plan) -> str:
     waves = [
         f"  wave {n}: {', '.join(names[i] for i in wave)}" for n, wave in enumerate(graph.waves)
     ]
-    cache = f"cache repo: {plan.cache_repo or 'none (keys only)'}"
+    cache = f"cache repo: {_text(plan.cache_repo) or 'none (keys only)'}"
     why = [
         f"  {names[index]}: {reason}" for index, reasons in plan.why.items() for reason in reasons
     ]
     return "\n".join([*lines, "", summary, *waves, cache, *(["why missed:", *why] if why else [])])
+
+
+def _text(value: Reference | Repository | None) -> str | None:
+    return None if value is None else str(value)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from pipeline.engines.results import Published, StageResult, TestOutcome
+    from pipeline.oci.reference import Repository
 
 __all__ = ["RunReport", "summary"]
 
@@ -31,7 +32,7 @@ class RunReport:
 
     engine: str
     targets: tuple[str, ...]
-    cache_repo: str | None
+    cache_repo: Repository | None
     seconds: float
     stages: tuple[StageResult, ...]
     why: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -59,7 +60,7 @@ class RunReport:
             "ok": self.ok,
             "engine": self.engine,
             "targets": list(self.targets),
-            "cache_repo": self.cache_repo,
+            "cache_repo": None if self.cache_repo is None else str(self.cache_repo),
             "seconds": round(self.seconds, 3),
             "stages": [
                 {

@@ -3,7 +3,8 @@
 Credentials are recorded as *sources*, the names of environment variables or
 the path of a Docker config file, never as values, so a `CIContext` can be
 printed, logged and put in a plan. Detection never raises: whatever cannot be
-found is None.
+found is None, and so is an image repository that Docker could not name (GitHub allows a
+repository `.github`, the registry does not).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import subprocess
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
+
+from pipeline.oci.reference import Repository
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,8 +59,8 @@ class CIContext:
     default_branch: str | None = None
     run_id: str | None = None
     registry: str | None = None
-    image_repo: str | None = None
-    cache_repo: str | None = None
+    image_repo: Repository | None = None
+    cache_repo: Repository | None = None
     credentials: tuple[CredentialSource, ...] = ()
 
     def to_json(self) -> dict[str, object]:
@@ -71,7 +74,7 @@ class CIContext:
             "default_branch": self.default_branch,
             "run_id": self.run_id,
             "registry": self.registry,
-            "image_repo": self.image_repo,
+            "image_repo": None if self.image_repo is None else str(self.image_repo),
             "credentials": [asdict(source) for source in self.credentials],
         }
 
@@ -95,8 +98,15 @@ def _short(sha: str | None) -> str | None:
     return sha[:SHORT_SHA] if sha else None
 
 
-def _cache(image_repo: str | None) -> str | None:
-    return f"{image_repo}/cache" if image_repo else None
+def _repository(text: str | None) -> Repository | None:
+    try:
+        return None if text is None else Repository.parse(text)
+    except ValueError:
+        return None
+
+
+def _cache(image_repo: Repository | None) -> Repository | None:
+    return None if image_repo is None else image_repo.child("cache")
 
 
 def _github(env: Mapping[str, str]) -> CIContext:
@@ -112,7 +122,9 @@ def _github(env: Mapping[str, str]) -> CIContext:
     tag = ref_name if ref_type == "tag" else None
     registry = _github_registry(_get(env, "GITHUB_SERVER_URL"))
     repository = _get(env, "GITHUB_REPOSITORY")
-    image_repo = f"{registry}/{repository.lower()}" if registry and repository else None
+    image_repo = (
+        _repository(f"{registry}/{repository.lower()}") if registry and repository else None
+    )
     credentials: tuple[CredentialSource, ...] = ()
     if registry and _get(env, "GITHUB_TOKEN"):
         credentials = (
@@ -191,7 +203,7 @@ def _gitlab(env: Mapping[str, str]) -> CIContext:
             ),
         )
     sha = _get(env, "CI_COMMIT_SHA")
-    image_repo = _get(env, "CI_REGISTRY_IMAGE")
+    image_repo = _repository(_get(env, "CI_REGISTRY_IMAGE"))
     return CIContext(
         provider="gitlab",
         branch=branch,

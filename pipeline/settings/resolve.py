@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from pipeline.dockerfile.stages import Platform
 from pipeline.errors import UsageError
-from pipeline.oci.reference import Reference
+from pipeline.oci.reference import Repository
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
     from pipeline.settings.ci import CIContext
     from pipeline.settings.config import Config, Engine, SecretSpec, TestSpec
@@ -41,8 +42,8 @@ class Settings:
     context: str
     targets: tuple[str, ...]
     build_args: Mapping[str, str]
-    cache_repo: str | None
-    image_repo: str | None
+    cache_repo: Repository | None
+    image_repo: Repository | None
     engine: Engine
     platforms: tuple[Platform, ...]
     secrets: tuple[SecretSpec, ...]
@@ -58,16 +59,17 @@ class Settings:
 
 def resolve_settings(options: Options, config: Config, ci: CIContext) -> Settings:
     context = options.context or config.context or "."
-    _check_repository("--cache-repo", options.cache_repo)
-    _check_repository("--image-repo", options.image_repo)
-    image_repo = options.image_repo or config.image_repo
+    cache_repo = _repository("--cache-repo", options.cache_repo)
+    image_repo = _repository("--image-repo", options.image_repo)
+    cache_repo = cache_repo or _repository("cache_repo", config.cache_repo, config.path)
+    image_repo = image_repo or _repository("image_repo", config.image_repo, config.path)
     default_dockerfile = "Dockerfile" if context == "." else os.path.join(context, "Dockerfile")
     return Settings(
         dockerfile=options.dockerfile or config.dockerfile or default_dockerfile,
         context=context,
         targets=options.targets or config.targets,
         build_args={**dict(config.build_args), **dict(options.build_args)},
-        cache_repo=options.cache_repo or config.cache_repo or _cache_default(image_repo, ci),
+        cache_repo=cache_repo or _cache_default(image_repo, ci),
         image_repo=image_repo or ci.image_repo,
         engine=options.engine or config.engine or "dagger",
         platforms=tuple(_platform(text, config) for text in options.platforms or config.platforms),
@@ -79,21 +81,19 @@ def resolve_settings(options: Options, config: Config, ci: CIContext) -> Setting
     )
 
 
-def _check_repository(flag: str, text: str | None) -> None:
+def _repository(flag: str, text: str | None, path: Path | None = None) -> Repository | None:
     """A repository, such as `ghcr.io/acme/shop/cache`: no tag, no digest, no scheme."""
     if text is None:
-        return
+        return None
     try:
-        reference = Reference.parse(f"{text}:x")
+        return Repository.parse(text)
     except ValueError as exc:
-        raise UsageError(f'{flag} "{text}": {exc}') from None
-    if reference.tag != "x" or reference.digest is not None:
-        raise UsageError(f'{flag} "{text}": give a repository, without a tag or digest')
+        raise UsageError(f'{flag} "{text}": {exc}', path=path) from None
 
 
-def _cache_default(image_repo: str | None, ci: CIContext) -> str | None:
+def _cache_default(image_repo: Repository | None, ci: CIContext) -> Repository | None:
     """The cache lives beside the images: an overridden image repo takes the cache with it."""
-    return f"{image_repo}/cache" if image_repo else ci.cache_repo
+    return image_repo.child("cache") if image_repo else ci.cache_repo
 
 
 def _platform(text: str, config: Config) -> Platform:

@@ -9,7 +9,6 @@ import pytest
 
 from pipeline.cache.context import BuildContext, IgnoreRules
 from pipeline.cache.explain import explain, key_label
-from pipeline.cache.forecast import hint_tag
 from pipeline.cache.keys import StageKey, compute_keys
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import Platform, build_stages
@@ -120,17 +119,3 @@ def test_labels_hold_no_secret_values(tmp_path: Path) -> None:
     found, context, _ = keys(tmp_path)
     label = key_label(found["0"], context)
     assert '"secrets":["token"]' in label
-
-
-@pytest.mark.parametrize(
-    ("name", "branch", "tag"),
-    [
-        ("FROM a AS app", "feature/Login", "app--feature-login"),
-        ("FROM a", "main", "stage-0--main"),
-        ("FROM a AS " + "x" * 120, "main", ("x" * 120 + "--main")[:128]),
-    ],
-)
-def test_hint_tag(name: str, branch: str, tag: str) -> None:
-    from pipeline.dockerfile.parse import parse_text
-
-    assert hint_tag(build_stages(parse_text(name)).stages[0], branch) == tag

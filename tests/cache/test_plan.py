@@ -16,6 +16,7 @@ from pipeline.cli import main
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
 from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.oci.reference import Repository
 from pipeline.oci.registry import RegistryClient
 from tests.registry_server import RegistryServer, free_port, push_image
 
@@ -162,7 +163,7 @@ def test_rewrite_of_the_forecast_parses_back(
         async with RegistryClient() as client:
             return await make_plan(
                 graph,
-                cache_repo=cache_repo,
+                cache_repo=Repository.parse(cache_repo),
                 build_args={},
                 platform=native_platform(),
                 context=BuildContext(project, IgnoreRules.load(project, project / "Dockerfile")),

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.cache.forecast import Forecast
 from pipeline.cache.plan import Plan
+from pipeline.cache.tags import stage_of
 from pipeline.commands.prune import (
     CacheTag,
     PruneDecision,
@@ -23,10 +24,9 @@ from pipeline.commands.prune import (
     parse_created,
     render,
     restored_refs,
-    stage_of,
 )
 from pipeline.errors import UsageError
-from pipeline.oci.reference import Reference
+from pipeline.oci.reference import Repository
 from pipeline.oci.registry import RegistryClient, RegistryError, RegistryUnsupported
 from tests.registry_server import RegistryServer, push_image, sha256_digest
 
@@ -55,7 +55,7 @@ def tag(name: str, days: float | None, *, digest: str | None = None) -> CacheTag
     return CacheTag(name, stage_of(name) or "", digest or digest_of(name), created)
 
 
-# -- parse_age, stage_of, parse_created -------------------------------------------------------
+# -- parse_age, parse_created ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -86,28 +86,6 @@ def test_parse_age_rejects_with_the_flag(text: str) -> None:
 def test_parse_age_names_another_flag() -> None:
     with pytest.raises(UsageError, match=r"^--max-age: 'x' is not an age"):
         parse_age("x", flag="--max-age")
-
-
-@pytest.mark.parametrize(
-    ("text", "stage"),
-    [
-        (f"app-{KEY}", "app"),
-        (f"my-app-{KEY}", "my-app"),
-        (f"stage-3-{KEY}", "stage-3"),
-        (f"a.b_c-{KEY}", "a.b_c"),
-        (f"app-{KEY}-{KEY}", f"app-{KEY}"),
-        ("latest", None),
-        (f"app-{KEY[:-1]}", None),
-        (f"app-{KEY}0", None),
-        (f"app-{KEY.upper()}", None),
-        (f"-{KEY}", None),
-        (KEY, None),
-        (f"sha256-{KEY}{KEY}", None),
-        (f"sha256-{KEY}{KEY}.sig", None),
-    ],
-)
-def test_stage_of(text: str, stage: str | None) -> None:
-    assert stage_of(text) == stage
 
 
 @pytest.mark.parametrize(
@@ -318,11 +296,12 @@ def test_decide_rejects_a_negative_keep() -> None:
 
 def test_restored_refs_protect_what_the_plan_restores() -> None:
     cache = "localhost:5000/team/cache"
+    repo = Repository.parse(cache)
     plan = Plan(
         graph=None,  # type: ignore[arg-type]
-        cache_repo=cache,
+        cache_repo=repo,
         keys={},
-        refs={0: f"{cache}:{A[0]}", 1: f"{cache}:{A[1]}", 2: f"{cache}:{A[2]}"},
+        refs={0: repo.tag(A[0]), 1: repo.tag(A[1]), 2: repo.tag(A[2])},
         forecasts={
             0: Forecast("hit", "restore", digest_of("zero")),
             1: Forecast("miss", "build"),
@@ -331,7 +310,7 @@ def test_restored_refs_protect_what_the_plan_restores() -> None:
         warnings=(),
     )
     refs = restored_refs(plan)
-    assert refs == [f"{cache}:{A[0]}", f"{cache}@{digest_of('zero')}"]
+    assert [str(ref) for ref in refs] == [f"{cache}:{A[0]}", f"{cache}@{digest_of('zero')}"]
     tags = [tag(A[0], 30, digest=digest_of("zero")), tag(A[1], 30), tag(A[2], 30)]
     decisions = decide(tags, older_than=DAY, keep=0, now=NOW, protected=refs)
     assert [d.delete for d in decisions] == [False, True, True]
@@ -377,7 +356,7 @@ def test_render_nothing() -> None:
 
 # -- apply on a mock registry -----------------------------------------------------------------
 
-REPO = Reference.parse("registry.example/team/cache")
+REPO = Repository.parse("registry.example/team/cache")
 
 
 def client_for(handler: httpx.MockTransport) -> RegistryClient:
@@ -450,13 +429,13 @@ async def test_apply_other_errors_pass_through() -> None:
 # -- a real registry --------------------------------------------------------------------------
 
 
-def unique_repo(server: RegistryServer) -> Reference:
-    return Reference.parse(f"{server.host}/prune/r{uuid.uuid4().hex[:12]}")
+def unique_repo(server: RegistryServer) -> Repository:
+    return Repository.parse(f"{server.host}/prune/r{uuid.uuid4().hex[:12]}")
 
 
 def push(
     server: RegistryServer,
-    repo: Reference,
+    repo: Repository,
     name: str,
     created: datetime | None,
     *,
@@ -473,10 +452,10 @@ def push(
     }
     if created is not None:
         config["created"] = created.isoformat().replace("+00:00", "Z")
-    return push_image(server.url, repo.repository, name, config=config)
+    return push_image(server.url, repo.path, name, config=config)
 
 
-async def tags_of(client: RegistryClient, repo: Reference) -> list[str]:
+async def tags_of(client: RegistryClient, repo: Repository) -> list[str]:
     return sorted(await client.list_tags(repo))
 
 
@@ -576,9 +555,7 @@ async def test_real_registry_index_is_as_old_as_its_newest_platform(
         children = []
         for architecture, os, created in platforms:
             push(registry, repo, architecture, created, os=os, architecture=architecture)
-            _, info = await client.get_manifest(
-                Reference(repo.registry, repo.repository, architecture)
-            )
+            _, info = await client.get_manifest(repo.tag(architecture))
             children.append(
                 {
                     "mediaType": info.media_type,
@@ -591,9 +568,7 @@ async def test_real_registry_index_is_as_old_as_its_newest_platform(
             {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": children}
         ).encode()
         multi = f"multi-{key()}"
-        digest = await client.put_manifest(
-            Reference(repo.registry, repo.repository, multi), index, DOCKER_MANIFEST_LIST
-        )
+        digest = await client.put_manifest(repo.tag(multi), index, DOCKER_MANIFEST_LIST)
         assert digest == sha256_digest(index)
 
         found = {t.tag: t for t in await inventory(client, repo)}

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipeline.commands.publish import publications, slugify
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.stages import Stage, build_stages
 from pipeline.errors import UsageError
+from pipeline.oci.reference import Repository
 from pipeline.settings.ci import CIContext
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -26,13 +29,13 @@ def github(branch: str | None = "main", tag: str | None = None) -> CIContext:
         default_branch="main",
         run_id="42",
         registry="ghcr.io",
-        image_repo="ghcr.io/acme/shop",
-        cache_repo="ghcr.io/acme/shop/cache",
+        image_repo=Repository.parse("ghcr.io/acme/shop"),
+        cache_repo=Repository.parse("ghcr.io/acme/shop/cache"),
     )
 
 
 def refs(targets: tuple[Stage, ...], templates: dict[str, list[str]], ci: CIContext) -> list[str]:
-    return [p.ref for p in publications(targets, templates, ci)]
+    return [str(p.ref) for p in publications(targets, templates, ci)]
 
 
 def test_defaults_sha_always_latest_on_the_default_branch() -> None:
@@ -91,3 +94,11 @@ def test_bad_templates(template: str, ci: CIContext, message: str) -> None:
 )
 def test_slugify(branch: str, slug: str) -> None:
     assert slugify(branch) == slug
+
+
+def test_a_stage_name_that_is_no_repository_fails_only_a_bare_tag() -> None:
+    targets = stages("web_", "worker")
+    whole = {"web_": ["registry.example/team/web:{short_sha}"]}
+    assert refs(targets, whole, github(branch="dev"))[0] == "registry.example/team/web:0123456"
+    with pytest.raises(UsageError, match=re.escape('gives "ghcr.io/acme/shop/web_:0123456"')):
+        publications(targets, {"web_": ["{short_sha}"]}, github(branch="dev"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cache.forecast import Cache, cache_tag, decide
+from pipeline.cache.forecast import Cache, decide
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
 from pipeline.dockerfile.rewrite import restorable, rewrite
@@ -116,21 +116,6 @@ def test_unknown_cache_builds_all(php: Dockerfile) -> None:
     graph = select(php, ["release"])
     result = decide(graph, dict.fromkeys(graph.needed, "unknown"), {})
     assert {(f.cache, f.action) for f in result.values()} == {("unknown", "build")}
-
-
-@pytest.mark.parametrize(
-    ("text", "tag"),
-    [
-        ("FROM a AS app", "app-" + "0123456789abcdef" * 2),
-        ("FROM a", "stage-0-" + "0123456789abcdef" * 2),
-        ("FROM a AS " + "x" * 120, "x" * 95 + "-" + "0123456789abcdef" * 2),
-    ],
-)
-def test_cache_tag(text: str, tag: str) -> None:
-    stage = build_stages(parse_text(text)).stages[0]
-    result = cache_tag(stage, "0123456789abcdef" * 4)
-    assert result == tag
-    assert len(result) <= 128
 
 
 def test_unnamed_stages_can_be_named_for_targets() -> None:

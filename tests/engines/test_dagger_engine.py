@@ -25,6 +25,7 @@ from pipeline.engines.dagger_engine import (
     ignore_rules,
 )
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+from pipeline.oci.reference import Reference
 from pipeline.settings.config import SecretSpec
 from tests.fake_dagger import (
     ExecFailure,
@@ -68,7 +69,8 @@ def spec(tmp_path: Path) -> BuildSpec:
 
 
 def job(target: str, index: int = 0) -> StageJob:
-    return StageJob(index, target, target, f"key-{target}", f"registry.test/app/cache:{target}")
+    tag = Reference.parse(f"registry.test/app/cache:{target}")
+    return StageJob(index, target, target, f"key-{target}", tag)
 
 
 class Log:
@@ -226,7 +228,7 @@ async def test_push_publishes_with_registry_auth_and_returns_the_digest(
     log = Log()
     async with DaggerExecutor().session(spec) as session:
         image = await session.build(job("web"), log)
-        digest = await session.push(image, ref, log)
+        digest = await session.push(image, Reference.parse(ref), log)
 
     assert digest == fake_dagger.published[ref]
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
@@ -247,8 +249,9 @@ async def test_push_refuses_an_image_from_another_executor(
     fake_dagger: FakeDagger, spec: BuildSpec
 ) -> None:
     async with DaggerExecutor().session(spec) as session:
+        ref = Reference.parse("r.test/a:b")
         with pytest.raises(TypeError, match="not an image built by Dagger"):
-            await session.push(Image(job("web"), handle="docker-tag"), "r.test/a:b", Log())
+            await session.push(Image(job("web"), handle="docker-tag"), ref, Log())
 
 
 # -- running the tests
@@ -269,7 +272,7 @@ async def run_built(spec: BuildSpec, test: TestRun, log: Log, target: str = "tes
 
 async def run_ref(spec: BuildSpec, ref: str, test: TestRun, log: Log) -> int:
     async with DaggerExecutor().session(spec) as session:
-        return await session.run(ref, test, log)
+        return await session.run(Reference.parse(ref), test, log)
 
 
 @pytest.mark.anyio
@@ -708,7 +711,7 @@ async def test_secret_values_reach_the_engine_only_in_set_secret(
     errors: list[str] = []
     async with DaggerExecutor().session(spec) as session:
         image = await session.build(job("web"), log)
-        await session.push(image, "registry.test/app/cache:web", log)
+        await session.push(image, Reference.parse("registry.test/app/cache:web"), log)
         try:
             await session.build(job("test", 1), log)
         except StageFailed as exc:

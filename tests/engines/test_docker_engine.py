@@ -12,6 +12,7 @@ import pytest
 from pipeline.engines.base import BuildSpec, StageJob
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable
+from pipeline.oci.reference import Reference
 
 
 @pytest.fixture
@@ -51,7 +52,8 @@ def spec(tmp_path: Path) -> BuildSpec:
 
 
 def job(*cache_from: str) -> StageJob:
-    return StageJob(0, "web", "web", "k" * 64, "cache:web-k", cache_from=cache_from)
+    pulls = tuple(Reference.parse(ref) for ref in cache_from)
+    return StageJob(0, "web", "web", "k" * 64, Reference.parse("cache:web-k"), cache_from=pulls)
 
 
 @pytest.mark.anyio

@@ -18,6 +18,7 @@ from pipeline.engines.base import Image, StageJob
 from pipeline.engines.results import StageResult
 from pipeline.engines.runner import RunOptions, execute, jobs_for
 from pipeline.errors import StageFailed
+from pipeline.oci.reference import Reference, Repository
 
 DOCKERFILE = """\
 FROM busybox AS a
@@ -42,7 +43,7 @@ def make(tmp_path: Path, targets: tuple[str, ...] = ("top",)) -> Plan:
     return anyio.run(
         lambda: make_plan(
             select(df, targets),
-            cache_repo="registry.test/x/cache",
+            cache_repo=Repository.parse("registry.test/x/cache"),
             build_args={},
             platform=Platform("linux", "amd64"),
             context=BuildContext(tmp_path, IgnoreRules.parse("")),
@@ -81,7 +82,7 @@ class FakeSession:
         finally:
             self.in_flight -= 1
 
-    async def push(self, image: Image, ref: str, log: object) -> str:
+    async def push(self, image: Image, ref: Reference, log: object) -> str:
         if image.job.name in self.push_fails:
             raise StageFailed("connection reset")
         self.pushed.append(image.job.name)
@@ -108,7 +109,8 @@ def run(
 ) -> tuple[dict[str, StageResult], Recorder]:
     recorder = Recorder()
     targets = build_targets(plan.graph.dockerfile)
-    jobs = jobs_for(plan, targets, {i: f"local/{i}" for i in plan.indices("build")})
+    local = {i: Reference.parse(f"local/{i}") for i in plan.indices("build")}
+    jobs = jobs_for(plan, targets, local)
 
     async def go() -> dict[int, StageResult]:
         return await execute(plan, session, jobs, RunOptions(**options), recorder)  # type: ignore[arg-type]
@@ -190,10 +192,12 @@ def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> Non
     """`top` runs a, b, c, d and e too; c and d sit on a rebuilt base and have no hint."""
     plan = make(tmp_path)
     index = {plan.stage(i).name: i for i in plan.forecasts}
-    hints = {index[n]: f"registry.test/x/cache:{n}--main" for n in ("a", "b", "e", "top")}
+    cache = Repository.parse("registry.test/x/cache")
+    hints = {index[n]: cache.tag(f"{n}--main") for n in ("a", "b", "e", "top")}
     plan = replace(plan, hints=hints)
-    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict.fromkeys(index.values(), ""))
-    cache_from = {jobs[i].name: [ref.rsplit(":", 1)[1] for ref in jobs[i].cache_from] for i in jobs}
+    local = dict.fromkeys(index.values(), Reference.parse("local/x"))
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), local)
+    cache_from = {jobs[i].name: [ref.tag for ref in jobs[i].cache_from] for i in jobs}
     assert cache_from == {
         "a": ["a--main"],
         "b": ["b--main"],

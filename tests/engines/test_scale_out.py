@@ -16,6 +16,7 @@ import pytest
 from pipeline.engines.base import BuildSpec, StageJob
 from pipeline.engines.dagger_engine import DaggerExecutor
 from pipeline.engines.docker_engine import DockerExecutor
+from pipeline.oci.reference import Reference
 from tests.engines.test_dagger_engine import Log, fake_cli, job
 from tests.fake_dagger import run_fake_dagger
 
@@ -72,7 +73,8 @@ async def test_docker_host_and_buildx_builder_reach_every_docker_call(
         (tmp_path / "bin" / "docker").write_text(docker.read_text().replace("27.3.1", "20.10.24"))
     executor = DockerExecutor(str(docker), env)
     async with executor.session(spec(tmp_path)) as session:
-        await session.build(StageJob(0, "web", "web", "k" * 64, "local/web:k"), Log())
+        job = StageJob(0, "web", "web", "k" * 64, Reference.parse("local/web:k"))
+        await session.build(job, Log())
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls
     for _, seen in calls:

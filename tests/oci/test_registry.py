@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from pipeline.oci.credentials import Credentials, Secret
-from pipeline.oci.reference import Reference
+from pipeline.oci.reference import Reference, Repository
 from pipeline.oci.registry import (
     MANIFEST_MEDIA_TYPES,
     ManifestInfo,
@@ -186,9 +186,9 @@ async def test_list_tags_follows_link_pages() -> None:
         return httpx.Response(200, json={"name": "acme/app", "tags": tags}, headers=headers)
 
     async with client_for(handler) as client:
-        assert await client.list_tags(REF, page_size=2) == ["a", "b", "c", "d", "e"]
+        assert await client.list_tags(REF.repo, page_size=2) == ["a", "b", "c", "d", "e"]
     async with client_for(lambda request: error(404, "NAME_UNKNOWN")) as client:
-        assert await client.list_tags(REF) == []
+        assert await client.list_tags(REF.repo) == []
 
 
 @pytest.mark.anyio
@@ -199,7 +199,7 @@ async def test_list_tags_stops_on_a_looping_link() -> None:
 
     async with client_for(handler) as client:
         with pytest.raises(RegistryProtocolError, match="endless"):
-            await client.list_tags(REF)
+            await client.list_tags(REF.repo)
 
 
 @pytest.mark.anyio
@@ -685,8 +685,8 @@ async def test_real_registry_tags_retag_and_delete(registry: RegistryServer) -> 
     for tag in ("a", "b", "c", "d", "e"):
         push_image(registry.url, ref.repository, tag, config={"tag": tag})
     async with RegistryClient() as client:
-        assert sorted(await client.list_tags(ref, page_size=2)) == ["a", "b", "c", "d", "e"]
-        assert await client.list_tags(Reference.parse(f"{registry.host}/no/such:1")) == []
+        assert sorted(await client.list_tags(ref.repo, page_size=2)) == ["a", "b", "c", "d", "e"]
+        assert await client.list_tags(Repository.parse(f"{registry.host}/no/such")) == []
 
         body, info = await client.get_manifest(ref.with_tag("a"))
         hint = ref.with_tag("hint")
@@ -711,7 +711,7 @@ async def test_real_registry_with_htpasswd(auth_registry: RegistryServer) -> Non
         assert await client.resolve(ref) == digest
         body, info = await client.get_manifest(ref)
         assert await client.put_manifest(ref.with_tag("copy"), body, info.media_type) == digest
-        assert sorted(await client.list_tags(ref)) == ["copy", "latest"]
+        assert sorted(await client.list_tags(ref.repo)) == ["copy", "latest"]
     wrong = Credentials([(auth_registry.host, TEST_USER, "wrong")], docker_config=False)
     for credentials, reason in ((wrong, "rejected"), (None, "no credentials")):
         async with RegistryClient(credentials=credentials) as client:

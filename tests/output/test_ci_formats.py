@@ -17,6 +17,7 @@ from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.stages import Platform, build_stages
 from pipeline.engines.results import StageResult
+from pipeline.oci.reference import Repository
 from pipeline.output import ci_formats as ci_report
 from pipeline.output.ci_formats import (
     DOTENV_MAX_BYTES,
@@ -68,7 +69,7 @@ def make(tmp_path: Path, *, hits: tuple[int, ...] = (1,)) -> Plan:
     plan = anyio.run(
         lambda: make_plan(
             select(df, ("app-final",)),
-            cache_repo="registry.test/x/cache",
+            cache_repo=Repository.parse("registry.test/x/cache"),
             build_args={},
             platform=Platform("linux", "amd64"),
             context=BuildContext(tmp_path, IgnoreRules.parse("")),

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.engines.results import Published, StageResult, Status, TestOutcome
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from pipeline.oci.reference import Repository
 from pipeline.output.report import RunReport, summary
 from pipeline.output.terminal import Masker
 from tests.output.test_terminal import SECRET, results
@@ -17,7 +18,7 @@ def report(**changes: object) -> RunReport:
     fields: dict[str, object] = {
         "engine": "docker",
         "targets": ("final",),
-        "cache_repo": "r/c",
+        "cache_repo": Repository.parse("r/c"),
         "seconds": 3.14159,
         "stages": tuple(results().values()),
     }
@@ -51,6 +52,7 @@ def test_report_json_contract() -> None:
     ]
     assert document["ok"] is False
     assert document["seconds"] == 3.142
+    assert document["cache_repo"] == "r/c"
     assert document["stages"][1] == {
         "name": "app",
         "status": "built",

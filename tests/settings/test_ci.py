@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.oci.reference import Repository
 from pipeline.settings import ci
 from pipeline.settings.ci import CIContext, CredentialSource, detect
 
@@ -86,8 +87,8 @@ def test_github_push_to_a_branch(tmp_path: Path) -> None:
         default_branch="main",
         run_id="9876543210",
         registry="ghcr.io",
-        image_repo="ghcr.io/acme/shop",
-        cache_repo="ghcr.io/acme/shop/cache",
+        image_repo=Repository.parse("ghcr.io/acme/shop"),
+        cache_repo=Repository.parse("ghcr.io/acme/shop/cache"),
         credentials=(
             CredentialSource(
                 "ghcr.io", "env", username_env="GITHUB_ACTOR", password_env="GITHUB_TOKEN"
@@ -148,12 +149,17 @@ def test_github_enterprise_server_registry(tmp_path: Path) -> None:
     env = github_env(tmp_path, GITHUB_SERVER_URL="https://github.example.com")
     context = detect(env, tmp_path)
     assert context.registry == "containers.github.example.com"
-    assert context.image_repo == "containers.github.example.com/acme/shop"
+    assert str(context.image_repo) == "containers.github.example.com/acme/shop"
     assert context.credentials[0].registry == "containers.github.example.com"
 
 
 def test_github_without_repository_has_no_image_repo(tmp_path: Path) -> None:
     context = detect(without(github_env(tmp_path), "GITHUB_REPOSITORY"), tmp_path)
+    assert (context.registry, context.image_repo, context.cache_repo) == ("ghcr.io", None, None)
+
+
+def test_github_repository_docker_cannot_name_has_no_image_repo(tmp_path: Path) -> None:
+    context = detect(github_env(tmp_path, GITHUB_REPOSITORY="acme/.github"), tmp_path)
     assert (context.registry, context.image_repo, context.cache_repo) == ("ghcr.io", None, None)
 
 
@@ -175,8 +181,8 @@ def test_gitlab_branch_pipeline(tmp_path: Path) -> None:
         default_branch="main",
         run_id="1234567",
         registry="registry.gitlab.com",
-        image_repo="registry.gitlab.com/acme/shop",
-        cache_repo="registry.gitlab.com/acme/shop/cache",
+        image_repo=Repository.parse("registry.gitlab.com/acme/shop"),
+        cache_repo=Repository.parse("registry.gitlab.com/acme/shop/cache"),
         credentials=(
             CredentialSource(
                 "registry.gitlab.com",
