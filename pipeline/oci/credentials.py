@@ -1,7 +1,7 @@
 """Registry credentials, read only when a registry asks for them.
 
 A `Credentials` object holds where passwords come from, never the values it has
-not been given: explicit entries first, then `ci.CredentialSource` environment
+not been given: explicit entries first, then `CredentialSource` environment
 variables, then Docker config files (inline `auths`, `credHelpers`, `credsStore`).
 `lookup` is async because a Docker credential helper is a subprocess, which must
 not block the event loop that runs the other stages' registry calls.
@@ -19,16 +19,22 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from pipeline.settings.ci import CredentialSource
 
-__all__ = ["DOCKER_HUB_CONFIG_KEY", "Credentials", "Secret", "canonical_host", "docker_config_path"]
+__all__ = [
+    "DOCKER_HUB_CONFIG_KEY",
+    "CredentialSource",
+    "Credentials",
+    "Secret",
+    "canonical_host",
+    "docker_config_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,24 @@ IDENTITY_TOKEN_USER = "<token>"
 ANY_REGISTRY = "*"
 HELPER_TIMEOUT = 10.0
 _HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where a registry credential comes from: names of env vars or a file, never the values.
+
+    `registry` is a host, or `*` when the source is not tied to one (`REGISTRY_USER`
+    outside CI, or a Docker config file, which maps hosts to credentials itself).
+    `username` is a literal user name for tokens that come with a fixed one
+    (GitLab's `gitlab-ci-token`); otherwise `username_env` names the variable.
+    """
+
+    registry: str
+    kind: Literal["env", "docker-config"]
+    username_env: str | None = None
+    password_env: str | None = None
+    path: str | None = None
+    username: str | None = None
 
 
 @dataclass(frozen=True, repr=False)

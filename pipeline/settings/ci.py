@@ -16,37 +16,19 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from pipeline.oci.credentials import ANY_REGISTRY, CredentialSource
 from pipeline.oci.reference import Repository
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-__all__ = ["CIContext", "CredentialSource", "Provider", "detect"]
+__all__ = ["CIContext", "Provider", "detect"]
 
 Provider = Literal["github", "gitlab", "local"]
 
-ANY_REGISTRY = "*"
 GIT_TIMEOUT = 5.0
 SHORT_SHA = 7
-
-
-@dataclass(frozen=True)
-class CredentialSource:
-    """Where a registry credential comes from: names of env vars or a file, never the values.
-
-    `registry` is a host, or `*` when the source is not tied to one (`REGISTRY_USER`
-    outside CI, or a Docker config file, which maps hosts to credentials itself).
-    `username` is a literal user name for tokens that come with a fixed one
-    (GitLab's `gitlab-ci-token`); otherwise `username_env` names the variable.
-    """
-
-    registry: str
-    kind: Literal["env", "docker-config"]
-    username_env: str | None = None
-    password_env: str | None = None
-    path: str | None = None
-    username: str | None = None
 
 
 @dataclass(frozen=True)

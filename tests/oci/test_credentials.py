@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.oci.credentials import Credentials, Secret, canonical_host, docker_config_path
-from pipeline.settings.ci import CredentialSource
+from pipeline.oci.credentials import (
+    Credentials,
+    CredentialSource,
+    Secret,
+    canonical_host,
+    docker_config_path,
+)
 
 PASSWORD = "pa55-w0rd-that-must-never-show"
 HUB_KEY = "https://index.docker.io/v1/"

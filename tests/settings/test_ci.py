@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.oci.credentials import CredentialSource
 from pipeline.oci.reference import Repository
 from pipeline.settings import ci
-from pipeline.settings.ci import CIContext, CredentialSource, detect
+from pipeline.settings.ci import CIContext, detect
 
 SHA = "3f2a9c41d5e6b7a8c9d0e1f2a3b4c5d6e7f8a9b0"
 GITHUB_TOKEN = "ghs_notARealTokenButSecret0123456789"
