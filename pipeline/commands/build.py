@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
 from pipeline.cache.forecast import hint_tag
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.commands.prune import apply, decide, inventory, render
 from pipeline.commands.publish import Publication, publications

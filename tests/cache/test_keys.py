@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import compute_keys, external_images, normalized_text
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
