@@ -24,8 +24,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-
-MAIN = str(Path(__file__).resolve().parent.parent / "pipeline" / "main.py").encode()
+from tests.cli import cli_command
 
 FUZZ = settings(
     max_examples=150,
@@ -718,7 +717,7 @@ def test_a_flag_value_with_bytes_that_are_not_utf8(tmp_path: Path, flag: bytes) 
     hash, then the JSON print where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8)."""
     (tmp_path / "Dockerfile").write_text(FLAG_DOCKERFILE)
     result = subprocess.run(
-        [sys.executable.encode(), MAIN, b"plan", b"--offline", b"--json", flag],
+        [*cli_command("plan", "--offline", "--json"), flag],
         cwd=tmp_path,
         env={**os.environ, "PYTHONIOENCODING": "utf-8", "TMPDIR": str(tmp_path)},
         capture_output=True,
