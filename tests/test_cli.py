@@ -227,6 +227,7 @@ def test_bad_flags_and_config_exit_2(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_every_entry_point_works(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM a AS only\n")
     forms = [

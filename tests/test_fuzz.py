@@ -351,6 +351,7 @@ def dockerfiles(draw: st.DrawFn) -> str:
     return newline.join(lines) + draw(st.sampled_from(["", newline, newline * 2]))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=dockerfiles())
 @example(text="FROM busybox AS a\nCOPY --from=a / /\n")
@@ -563,6 +564,7 @@ def validity(entries: list[Entry]) -> bool | None:
     return True
 
 
+@pytest.mark.slow
 @FUZZ
 @given(entries=configs())
 def test_any_config_plans_or_is_a_located_error(
@@ -674,6 +676,7 @@ PLATFORMS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     build_args=st.lists(BUILD_ARGS, max_size=3),

@@ -254,6 +254,7 @@ def descendants(nodes: list[Node], root: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
