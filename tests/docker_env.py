@@ -33,6 +33,10 @@ class DockerEnv:
             [self.docker, *args], capture_output=True, text=True, check=check, timeout=300
         )
 
+    def build_args(self, *args: str) -> list[str]:
+        """`build` with this daemon's Docker CLI, then `args`: how every end-to-end build starts."""
+        return ["build", "--engine", "docker", "--docker", self.docker, *args]
+
     def cache_repo(self) -> str:
         """A repository of its own for each test, so tests never see each other's cache."""
         return f"{self.registry}/e2e-{uuid.uuid4().hex[:12]}/cache"

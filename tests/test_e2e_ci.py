@@ -80,22 +80,9 @@ def gitlab_env(image_repo: str, registry: str) -> dict[str, str]:
 
 
 def build(project: Path, docker_env: DockerEnv, env: dict[str, str], *args: str) -> str:
-    result = run_cli(
-        "build",
-        "--engine",
-        "docker",
-        "--docker",
-        docker_env.docker,
-        "--report",
-        "report.json",
-        "--junit",
-        "junit.xml",
-        "--artifacts-dir",
-        "artifacts",
-        *args,
-        cwd=project,
-        env=env,
-    )
+    command = docker_env.build_args("--report", "report.json", "--junit", "junit.xml")
+    command += ["--artifacts-dir", "artifacts", *args]
+    result = run_cli(*command, cwd=project, env=env)
     assert result.returncode in (0, 1), result.stderr
     return result.stderr + f"\nexit={result.returncode}"
 

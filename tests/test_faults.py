@@ -79,18 +79,7 @@ def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
 
 
 def build_args(docker_env: DockerEnv, cache_repo: str, report: Path, *args: str) -> list[str]:
-    return [
-        "build",
-        "--engine",
-        "docker",
-        "--docker",
-        docker_env.docker,
-        "--cache-repo",
-        cache_repo,
-        "--report",
-        str(report),
-        *args,
-    ]
+    return docker_env.build_args("--cache-repo", cache_repo, "--report", str(report), *args)
 
 
 def build(
