@@ -1,3 +1,6 @@
+"""What every test shares: the service fixtures (as plugins) and the markers they imply,
+isolation from the CI the tests run in, and Dockerfiles written and read back as stages."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
@@ -13,8 +16,8 @@ pytest_plugins = ["tests.registry_server", "tests.docker_env", "tests.fake_dagge
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# The real services a fixture starts or needs, as markers: `-m "not docker and not registry"`
-# leaves out every test that uses one, directly or through another fixture.
+# What a fixture needs, as markers: `-m "not docker and not registry"` leaves out every test
+# that uses a real service, directly or through another fixture; `dagger` is the fake engine.
 _SERVICE_MARKS = {
     "docker_env": ("docker", "registry"),
     "registry": ("registry",),
