@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
 
 TARGET_SECONDS = 1.5
 FILES_PER_DIR = 10

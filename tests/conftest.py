@@ -1,3 +1,6 @@
+"""What every test shares: the service fixtures (as plugins) and the markers they imply,
+isolation from the CI the tests run in, and Dockerfiles written and read back as stages."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
@@ -13,6 +16,15 @@ pytest_plugins = ["tests.registry_server", "tests.docker_env", "tests.fake_dagge
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# What a fixture needs, as markers: `-m "not docker and not registry"` leaves out every test
+# that uses a real service, directly or through another fixture; `dagger` is the fake engine.
+_SERVICE_MARKS = {
+    "docker_env": ("docker", "registry"),
+    "registry": ("registry",),
+    "auth_registry": ("registry",),
+    "fake_dagger": ("dagger",),
+}
+
 _CI_VARIABLES = (
     "CI",
     "GITHUB_ACTIONS",
@@ -22,6 +34,21 @@ _CI_VARIABLES = (
     "REGISTRY_USER",
     "REGISTRY_PASSWORD",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the services its fixtures need, so no test has to say it twice.
+
+    A parametrize argument can share a fixture's name (`registry` in test_reference), so names
+    that are parameters of the test are not fixtures.
+    """
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = set(callspec.params) if callspec is not None else set()
+        fixtures = set(getattr(item, "fixturenames", ())) - params
+        marks = {mark for name in fixtures for mark in _SERVICE_MARKS.get(name, ())}
+        for mark in sorted(marks):
+            item.add_marker(mark)
 
 
 @pytest.fixture(autouse=True)

@@ -9,19 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "localhost:5000"
 BASE = f"{REGISTRY}/busybox:1"
 REQUIRED = os.environ.get("DAGGER_STAGES_REQUIRE_SERVICES") == "1"
@@ -37,6 +32,10 @@ class DockerEnv:
         return subprocess.run(
             [self.docker, *args], capture_output=True, text=True, check=check, timeout=300
         )
+
+    def build_args(self, *args: str) -> list[str]:
+        """`build` with this daemon's Docker CLI, then `args`: how every end-to-end build starts."""
+        return ["build", "--engine", "docker", "--docker", self.docker, *args]
 
     def cache_repo(self) -> str:
         """A repository of its own for each test, so tests never see each other's cache."""
@@ -91,21 +90,6 @@ def docker_env() -> DockerEnv:
     except httpx.HTTPError as exc:
         _unavailable(f"no base image {BASE} ({exc})")
     return env
-
-
-def run_cli(
-    args: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """The real command, as CI runs it: a process of its own, its exit code and its output."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "main.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
 
 
 def read_report(path: Path) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,24 +10,10 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import UsageError
+from tests.cli import MAIN, ROOT, cli_command, run_cli
 from tests.conftest import FIXTURES
 
-ROOT = Path(__file__).resolve().parent.parent
 PHP = FIXTURES / "php"
-
-
-def run_cli(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "main.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-        timeout=60,
-    )
 
 
 def test_plan_json_contract(
@@ -203,7 +188,7 @@ BAD_DOCKERFILES = [
 @pytest.mark.parametrize(("text", "expected"), BAD_DOCKERFILES)
 def test_bad_dockerfiles_exit_2_without_traceback(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "Dockerfile").write_text(text)
-    result = run_cli("plan", cwd=tmp_path)
+    result = run_cli("plan", cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(expected)
     assert "Traceback" not in result.stderr
@@ -236,16 +221,17 @@ def test_bad_flags_and_config_exit_2(
     (tmp_path / "Dockerfile").write_text("FROM a AS a\nFROM a AS b\n")
     if config is not None:
         (tmp_path / "dagger-stages.yaml").write_text(config)
-    result = run_cli("plan", *args, cwd=tmp_path)
+    result = run_cli("plan", *args, cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_every_entry_point_works(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM a AS only\n")
     forms = [
-        [sys.executable, str(ROOT / "pipeline" / "main.py")],
+        cli_command(),
         [sys.executable, "-m", "pipeline"],
         [str(Path(sys.executable).parent / "dagger-stages")],
     ]
@@ -282,7 +268,7 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
     """pipeline/ must not stay first on sys.path, and `plan` must not pay for `import dagger`."""
     (tmp_path / "Dockerfile").write_text("FROM a\n")
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(ROOT / "pipeline" / "main.py")],
+        [sys.executable, "-c", PROBE, str(MAIN)],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_env import DockerEnv, read_report, run_cli
+from tests.cli import run_cli
+from tests.docker_env import DockerEnv, read_report
 
 SHA = "c0ffee0123456789abcdef0123456789abcdef01"
 
@@ -79,24 +80,9 @@ def gitlab_env(image_repo: str, registry: str) -> dict[str, str]:
 
 
 def build(project: Path, docker_env: DockerEnv, env: dict[str, str], *args: str) -> str:
-    result = run_cli(
-        [
-            "build",
-            "--engine",
-            "docker",
-            "--docker",
-            docker_env.docker,
-            "--report",
-            "report.json",
-            "--junit",
-            "junit.xml",
-            "--artifacts-dir",
-            "artifacts",
-            *args,
-        ],
-        cwd=project,
-        env=env,
-    )
+    command = docker_env.build_args("--report", "report.json", "--junit", "junit.xml")
+    command += ["--artifacts-dir", "artifacts", *args]
+    result = run_cli(*command, cwd=project, env=env)
     assert result.returncode in (0, 1), result.stderr
     return result.stderr + f"\nexit={result.returncode}"
 
@@ -164,7 +150,7 @@ def test_gitlab_sections_dotenv_and_the_same_keys_as_github(
 
     def plan(env: dict[str, str]) -> dict[str, tuple[str, str]]:
         args = ["plan", "--json", "--target", "release", "--target", "test"]
-        result = run_cli([*args, "--cache-repo", "localhost:5000/any/cache"], cwd=project, env=env)
+        result = run_cli(*args, "--cache-repo", "localhost:5000/any/cache", cwd=project, env=env)
         stages = json.loads(result.stdout)["stages"]
         return {s["name"]: (s["key"], s["cache_ref"].rsplit(":", 1)[1]) for s in stages if s["key"]}
 

@@ -7,14 +7,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.docker_env import ROOT, DockerEnv, read_report, run_cli
+from tests.cli import cli_command, run_cli
+from tests.docker_env import DockerEnv, read_report
 from tests.registry_server import free_port
 
 SECRET = "s3cr3t-value-that-must-not-leak"
@@ -50,24 +50,9 @@ def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
 def build(
     project: Path, docker_env: DockerEnv, cache_repo: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    return run_cli(
-        [
-            "build",
-            "--engine",
-            "docker",
-            "--docker",
-            docker_env.docker,
-            "--cache-repo",
-            cache_repo,
-            "--secret",
-            "id=token,env=TOKEN",
-            "--report",
-            str(project / "report.json"),
-            *args,
-        ],
-        cwd=project,
-        env={"TOKEN": SECRET},
-    )
+    command = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
+    command += ["--report", str(project / "report.json"), *args]
+    return run_cli(*command, cwd=project, env={"TOKEN": SECRET})
 
 
 def statuses(project: Path) -> dict[str, str]:
@@ -225,11 +210,8 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     dockerfile = project / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("sleep 1 && cp", "sleep 60 && cp"))
     cache_repo = docker_env.cache_repo()
-    command = [
-        sys.executable, str(ROOT / "pipeline" / "main.py"), "build", "--engine", "docker",
-        "--docker", docker_env.docker, "--cache-repo", cache_repo, "--secret",
-        "id=token,env=TOKEN", "--target", "test",
-    ]  # fmt: skip
+    args = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
+    command = cli_command(*args, "--target", "test")
     with subprocess.Popen(
         command,
         cwd=project,
@@ -287,7 +269,7 @@ def test_a_docker_cli_that_refuses_buildkit_is_exit_3(project: Path, tmp_path: P
     )
     fake.chmod(0o755)
     result = run_cli(
-        ["build", "--engine", "docker", "--docker", str(fake), "--target", "deps"], cwd=project
+        "build", "--engine", "docker", "--docker", str(fake), "--target", "deps", cwd=project
     )
     assert result.returncode == 3, result.stderr
     assert f"{fake} (docker 28.2.2) refuses to build with BuildKit" in result.stderr
@@ -313,15 +295,11 @@ def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     }
 
     def build_on(branch: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(
-            [
-                "build", "--engine", "docker", "--docker", docker_env.docker, "--cache-repo",
-                cache_repo, "--secret", "id=token,env=TOKEN", "--target", "app",
-                "--report", str(project / "report.json"),
-            ],
-            cwd=project,
-            env={**ci, "CI_COMMIT_BRANCH": branch},
-        )  # fmt: skip
+        command = docker_env.build_args(
+            "--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN"
+        )
+        command += ["--target", "app", "--report", str(project / "report.json")]
+        return run_cli(*command, cwd=project, env={**ci, "CI_COMMIT_BRANCH": branch})
 
     assert build_on("main").returncode == 0
     hint = "app--main"
@@ -354,13 +332,13 @@ def test_layers_are_reused_on_every_change_not_every_second_one(
         )
     )
     ci = {"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
-    command = ["build", "--engine", "docker", "--docker", docker_env.docker]
-    command += ["--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN", "--target", "app"]
-    assert run_cli(command, cwd=project, env={**ci, "TOKEN": SECRET}).returncode == 0
+    command = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
+    command += ["--target", "app"]
+    assert run_cli(*command, cwd=project, env={**ci, "TOKEN": SECRET}).returncode == 0
     for change in range(3):
         (project / "src" / "main.py").write_text(f"print('change {change}')\n")
         docker_env.wipe_engine_cache()
-        result = run_cli(command, cwd=project, env={**ci, "TOKEN": SECRET})
+        result = run_cli(*command, cwd=project, env={**ci, "TOKEN": SECRET})
         assert result.returncode == 0, result.stderr
         step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 1", result.stderr)
         assert step is not None, result.stderr

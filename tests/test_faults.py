@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -30,7 +29,8 @@ import httpx
 import pytest
 
 from pipeline.cli import main
-from tests.docker_env import ROOT, DockerEnv, read_report, run_cli
+from tests.cli import cli_command, run_cli
+from tests.docker_env import DockerEnv, read_report
 from tests.faulty_proxy import cutting_proxy, error_registry
 from tests.registry_server import RegistryServer, free_port, push_image
 
@@ -79,18 +79,7 @@ def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
 
 
 def build_args(docker_env: DockerEnv, cache_repo: str, report: Path, *args: str) -> list[str]:
-    return [
-        "build",
-        "--engine",
-        "docker",
-        "--docker",
-        docker_env.docker,
-        "--cache-repo",
-        cache_repo,
-        "--report",
-        str(report),
-        *args,
-    ]
+    return docker_env.build_args("--cache-repo", cache_repo, "--report", str(report), *args)
 
 
 def build(
@@ -101,7 +90,7 @@ def build(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     command = build_args(docker_env, cache_repo, project / "report.json", *args)
-    return run_cli(command, cwd=project, env=env, timeout=BUILD_TIMEOUT)
+    return run_cli(*command, cwd=project, env=env, timeout=BUILD_TIMEOUT)
 
 
 def statuses(report: Path) -> dict[str, str]:
@@ -373,12 +362,10 @@ def test_a_signal_stops_the_build_and_still_writes_the_report(
     secret = f"tok-{uuid.uuid4().hex}"
     temp = tmp_path / "tmp"
     temp.mkdir()
-    command = [
-        sys.executable,
-        str(ROOT / "pipeline" / "main.py"),
+    command = cli_command(
         *build_args(docker_env, cache_repo, report, "--target", "test", "--junit", str(junit)),
         *("--secret", SECRET_FLAG),
-    ]
+    )
     with subprocess.Popen(
         command,
         cwd=project,
@@ -434,8 +421,7 @@ def test_a_signal_while_planning_is_exit_130_with_a_report(
     report = project / "report.json"
     with error_registry(delay=120) as hanging:
         cache_repo = f"{hanging.host}/faults-{uuid.uuid4().hex[:12]}/cache"
-        command = [sys.executable, str(ROOT / "pipeline" / "main.py")]
-        command += build_args(docker_env, cache_repo, report, "--target", "test")
+        command = cli_command(*build_args(docker_env, cache_repo, report, "--target", "test"))
         with subprocess.Popen(
             command,
             cwd=project,
@@ -471,10 +457,9 @@ def test_two_pipelines_at_once_on_one_cache_repo(project: Path, docker_env: Dock
     cache_repo = docker_env.cache_repo()
     docker_env.wipe_engine_cache()
     reports = [project / "report-a.json", project / "report-b.json"]
-    command = [sys.executable, str(ROOT / "pipeline" / "main.py")]
     processes = [
         subprocess.Popen(
-            [*command, *build_args(docker_env, cache_repo, report, "--target", "test")],
+            cli_command(*build_args(docker_env, cache_repo, report, "--target", "test")),
             cwd=project,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -582,7 +567,14 @@ def test_a_secret_leaks_nowhere(tmp_path: Path, docker_env: DockerEnv) -> None:
     assert leftovers == []
 
     plan = run_cli(
-        ["plan", "--json", "--target", "test", "--cache-repo", cache_repo, "--secret", SECRET_FLAG],
+        "plan",
+        "--json",
+        "--target",
+        "test",
+        "--cache-repo",
+        cache_repo,
+        "--secret",
+        SECRET_FLAG,
         cwd=project,
         env=env,
         timeout=120,

@@ -24,8 +24,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-
-MAIN = str(Path(__file__).resolve().parent.parent / "pipeline" / "main.py").encode()
+from tests.cli import cli_command
 
 FUZZ = settings(
     max_examples=150,
@@ -352,6 +351,7 @@ def dockerfiles(draw: st.DrawFn) -> str:
     return newline.join(lines) + draw(st.sampled_from(["", newline, newline * 2]))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=dockerfiles())
 @example(text="FROM busybox AS a\nCOPY --from=a / /\n")
@@ -564,6 +564,7 @@ def validity(entries: list[Entry]) -> bool | None:
     return True
 
 
+@pytest.mark.slow
 @FUZZ
 @given(entries=configs())
 def test_any_config_plans_or_is_a_located_error(
@@ -675,6 +676,7 @@ PLATFORMS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     build_args=st.lists(BUILD_ARGS, max_size=3),
@@ -718,7 +720,7 @@ def test_a_flag_value_with_bytes_that_are_not_utf8(tmp_path: Path, flag: bytes) 
     hash, then the JSON print where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8)."""
     (tmp_path / "Dockerfile").write_text(FLAG_DOCKERFILE)
     result = subprocess.run(
-        [sys.executable.encode(), MAIN, b"plan", b"--offline", b"--json", flag],
+        [*cli_command("plan", "--offline", "--json"), flag],
         cwd=tmp_path,
         env={**os.environ, "PYTHONIOENCODING": "utf-8", "TMPDIR": str(tmp_path)},
         capture_output=True,

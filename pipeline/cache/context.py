@@ -3,9 +3,9 @@
 A stage's cache key must change exactly when those files change, so this module mirrors what
 BuildKit (moby/buildkit 73ed6825) does with the local context:
 
-- `.dockerignore` is read by patternmatcher's `ignorefile.ReadAll` and applied as fsutil's
-  sender applies it (`filter.go`): the last matching pattern wins, a pattern matching a
-  directory matches everything below it, and `!` re-includes even inside an excluded directory.
+- The walk applies `.dockerignore` (`pipeline.cache.ignore`) as fsutil's sender applies it
+  (`filter.go`), a directory at a time, and lists an excluded directory only when a `!` pattern
+  could re-include something in it.
 - Sources are normalised like `system.NormalizePath`, wildcards resolve like fsutil's
   `copy.ResolveWildcards` (Go's `filepath.Match` per path component), symlinks in a source
   path resolve inside the context like `contenthash.getFollowLinks`, and a missing source fails
@@ -24,447 +24,43 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
 import stat
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from pipeline.cache.ignore import (
+    ContextError,
+    IgnoreRules,
+    MatchInfo,
+    component_matcher,
+    has_wildcards,
+)
 from pipeline.dockerfile.gostrings import go_quote
-from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
-__all__ = ["BuildContext", "ContextError", "Entry", "IgnoreRules", "Pattern"]
+__all__ = ["BuildContext", "Entry"]
 
 Kind = Literal["file", "dir", "symlink"]
 
 _CHUNK = 1 << 20
 _MAX_LINKS = 255
 _DIGEST_VERSION = b"dagger-stages context v1\0"
-# Go's unicode.IsSpace, which strings.TrimSpace uses; str.strip() also trims \x1c-\x1f.
-_GO_SPACE = " \t\n\v\f\r\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
-    map(chr, range(0x2000, 0x200B))
-)
-# fsutil's patternChars: an exception containing one of these may re-include anything.
-_PATTERN_CHARS = frozenset("*[]?^\\")
 _KINDS: dict[int, Kind] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
-
-
-class ContextError(UsageError):
-    """A source or ignore pattern BuildKit would refuse, in BuildKit's words.
-
-    Raised without a location for sources (the caller knows the Dockerfile line), and with the
-    ignore file and line for a bad `.dockerignore` pattern.
-    """
+# No `--exclude`: what the walk sends below a directory by the .dockerignore alone.
+_NO_RULES = IgnoreRules(())
 
 
 def _not_found(path: str) -> ContextError:
     return ContextError(f"{go_quote('/' + path)}: not found")
 
 
-def _go_clean(path: str) -> str:
-    """Go's filepath.Clean; posixpath keeps a leading '//', Go does not."""
-    cleaned = posixpath.normpath(path)
-    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
-
-
 def _normalize(source: str) -> str:
     """`system.NormalizePath("/", source)`: '/a', '../a', './a/' and 'a' are all '/a'."""
     return posixpath.normpath("/" + source.lstrip("/"))
-
-
-# --- Go's filepath.Match syntax ------------------------------------------------------------
-
-
-class _BadPattern(ValueError):
-    def __init__(self) -> None:
-        super().__init__("syntax error in pattern")
-
-
-class _Token(NamedTuple):
-    kind: Literal["lit", "esc", "star", "any", "class"]
-    char: str = ""
-    negated: bool = False
-    ranges: tuple[tuple[str, str], ...] = ()
-
-
-_STAR = _Token("star")
-_ANY = _Token("any")
-_SLASH = _Token("lit", "/")
-_CARET = _Token("lit", "^")
-_CLOSE = _Token("lit", "]")
-# Go's regexp (RE2) meaning of '\\' + letter, as far as Python's re can say the same.
-_RE2_ESCAPES = {
-    "a": r"\x07",
-    "f": r"\f",
-    "t": r"\t",
-    "n": r"\n",
-    "r": r"\r",
-    "v": r"\v",
-    "b": r"\b",
-    "B": r"\B",
-    "A": r"\A",
-    "z": r"\Z",
-    "d": "[0-9]",
-    "D": "[^0-9]",
-    "s": r"[\t\n\f\r ]",
-    "S": r"[^\t\n\f\r ]",
-    "w": "[0-9A-Za-z_]",
-    "W": "[^0-9A-Za-z_]",
-}
-
-
-def _tokens(pattern: str) -> list[_Token]:
-    """Split a `filepath.Match` pattern, failing where Go's Match returns ErrBadPattern."""
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "*":
-            tokens.append(_STAR)
-        elif ch == "?":
-            tokens.append(_ANY)
-        elif ch == "\\":
-            if i + 1 == len(pattern):
-                raise _BadPattern
-            i += 1
-            tokens.append(_Token("esc", pattern[i]))
-        elif ch == "[":
-            token, i = _bracket(pattern, i + 1)
-            tokens.append(token)
-            continue
-        else:
-            tokens.append(_Token("lit", ch))
-        i += 1
-    return tokens
-
-
-def _bracket(pattern: str, i: int) -> tuple[_Token, int]:
-    """A character class after its '['; only '^' negates, as in Go (not '!')."""
-    negated = pattern.startswith("^", i)
-    if negated:
-        i += 1
-    ranges: list[tuple[str, str]] = []
-    while not (ranges and pattern.startswith("]", i)):
-        lo, i = _class_char(pattern, i)
-        hi = lo
-        if pattern[i] == "-":
-            hi, i = _class_char(pattern, i + 1)
-        ranges.append((lo, hi))
-    return _Token("class", negated=negated, ranges=tuple(ranges)), i + 1
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
-    """Go's getEsc: a possibly escaped character that may not end the pattern."""
-    if i >= len(pattern) or pattern[i] in "-]":
-        raise _BadPattern
-    if pattern[i] == "\\":
-        i += 1
-    if i + 1 >= len(pattern):
-        raise _BadPattern
-    return pattern[i], i + 1
-
-
-def _class_regex(token: _Token, *, strict: bool) -> str:
-    """A Python class; Go's regexp (patternmatcher) rejects a range like z-a, Match ignores it."""
-    parts = []
-    for lo, hi in token.ranges:
-        if lo > hi:
-            if strict:
-                raise _BadPattern
-            continue
-        parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
-    if not parts:
-        return "(?s:.)" if token.negated else "(?!)"
-    return "[" + "^" * token.negated + "".join(parts) + "]"
-
-
-def _token_regex(token: _Token, *, strict: bool) -> str:
-    if token.kind == "star":
-        return "[^/]*"
-    if token.kind == "any":
-        return "[^/]"
-    if token.kind == "class":
-        return _class_regex(token, strict=strict)
-    return re.escape(token.char)
-
-
-def _component_matcher(pattern: str) -> re.Pattern[str]:
-    """`filepath.Match(pattern, name)` for one path component, as a compiled regex."""
-    return re.compile("".join(_token_regex(t, strict=False) for t in _tokens(pattern)))
-
-
-def _has_wildcards(name: str) -> bool:
-    """fsutil's containsWildcards: an escaped character never counts."""
-    escaped = False
-    for ch in name:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch in "*?[":
-            return True
-    return False
-
-
-# --- .dockerignore -------------------------------------------------------------------------
-
-_MatchKind = Literal["exact", "prefix", "suffix", "regexp"]
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One patternmatcher pattern: `text` is cleaned and has no leading '!'.
-
-    Matching follows patternmatcher's compile: '**' spans directories, a trailing '**' is a
-    prefix test and a leading one a suffix test (so `**file` matches `afile`). Brackets follow
-    `filepath.Match`; patternmatcher rewrites '*' and '?' even inside brackets before Go's
-    regexp reads them, so brackets holding those (or '\\' + letter, or a POSIX class) can
-    match differently there. `Pattern("[")` raises ValueError.
-    """
-
-    text: str
-    exclusion: bool = False
-    kind: _MatchKind = field(init=False, repr=False)
-    regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        kind, regex = _compile_ignore(self.text)
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "regex", regex)
-
-    def matches(self, path: str) -> bool:
-        """Whether `path` itself matches, without looking at its parents."""
-        if self.regex is not None:
-            return self.regex.fullmatch(path) is not None
-        if self.kind == "exact":
-            return path == self.text
-        if self.kind == "prefix":
-            return path.startswith(self.text[:-2])
-        suffix = self.text[2:]
-        return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-
-    def matches_parent(self, path: str) -> bool:
-        """Whether a directory above `path` matches."""
-        end = path.find("/")
-        while end != -1:
-            if self.matches(path[:end]):
-                return True
-            end = path.find("/", end + 1)
-        return False
-
-
-def _compile_ignore(text: str) -> tuple[_MatchKind, re.Pattern[str] | None]:
-    """patternmatcher's `Pattern.compile`: the match type it picks and, for regexp, the regex."""
-    tokens = _tokens(text)
-    kind: _MatchKind = "exact"
-    parts: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token.kind == "star" and i + 1 < len(tokens) and tokens[i + 1].kind == "star":
-            first = i == 0
-            i += 2
-            if i < len(tokens) and tokens[i] == _SLASH:
-                i += 1
-            if i < len(tokens):
-                parts.append("(?:.*/)?")
-                kind = "regexp"
-            elif kind == "exact":
-                kind = "prefix"
-            else:
-                parts.append(".*")
-                kind = "regexp"
-            if first:
-                kind = "suffix"
-            continue
-        if token.kind != "lit" or token == _CLOSE:
-            kind = "regexp"
-        parts.append(_ignore_token_regex(token))
-        i += 1
-    if kind != "regexp":
-        return kind, None
-    return kind, re.compile("".join(parts), re.ASCII)
-
-
-def _ignore_token_regex(token: _Token) -> str:
-    r"""One token as it ends up in patternmatcher's regex.
-
-    patternmatcher leaves '^' and '\x' to Go's regexp, where '^' anchors and '\b' is a word
-    boundary; escapes Python cannot mirror (hex, octal, \p, \Q) are refused as bad patterns.
-    """
-    if token == _CARET:
-        return "^"
-    if token.kind != "esc" or (token.char.isascii() and not token.char.isalnum()):
-        return _token_regex(token, strict=True)
-    if token.char in _RE2_ESCAPES:
-        return _RE2_ESCAPES[token.char]
-    raise _BadPattern
-
-
-class _Invalid(Exception):
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
-
-
-def _new_patterns(lines: Iterable[str]) -> tuple[Pattern, ...]:
-    """patternmatcher.New over `lines`; _Invalid carries the index of the first bad one."""
-    patterns: list[Pattern] = []
-    for index, line in enumerate(lines):
-        text = line.strip(_GO_SPACE)
-        if not text:
-            continue
-        text = _go_clean(text)
-        exclusion = text.startswith("!")
-        if exclusion:
-            text = text[1:]
-            if not text:
-                raise _Invalid(index, 'illegal exclusion pattern: "!"')
-        try:
-            patterns.append(Pattern(text, exclusion))
-        except _BadPattern as exc:
-            raise _Invalid(index, str(exc)) from None
-    return tuple(patterns)
-
-
-def _read_all(text: str) -> list[str]:
-    """ignorefile.ReadAll, with '' for each skipped line so that indexes stay line numbers."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    patterns = []
-    for raw in lines:
-        line = raw.removesuffix("\r")
-        pattern = "" if line.startswith("#") else line.strip(_GO_SPACE)
-        invert = pattern.startswith("!")
-        if invert:
-            pattern = pattern[1:].strip(_GO_SPACE)
-        if pattern:
-            pattern = _go_clean(pattern)
-            if len(pattern) > 1 and pattern.startswith("/"):
-                pattern = pattern[1:]
-        patterns.append("!" + pattern if invert else pattern)
-    return patterns
-
-
-_Info = tuple[bool, ...] | None
-
-
-@dataclass(frozen=True)
-class IgnoreRules:
-    """The compiled `.dockerignore` of a build context (also used for `--exclude`)."""
-
-    patterns: tuple[Pattern, ...]
-    source: str | None = None
-
-    @classmethod
-    def load(cls, context: Path, dockerfile: Path) -> IgnoreRules:
-        """`<Dockerfile>.dockerignore` beside the Dockerfile wins over `<context>/.dockerignore`."""
-        beside = dockerfile.with_name(dockerfile.name + ".dockerignore")
-        for candidate in (beside, context / ".dockerignore"):
-            if candidate.is_file():
-                return cls._read(candidate)
-        return cls(())
-
-    @classmethod
-    def _read(cls, path: Path) -> IgnoreRules:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ContextError(f"cannot read ignore file: {exc.strerror}", path=path) from None
-        return cls.parse(data.decode("utf-8", "surrogateescape"), source=str(path))
-
-    @classmethod
-    def parse(cls, text: str, source: str | None = None) -> IgnoreRules:
-        """ReadAll then New: a bad pattern is a ContextError naming the file and line."""
-        try:
-            patterns = _new_patterns(_read_all(text))
-        except _Invalid as exc:
-            raise ContextError(
-                exc.reason, path=source or ".dockerignore", line=exc.index + 1
-            ) from None
-        return cls(patterns, source)
-
-    def excluded(self, relpath: str) -> bool:
-        """patternmatcher's MatchesOrParentMatches; the context root is never excluded."""
-        path = _go_clean(relpath)
-        if path == ".":
-            return False
-        matched = False
-        for pattern in self.patterns:
-            if pattern.exclusion != matched:
-                continue
-            if pattern.matches(path) or pattern.matches_parent(path):
-                matched = not pattern.exclusion
-        return matched
-
-    @cached_property
-    def _has_exceptions(self) -> bool:
-        return any(p.exclusion for p in self.patterns)
-
-    @cached_property
-    def _exception_prefixes(self) -> tuple[str, ...] | None:
-        """Where `!` patterns point, or None if one has wildcards and could point anywhere."""
-        prefixes = []
-        for pattern in self.patterns:
-            if pattern.exclusion:
-                text = pattern.text.removesuffix("/**").removesuffix("/*")
-                if _PATTERN_CHARS.intersection(text):
-                    return None
-                prefixes.append(text + "/")
-        return tuple(prefixes)
-
-    def _prunes(self, directory: str) -> bool:
-        """fsutil's rule for skipping an excluded directory: no `!` pattern can reach inside."""
-        prefixes = self._exception_prefixes
-        if prefixes is None:
-            return False
-        inside = directory + "/"
-        return not any(prefix.startswith(inside) for prefix in prefixes)
-
-    def _step(self, path: str, parent: _Info) -> tuple[bool, _Info]:
-        """patternmatcher's MatchesUsingParentResults: what fsutil's walker decides for `path`.
-
-        `parent` is what this returned for the parent directory (None at the top). Unlike
-        `excluded`, a pattern skipped for the parent is not carried down, as in fsutil.
-        """
-        if not self.patterns:
-            return False, ()
-        matched = False
-        result = []
-        for index, pattern in enumerate(self.patterns):
-            hit = parent[index] if parent else False
-            if not hit:
-                if pattern.exclusion != matched:
-                    result.append(False)
-                    continue
-                hit = pattern.matches(path) or (not parent and pattern.matches_parent(path))
-            result.append(hit)
-            if hit:
-                matched = not pattern.exclusion
-        return matched, tuple(result)
-
-
-_NO_RULES = IgnoreRules(())
-
-
-def _exclude_rules(excludes: Sequence[str]) -> IgnoreRules:
-    """COPY/ADD `--exclude`: patternmatcher.New, without ReadAll's cleaning of a leading '/'."""
-    try:
-        return IgnoreRules(_new_patterns(excludes))
-    except _Invalid as exc:
-        pattern = go_quote(excludes[exc.index])
-        raise ContextError(f"invalid --exclude pattern {pattern}: {exc.reason}") from None
-
-
-# --- the context ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,11 +79,11 @@ class _Node(NamedTuple):
     executable: bool
     size: int
     ignored: bool
-    info: _Info
+    info: MatchInfo
 
 
 class _State(NamedTuple):
-    info: _Info
+    info: MatchInfo
     ignored: bool
     blocked: bool
 
@@ -576,7 +172,7 @@ class BuildContext:
             rules = self._rules_for(excludes)
             rel = normalized.lstrip("/")
             parts = rel.split("/") if rel else []
-            cut = next((i for i, part in enumerate(parts) if _has_wildcards(part)), None)
+            cut = next((i for i, part in enumerate(parts) if has_wildcards(part)), None)
             if wildcards and cut is not None:
                 found = self._glob("/".join(parts[:cut]), parts[cut:], rules)
             else:
@@ -588,7 +184,7 @@ class BuildContext:
     def _rules_for(self, excludes: tuple[str, ...]) -> IgnoreRules:
         rules = self._excludes.get(excludes)
         if rules is None:
-            rules = self._excludes[excludes] = _exclude_rules(excludes)
+            rules = self._excludes[excludes] = IgnoreRules.for_excludes(excludes)
         return rules
 
     def _literal(self, rel: str, excludes: IgnoreRules) -> list[Entry]:
@@ -608,7 +204,7 @@ class BuildContext:
             return []
         level = [(base, real, self._state(real).info)]
         for depth, part in enumerate(parts):
-            level = self._glob_level(level, _component_matcher(part), last=depth == len(parts) - 1)
+            level = self._glob_level(level, component_matcher(part), last=depth == len(parts) - 1)
         entries: list[Entry] = []
         for logical, path, _ in level:
             target = self._resolve(path)
@@ -619,8 +215,8 @@ class BuildContext:
         return entries
 
     def _glob_level(
-        self, level: list[tuple[str, str, _Info]], matcher: re.Pattern[str], *, last: bool
-    ) -> list[tuple[str, str, _Info]]:
+        self, level: list[tuple[str, str, MatchInfo]], matcher: re.Pattern[str], *, last: bool
+    ) -> list[tuple[str, str, MatchInfo]]:
         """The children of `level`'s directories whose names match.
 
         filepath.Walk does not descend symlinks, so only the last level may hold other kinds.
@@ -733,12 +329,12 @@ class BuildContext:
             return False
         if not state.ignored:
             return True
-        return kind == "dir" and not self.ignore._prunes(rel) and bool(self._tree(rel, _NO_RULES))
+        return kind == "dir" and not self.ignore.prunes(rel) and bool(self._tree(rel, _NO_RULES))
 
     def _node_present(self, node: _Node) -> bool:
         if not node.ignored:
             return True
-        if node.kind != "dir" or self.ignore._prunes(node.path):
+        if node.kind != "dir" or self.ignore.prunes(node.path):
             return False
         return bool(self._tree(node.path, _NO_RULES))
 
@@ -749,18 +345,18 @@ class BuildContext:
         if state is None:
             parent_rel = rel.rpartition("/")[0]
             parent = self._state(parent_rel)
-            ignored, info = self.ignore._step(rel, parent.info)
-            pruned = parent.ignored and self.ignore._prunes(parent_rel)
+            ignored, info = self.ignore.walk_match(rel, parent.info)
+            pruned = parent.ignored and self.ignore.prunes(parent_rel)
             state = self._states[rel] = _State(info, ignored, parent.blocked or pruned)
         return state
 
-    def _listing(self, rel: str, info: _Info) -> tuple[_Node, ...]:
+    def _listing(self, rel: str, info: MatchInfo) -> tuple[_Node, ...]:
         """One directory's files, dirs and symlinks with their .dockerignore verdicts."""
         nodes = self._listings.get(rel)
         if nodes is not None:
             return nodes
         prefix = rel + "/" if rel else ""
-        step = self.ignore._step
+        step = self.ignore.walk_match
         found = []
         try:
             with os.scandir(self._abs(rel)) as entries:
@@ -795,10 +391,10 @@ class BuildContext:
     def _collect(
         self,
         rel: str,
-        info: _Info,
+        info: MatchInfo,
         excludes: IgnoreRules | None,
         cut: int,
-        excluded_info: _Info,
+        excluded_info: MatchInfo,
         out: list[_Node],
     ) -> bool:
         """Append what is copied below `rel` to `out`; say whether anything was.
@@ -810,15 +406,15 @@ class BuildContext:
         for node in self._listing(rel, info):
             hit, node_excluded_info = False, None
             if excludes is not None:
-                hit, node_excluded_info = excludes._step(node.path[cut:], excluded_info)
+                hit, node_excluded_info = excludes.walk_match(node.path[cut:], excluded_info)
             if node.kind != "dir":
                 if not (node.ignored or hit):
                     out.append(node)
                     found = True
                 continue
-            if node.ignored and self.ignore._prunes(node.path):
+            if node.ignored and self.ignore.prunes(node.path):
                 continue
-            if hit and excludes is not None and not excludes._has_exceptions:
+            if hit and excludes is not None and not excludes.has_exceptions:
                 continue
             out.append(node)
             inner = self._collect(node.path, node.info, excludes, cut, node_excluded_info, out)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cache.context import ContextError
+from pipeline.cache.ignore import ContextError
 from pipeline.dockerfile.graph import closure
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, parse_mount

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.stages import native_platform
 from pipeline.oci.credentials import Credentials

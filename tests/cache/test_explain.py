@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
 from pipeline.cache.explain import explain, key_label
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import StageKey, compute_keys
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import Platform, build_stages

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import compute_keys, external_images, normalized_text
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
@@ -253,6 +254,7 @@ def descendants(nodes: list[Node], root: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

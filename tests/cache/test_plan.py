@@ -10,7 +10,8 @@ import anyio
 import httpx
 import pytest
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.cli import main
 from pipeline.dockerfile.graph import select

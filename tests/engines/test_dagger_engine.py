@@ -569,6 +569,7 @@ async def test_a_query_error_fails_the_stage(fake_dagger: FakeDagger, spec: Buil
     assert "docker.io/library/nope" in caught.value.tail
 
 
+@pytest.mark.dagger
 @pytest.mark.anyio
 async def test_a_refused_connection_means_no_engine(
     monkeypatch: pytest.MonkeyPatch, spec: BuildSpec
@@ -596,6 +597,7 @@ async def test_a_wrong_session_token_means_no_engine(
     assert fake_dagger.queries == []
 
 
+@pytest.mark.dagger
 @pytest.mark.anyio
 async def test_without_session_or_cli_it_fails_before_connecting(
     monkeypatch: pytest.MonkeyPatch, spec: BuildSpec, tmp_path: Path
@@ -622,6 +624,7 @@ def fake_cli(directory: Path, body: str) -> Path:
     return path
 
 
+@pytest.mark.dagger
 @pytest.mark.anyio
 async def test_without_a_session_the_sdk_runs_the_cli_on_path(
     monkeypatch: pytest.MonkeyPatch, spec: BuildSpec, tmp_path: Path
@@ -649,6 +652,7 @@ async def test_without_a_session_the_sdk_runs_the_cli_on_path(
     assert not fake.invalid
 
 
+@pytest.mark.dagger
 @pytest.mark.anyio
 async def test_a_cli_that_cannot_start_a_session_means_no_engine(
     monkeypatch: pytest.MonkeyPatch, spec: BuildSpec, tmp_path: Path

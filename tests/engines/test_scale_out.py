@@ -86,6 +86,7 @@ async def test_docker_host_and_buildx_builder_reach_every_docker_call(
     )
 
 
+@pytest.mark.dagger
 @pytest.mark.anyio
 async def test_the_dagger_runner_host_reaches_the_dagger_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -10,8 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline.cache.context import BuildContext, IgnoreRules
+from pipeline.cache.context import BuildContext
 from pipeline.cache.forecast import decide
+from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
