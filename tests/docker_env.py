@@ -61,13 +61,18 @@ class DockerEnv:
         config: dict[str, Any] = httpx.get(f"{base}/blobs/{digest}", timeout=10).json()
         return config
 
-    def wipe_engine_cache(self) -> None:
-        """What a fresh CI runner has: no BuildKit cache and no images but the base."""
+    def wipe_engine_cache(self, cache_repo: str) -> None:
+        """What a fresh CI runner has: no BuildKit cache, and none of this test's images.
+
+        Only images under the test's own cache repo go: the daemon may be building for other
+        test runs at the same time, and removing their images between their build and their
+        push (or their hint pull and their build) made those runs fail.
+        """
         self.run("builder", "prune", "-af")
         images = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-        stale = [image for image in images if image != BASE and not image.endswith(":<none>")]
-        if stale:
-            self.run("rmi", "-f", *stale, check=False)
+        ours = [image for image in images if image.startswith(f"{cache_repo}:")]
+        if ours:
+            self.run("rmi", "-f", *ours, check=False)
 
 
 def _unavailable(reason: str) -> None:

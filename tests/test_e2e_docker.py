@@ -72,7 +72,7 @@ def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) ->
     assert [tag for tag in tags if "--" in tag] == sorted(f"{name}--local" for name in report)
     assert all(stage["digest"].startswith("sha256:") for stage in report.values())
 
-    docker_env.wipe_engine_cache()
+    docker_env.wipe_engine_cache(cache_repo)
     warm = build(project, docker_env, cache_repo, "--target", "test")
     assert warm.returncode == 0, warm.stderr
     assert statuses(project) == {
@@ -84,7 +84,7 @@ def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) ->
     assert "#1 [internal] load build definition" not in warm.stderr
 
     (project / "src" / "main.py").write_text("print(2)\n")
-    docker_env.wipe_engine_cache()
+    docker_env.wipe_engine_cache(cache_repo)
     changed = build(project, docker_env, cache_repo, "--target", "test")
     assert changed.returncode == 0, changed.stderr
     assert statuses(project) == {
@@ -306,7 +306,7 @@ def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     assert hint in docker_env.tags(cache_repo)
 
     (project / "src" / "main.py").write_text("print('changed')\n")
-    docker_env.wipe_engine_cache()
+    docker_env.wipe_engine_cache(cache_repo)
     second = build_on("feature/x")
     assert second.returncode == 0, second.stderr
     assert "missed: COPY src/ changed: 1 file (src/main.py)" in second.stderr
@@ -337,7 +337,7 @@ def test_layers_are_reused_on_every_change_not_every_second_one(
     assert run_cli(*command, cwd=project, env={**ci, "TOKEN": SECRET}).returncode == 0
     for change in range(3):
         (project / "src" / "main.py").write_text(f"print('change {change}')\n")
-        docker_env.wipe_engine_cache()
+        docker_env.wipe_engine_cache(cache_repo)
         result = run_cli(*command, cwd=project, env={**ci, "TOKEN": SECRET})
         assert result.returncode == 0, result.stderr
         step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 1", result.stderr)

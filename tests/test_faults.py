@@ -455,7 +455,7 @@ def test_a_signal_while_planning_is_exit_130_with_a_report(
 
 def test_two_pipelines_at_once_on_one_cache_repo(project: Path, docker_env: DockerEnv) -> None:
     cache_repo = docker_env.cache_repo()
-    docker_env.wipe_engine_cache()
+    docker_env.wipe_engine_cache(cache_repo)
     reports = [project / "report-a.json", project / "report-b.json"]
     processes = [
         subprocess.Popen(
