@@ -33,9 +33,9 @@ from pipeline.settings.config import (
     load_config,
     parse_build_arg,
     parse_publish,
-    parse_secret,
 )
 from pipeline.settings.resolve import Options, Settings, resolve_settings
+from pipeline.settings.secrets import parse_secret
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -34,8 +34,8 @@ from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient, RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
-from pipeline.output.terminal import Masker, make_reporter, report_json, summary
-from pipeline.settings.config import secret_values
+from pipeline.output.terminal import make_reporter, report_json, summary
+from pipeline.settings.secrets import resolve_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pipeline.engines.base import Executor, Session
     from pipeline.engines.runner import Reporter
     from pipeline.settings.resolve import Settings
+    from pipeline.settings.secrets import Masker, Secrets
 
 __all__ = ["EXIT_INTERRUPTED", "BuildOptions", "plan_for", "registry_client", "run_build"]
 
@@ -183,8 +184,8 @@ async def _run_build(
     settings: Settings, graph: Graph, options: BuildOptions, client: RegistryClient
 ) -> int:
     started = time.monotonic()
-    secrets = secret_values(settings.secrets, os.environ)
-    masker = Masker(secrets.values())
+    secrets = resolve_secrets(settings.secrets, os.environ)
+    masker = secrets.masker()
     executor = choose_executor(settings, options)
     test = _test_run(settings, graph, options)
     context = build_context(settings)
@@ -199,7 +200,16 @@ async def _run_build(
                 executor, settings, graph, context, options.no_cache, client
             )
             await _run_plan(
-                plan, settings, options, client, executor, test, collector, outcome, context
+                plan,
+                settings,
+                options,
+                secrets,
+                client,
+                executor,
+                test,
+                collector,
+                outcome,
+                context,
             )
             group.cancel_scope.cancel()
     finally:
@@ -260,6 +270,7 @@ async def _run_plan(
     plan: Plan,
     settings: Settings,
     options: BuildOptions,
+    secrets: Secrets,
     client: RegistryClient,
     executor: Executor,
     test: tuple[int, TestRun] | None,
@@ -288,7 +299,7 @@ async def _run_plan(
         dockerfile=plan.rewritten(name_unnamed=True),
         ignore_file=_read(context.ignore.source),
         build_args=settings.build_args,
-        secrets=settings.secrets,
+        secrets=secrets,
         platform=None if settings.platform is None else str(settings.platform),
         logins=await _logins(settings, plan, [p.ref for p in pending]),
     )

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from pipeline.settings.config import SecretSpec
+    from pipeline.settings.secrets import Secrets
 
 __all__ = [
     "BuildSpec",
@@ -46,7 +46,7 @@ class BuildSpec:
     dockerfile: str  # the rewritten Dockerfile's text
     ignore_file: str | None  # the effective .dockerignore text, kept beside the Dockerfile
     build_args: Mapping[str, str]
-    secrets: tuple[SecretSpec, ...]
+    secrets: Secrets  # resolved once for the run; executors never read them from elsewhere
     platform: str | None
     logins: tuple[RegistryLogin, ...] = ()
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.stages import Stage
     from pipeline.engines.runner import StageResult
-    from pipeline.output.terminal import Masker
+    from pipeline.settings.secrets import Masker
 
 __all__ = [
     "DOTENV_MAX_BYTES",

@@ -2,7 +2,8 @@
 
 On a terminal, a live table with a row per stage; elsewhere, plain lines a CI log can read,
 each prefixed by its stage. `--report FILE` writes the JSON contract (docs/report-json.md).
-Every line that leaves through here has known secret values masked, as a last line of defence.
+Every line that leaves through here has known secret values masked, as a last line of defence,
+by the run's `settings.secrets.Masker`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pipeline.output import ci_formats as ci_report
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
     from pipeline.engines.runner import StageResult
+    from pipeline.settings.secrets import Masker
 
 __all__ = [
     "GroupedReporter",
     "LiveReporter",
-    "Masker",
     "PlainReporter",
     "make_reporter",
     "report_json",
@@ -30,20 +31,6 @@ __all__ = [
 ]
 
 _DONE = ("built", "cached", "skipped", "failed", "cancelled")
-
-
-class Masker:
-    """Replaces secret values with `***` in anything printed."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        """Each value is masked whole and line by line, since logs arrive a line at a time."""
-        pieces = {piece.strip() for s in secrets for piece in (s, *s.splitlines())}
-        self._secrets = sorted({p for p in pieces if len(p) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 class PlainReporter:

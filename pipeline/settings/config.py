@@ -10,7 +10,6 @@ the same file for editors; `tests/test_config.py` keeps the two in agreement.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import os
 import re
@@ -23,22 +22,22 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipeline.errors import UsageError
+from pipeline.settings.secrets import secret_from_fields, secret_from_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from pipeline.settings.secrets import SecretSpec
 
 __all__ = [
     "CONFIG_FILENAME",
     "Config",
     "Engine",
-    "SecretSpec",
     "TestSpec",
     "find_config",
     "load_config",
     "parse_build_arg",
     "parse_publish",
-    "parse_secret",
-    "secret_values",
 ]
 
 Engine = Literal["dagger", "docker", "auto"]
@@ -60,7 +59,7 @@ KEYS = (
     "test",
 )
 TEST_KEYS = ("stage", "command", "artifacts")
-SECRET_KEYS = ("id", "env", "src", "source")
+SECRET_FIELDS = ("id", "env", "src", "source")
 
 # The schema carries the same patterns; Python applies them with fullmatch.
 STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
@@ -83,15 +82,6 @@ _KINDS = {
 }
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SecretSpec:
-    """A build secret by reference: the variable or file it comes from, never its value."""
-
-    id: str
-    env: str | None = None
-    src: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,28 +116,6 @@ class Config:
     def empty(cls) -> Config:
         """The config of a project without a config file."""
         return cls()
-
-
-def secret_values(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> dict[str, str]:
-    """Secret values by id, from their variables or files; errors name the id, never a value.
-
-    A file that is not UTF-8 keeps its bytes as surrogate escapes, for engines that can take it.
-    """
-    values: dict[str, str] = {}
-    for secret in specs:
-        if secret.env is not None:
-            if secret.env not in env:
-                message = f"secret {secret.id}: environment variable {secret.env} is not set"
-                raise UsageError(message)
-            values[secret.id] = env[secret.env]
-        else:
-            try:
-                data = Path(str(secret.src)).read_bytes()
-                values[secret.id] = data.decode("utf-8", "surrogateescape")
-            except OSError as exc:
-                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
-                raise UsageError(message) from None
-    return values
 
 
 def find_config(explicit: str | None, cwd: Path) -> Path | None:
@@ -220,57 +188,6 @@ def parse_publish(texts: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ..
             raise UsageError(f'--publish "{text}": expected STAGE=TAG')
         tags.setdefault(stage.strip().lower(), []).append(template.strip())
     return tuple((stage, tuple(values)) for stage, values in tags.items())
-
-
-def parse_secret(text: str, *, source: str = "--secret") -> SecretSpec:
-    """buildx syntax: `id=ID,env=VAR` or `id=ID,src=PATH` (`source=` and `type=env|file` too)."""
-
-    def fail(reason: str) -> UsageError:
-        return UsageError(f'{source} "{text}": {reason}')
-
-    return _parse_secret(text, fail)
-
-
-def _parse_secret(text: str, fail: Callable[[str], UsageError]) -> SecretSpec:
-    try:
-        fields = next(csv.reader([text]), [])
-    except csv.Error as exc:
-        raise fail(str(exc)) from None
-    values: dict[str, str] = {}
-    for field in fields:
-        key, sep, value = field.partition("=")
-        key = key.strip().lower()
-        key = "src" if key == "source" else key
-        if not sep:
-            raise fail(f'"{field}" is not a key=value pair')
-        if key not in ("type", "id", "env", "src"):
-            raise fail(f'unknown key "{key}" (expected id, env, src or type)')
-        if key in values:
-            raise fail(f'"{key}" is given twice')
-        values[key] = value
-    kind = values.pop("type", None)
-    if kind not in (None, "env", "file"):
-        raise fail(f'type must be "env" or "file", not "{kind}"')
-    if kind == "env" and "env" not in values and "src" in values:
-        values["env"] = values.pop("src")
-    return _secret(values, kind, fail)
-
-
-def _secret(
-    values: dict[str, str], kind: str | None, fail: Callable[[str], UsageError]
-) -> SecretSpec:
-    if not values.get("id"):
-        raise fail("the id is missing")
-    if "env" in values and "src" in values:
-        raise fail("give env or src, not both")
-    if "env" not in values and "src" not in values:
-        raise fail("needs env (a variable name) or src (a file path) to say where the value is")
-    if kind == "file" and "env" in values:
-        raise fail("type=file takes src, not env")
-    for key in ("env", "src"):
-        if key in values and not values[key]:
-            raise fail(f"{key} is empty")
-    return SecretSpec(id=values["id"], env=values.get("env"), src=values.get("src"))
 
 
 @dataclass(frozen=True)
@@ -491,22 +408,25 @@ def _secrets(doc: _Document, node: Node, where: str) -> tuple[SecretSpec, ...]:
 def _secret_item(doc: _Document, item: Node, place: str) -> SecretSpec:
     if _is(item, ScalarNode, "str"):
         text = str(item.value)
-        return _parse_secret(text, lambda reason: doc.error(item, f'{place}: "{text}": {reason}'))
+        try:
+            return secret_from_text(text)
+        except ValueError as exc:
+            raise doc.error(item, f'{place}: "{text}": {exc}') from None
     wanted = "a string like id=ID,env=VAR or a mapping with id and env or src"
     mapping = _mapping(doc, item, place, wanted)
     values: dict[str, str] = {}
     for key, key_node, value in _pairs(doc, mapping, place):
-        if key not in SECRET_KEYS:
-            raise doc.error(key_node, f"{place}: {_unknown(key, SECRET_KEYS[:3])}")
+        if key not in SECRET_FIELDS:
+            raise doc.error(key_node, f"{place}: {_unknown(key, SECRET_FIELDS[:3])}")
         field = "src" if key == "source" else key
         if field in values:
             raise doc.error(key_node, f"{place}: give src or source, not both")
         values[field] = _string(doc, value, f"{place}.{key}")
 
-    def fail(reason: str) -> UsageError:
-        return doc.error(mapping, f"{place}: {reason}")
-
-    return _secret(values, None, fail)
+    try:
+        return secret_from_fields(values)
+    except ValueError as exc:
+        raise doc.error(mapping, f"{place}: {exc}") from None
 
 
 def _test(doc: _Document, node: Node, where: str) -> TestSpec:

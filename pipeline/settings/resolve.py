@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.settings.ci import CIContext
-    from pipeline.settings.config import Config, Engine, SecretSpec, TestSpec
+    from pipeline.settings.config import Config, Engine, TestSpec
+    from pipeline.settings.secrets import SecretSpec
 
 __all__ = ["Options", "Settings", "resolve_settings"]
 

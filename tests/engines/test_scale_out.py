@@ -16,6 +16,7 @@ import pytest
 from pipeline.engines.base import BuildSpec, StageJob
 from pipeline.engines.dagger_engine import DaggerExecutor
 from pipeline.engines.docker_engine import DockerExecutor
+from pipeline.settings.secrets import Secrets
 from tests.engines.test_dagger_engine import Log, fake_cli, job
 from tests.fake_dagger import run_fake_dagger
 
@@ -31,7 +32,7 @@ def spec(tmp_path: Path) -> BuildSpec:
         dockerfile="FROM busybox AS web\n",
         ignore_file=None,
         build_args={},
-        secrets=(),
+        secrets=Secrets(),
         platform=None,
     )
 

@@ -13,13 +13,12 @@ from pipeline.settings import config as config_module
 from pipeline.settings.config import (
     CONFIG_FILENAME,
     Config,
-    SecretSpec,
     TestSpec,
     find_config,
     load_config,
     parse_build_arg,
-    parse_secret,
 )
+from pipeline.settings.secrets import SecretSpec
 
 SCHEMA_PATH = Path(config_module.__file__).parent.parent / "schema" / "dagger-stages.schema.json"
 
@@ -583,59 +582,6 @@ def test_parse_build_arg_errors(text: str, message: str) -> None:
 def test_parse_build_arg_names_its_source() -> None:
     with pytest.raises(UsageError, match=r'^BUILD_ARGS "=x": the name is empty'):
         parse_build_arg("=x", source="BUILD_ARGS")
-
-
-# -- parse_secret --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("id=npm,env=NPM_TOKEN", SecretSpec("npm", env="NPM_TOKEN")),
-        ("id=netrc,src=/home/u/.netrc", SecretSpec("netrc", src="/home/u/.netrc")),
-        ("id=netrc,source=.netrc", SecretSpec("netrc", src=".netrc")),
-        ("src=.netrc,id=netrc", SecretSpec("netrc", src=".netrc")),
-        ("ID=a,ENV=B", SecretSpec("a", env="B")),
-        ("id=a,type=env,src=VAR", SecretSpec("a", env="VAR")),
-        ("type=env,id=a,env=VAR", SecretSpec("a", env="VAR")),
-        ("id=a,type=file,src=f", SecretSpec("a", src="f")),
-        ('id=a,"src=dir,with,commas/f"', SecretSpec("a", src="dir,with,commas/f")),
-        ("id=a,src=x=y", SecretSpec("a", src="x=y")),
-    ],
-)
-def test_parse_secret(text: str, expected: SecretSpec) -> None:
-    assert parse_secret(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("env=A", "the id is missing"),
-        ("id=,env=A", "the id is missing"),
-        ("", "the id is missing"),
-        ("id=a", "needs env (a variable name) or src (a file path) to say where the value is"),
-        ("id=a,env=A,src=f", "give env or src, not both"),
-        ("id=a,src=f,source=g", '"src" is given twice'),
-        ("id=a,id=b,env=A", '"id" is given twice'),
-        ("id=a,env", '"env" is not a key=value pair'),
-        ("id=a,required=true", 'unknown key "required" (expected id, env, src or type)'),
-        ("id=a,type=ssh,src=f", 'type must be "env" or "file", not "ssh"'),
-        ("id=a,type=file,env=A", "type=file takes src, not env"),
-        ("id=a,env=", "env is empty"),
-    ],
-)
-def test_parse_secret_errors(text: str, reason: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        parse_secret(text)
-    assert str(caught.value) == f'--secret "{text}": {reason}'
-    assert caught.value.exit_code == 2
-
-
-def test_parse_secret_does_not_read_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DS_SECRET", "hunter2")
-    spec = parse_secret("id=s,env=DS_SECRET")
-    assert "hunter2" not in repr(spec)
-    assert parse_secret("id=f,src=/does/not/exist") == SecretSpec("f", src="/does/not/exist")
 
 
 # -- the JSON Schema -----------------------------------------------------------------------------
