@@ -46,32 +46,16 @@ if TYPE_CHECKING:
     from pipeline.settings.resolve import Settings
     from pipeline.settings.secrets import Masker, Secrets
 
-__all__ = ["EXIT_INTERRUPTED", "BuildOptions", "plan_for", "registry_client", "run_build"]
+__all__ = ["EXIT_INTERRUPTED", "plan_for", "registry_client", "run_build"]
 
 EXIT_INTERRUPTED = 130
 LOCAL_REPO = "dagger-stages"
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    jobs: int = 8
-    fail_fast: bool = False
-    no_cache: bool = False
-    push_cache: bool = True
-    docker: str | None = None
-    report: str | None = None
-    junit: str | None = None
-    dotenv: str | None = None
-    push: bool = False
-    run_tests: bool = True
-    artifacts_dir: str = "artifacts"
-
-
 def registry_client(settings: Settings) -> RegistryClient:
-    insecure = os.environ.get("DAGGER_STAGES_INSECURE_REGISTRIES", "")
     return RegistryClient(
-        credentials=Credentials(sources=settings.ci.credentials),
-        insecure=[host.strip() for host in insecure.split(",") if host.strip()],
+        credentials=Credentials(sources=settings.credentials),
+        insecure=list(settings.insecure_registries),
         retries=2,
         backoff=0.25,
     )
@@ -120,7 +104,7 @@ def _branches(settings: Settings) -> list[str]:
     return [branch for branch in (ci.branch or "local", ci.default_branch) if branch]
 
 
-def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
+def choose_executor(settings: Settings) -> Executor:
     """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened)."""
     engine = settings.engine
     if engine != "docker":
@@ -130,7 +114,7 @@ def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
             return DaggerExecutor()
     from pipeline.engines.docker_engine import DockerExecutor
 
-    return DockerExecutor(options.docker)
+    return DockerExecutor(settings.docker)
 
 
 async def _logins(
@@ -139,7 +123,7 @@ async def _logins(
     """Credentials from env or CI for the registries the engine pushes to on its own."""
     refs = [*published, *([f"{plan.cache_repo}:x"] if plan.cache_repo else [])]
     hosts = dict.fromkeys(Reference.parse(ref).registry for ref in refs)
-    credentials = Credentials(sources=settings.ci.credentials, docker_config=False)
+    credentials = Credentials(sources=settings.credentials, docker_config=False)
     logins = []
     for host in hosts:
         secret = await credentials.lookup(host)
@@ -174,20 +158,18 @@ class _Collector:
         self.reporter.warning(message)
 
 
-async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
+async def run_build(settings: Settings, graph: Graph) -> int:
     """One registry client serves the whole run: the plan, the hint tags and publishing."""
     async with registry_client(settings) as client:
-        return await _run_build(settings, graph, options, client)
+        return await _run_build(settings, graph, client)
 
 
-async def _run_build(
-    settings: Settings, graph: Graph, options: BuildOptions, client: RegistryClient
-) -> int:
+async def _run_build(settings: Settings, graph: Graph, client: RegistryClient) -> int:
     started = time.monotonic()
     secrets = resolve_secrets(settings.secrets, os.environ)
     masker = secrets.masker()
-    executor = choose_executor(settings, options)
-    test = _test_run(settings, graph, options)
+    executor = choose_executor(settings)
+    test = _test_run(settings, graph)
     context = build_context(settings)
     outcome = _Outcome()
     reporter = make_reporter(masker, provider=settings.ci.provider)
@@ -197,19 +179,10 @@ async def _run_build(
         async with anyio.create_task_group() as group:
             group.start_soon(_watch_signals, group.cancel_scope, outcome)
             plan = await _plan_while_preparing(
-                executor, settings, graph, context, options.no_cache, client
+                executor, settings, graph, context, settings.no_cache, client
             )
             await _run_plan(
-                plan,
-                settings,
-                options,
-                secrets,
-                client,
-                executor,
-                test,
-                collector,
-                outcome,
-                context,
+                plan, settings, secrets, client, executor, test, collector, outcome, context
             )
             group.cancel_scope.cancel()
     finally:
@@ -235,7 +208,7 @@ async def _run_build(
         stage["why"] = why.get(stage["name"], [])
     document["published"] = outcome.published
     document["test"] = outcome.test
-    _write_reports(options, settings, plan, results, document, started, masker)
+    _write_reports(settings, plan, results, document, started, masker)
     if outcome.interrupted:
         print("dagger-stages: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -269,7 +242,6 @@ async def _watch_signals(scope: anyio.CancelScope, outcome: _Outcome) -> None:
 async def _run_plan(
     plan: Plan,
     settings: Settings,
-    options: BuildOptions,
     secrets: Secrets,
     client: RegistryClient,
     executor: Executor,
@@ -280,7 +252,7 @@ async def _run_plan(
 ) -> None:
     graph = plan.graph
     pending = []
-    if options.push:
+    if settings.push:
         asked = resolve_targets(graph.dockerfile, settings.targets)
         pending = publications(asked, settings.publish, settings.ci, settings.image_repo)
     for message in plan.warnings:
@@ -305,9 +277,9 @@ async def _run_plan(
     )
     jobs = jobs_for(plan, targets, _tags(plan, targets))
     run_options = RunOptions(
-        jobs=options.jobs,
-        fail_fast=options.fail_fast,
-        push_cache=options.push_cache and reachable and plan.cache_repo is not None,
+        jobs=settings.jobs,
+        fail_fast=settings.fail_fast,
+        push_cache=settings.push_cache and reachable and plan.cache_repo is not None,
     )
     if not jobs and test is None:
         for result in initial_results(plan).values():
@@ -351,16 +323,14 @@ class _Outcome:
     failures: list[str] = field(default_factory=list)
 
 
-def _test_run(
-    settings: Settings, graph: Graph, options: BuildOptions
-) -> tuple[int, TestRun] | None:
+def _test_run(settings: Settings, graph: Graph) -> tuple[int, TestRun] | None:
     spec = settings.test
-    if spec is None or not options.run_tests:
+    if spec is None or not settings.run_tests:
         return None
     stage = graph.dockerfile.stage_by_name(spec.stage)
     if stage is None or stage.index not in graph.needed:
         raise UsageError(f'test stage "{spec.stage}" is not built here', path=settings.config_path)
-    artifacts_dir = Path(options.artifacts_dir)
+    artifacts_dir = Path(settings.artifacts_dir)
     return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
 
 
@@ -431,7 +401,6 @@ async def _publish(
 
 
 def _write_reports(
-    options: BuildOptions,
     settings: Settings,
     plan: Plan | None,
     results: Mapping[int, StageResult],
@@ -439,13 +408,13 @@ def _write_reports(
     started: float,
     masker: Masker,
 ) -> None:
-    if options.report:
-        _write(options.report, json.dumps(document, indent=2) + "\n")
-    if options.junit:
-        _write(options.junit, junit_xml(results, masker=masker, seconds=document["seconds"]))
-    if options.dotenv:
+    if settings.report:
+        _write(settings.report, json.dumps(document, indent=2) + "\n")
+    if settings.junit:
+        _write(settings.junit, junit_xml(results, masker=masker, seconds=document["seconds"]))
+    if settings.dotenv:
         published = {p["ref"]: p["digest"] for p in document["published"]}
-        _write(options.dotenv, dotenv(published, results))
+        _write(settings.dotenv, dotenv(published, results))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if settings.ci.provider == "github" and summary_file and plan is not None:
         text = github_summary(

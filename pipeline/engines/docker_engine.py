@@ -67,15 +67,14 @@ async def _run(
 
 
 async def find_docker(explicit: str | None, env: Mapping[str, str]) -> DockerCLI:
-    """The docker CLI to build with, checked to build with BuildKit and to reach its daemon.
+    """The docker CLI to build with (`explicit`, from --docker or DAGGER_STAGES_DOCKER, else
+    the one on PATH), checked to build with BuildKit and to reach its daemon.
 
     Two calls at once: `docker version` prints the client's version, and exits non-zero
     when the daemon does not answer; `docker buildx inspect` says whether buildx is there,
     and which driver its builder has.
     """
-    path = (
-        explicit or env.get("DAGGER_STAGES_DOCKER") or shutil.which("docker", path=env.get("PATH"))
-    )
+    path = explicit or shutil.which("docker", path=env.get("PATH"))
     if path is None:
         raise EngineUnavailable("no docker CLI on PATH; install Docker, or use --engine dagger")
     answers: dict[str, tuple[int, str]] = {}
