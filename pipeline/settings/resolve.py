@@ -59,11 +59,9 @@ __all__ = [
     "flag_layer",
     "is_build_arg_name",
     "merge",
-    "parse_build_arg",
     "parse_engine",
     "parse_jobs",
     "parse_platform",
-    "parse_publish",
     "parse_repository",
     "publish_entry",
     "publish_stage",
@@ -132,22 +130,6 @@ def build_arg(text: str) -> tuple[str, str | None]:
     return name, value if sep else None
 
 
-def parse_build_arg(
-    text: str, *, source: str = "--build-arg", env: Mapping[str, str] | None = None
-) -> tuple[str, str] | None:
-    """`build_arg` with its bare name looked up: like `docker build`, a bare name that is not
-    in the environment (`env`, default `os.environ`) is skipped, so the Dockerfile's default
-    applies; the result is then None."""
-    try:
-        name, value = build_arg(text)
-    except ValueError as exc:
-        raise UsageError(_located(source, text, exc)) from None
-    if value is not None:
-        return name, value
-    found = (os.environ if env is None else env).get(name)
-    return None if found is None else (name, found)
-
-
 def publish_stage(name: str) -> str:
     """A target named for publishing, lowercased: stage names match case-insensitively."""
     if not STAGE_NAME.fullmatch(name):
@@ -161,11 +143,6 @@ def publish_entry(text: str) -> tuple[str, str]:
     if not stage.strip() or not template.strip():
         raise ValueError("expected STAGE=TAG")
     return publish_stage(stage.strip()), template.strip()
-
-
-def parse_publish(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """`--publish STAGE=TAG`, repeatable; the tags of one stage keep their order."""
-    return _grouped([_checked("--publish", publish_entry, text) for text in texts], {})
 
 
 def _optional_text(text: str) -> str | None:

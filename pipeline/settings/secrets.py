@@ -22,7 +22,6 @@ __all__ = [
     "Masker",
     "SecretSpec",
     "Secrets",
-    "parse_secret",
     "resolve_secrets",
     "secret_from_fields",
     "secret_from_text",
@@ -108,17 +107,11 @@ def resolve_secrets(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> Secr
     return Secrets.of(values)
 
 
-def parse_secret(text: str, *, source: str = "--secret") -> SecretSpec:
-    """buildx syntax: `id=ID,env=VAR` or `id=ID,src=PATH` (`source=` and `type=env|file` too);
-    errors read `<source> "<text>": <reason>`."""
-    try:
-        return secret_from_text(text)
-    except ValueError as exc:
-        raise UsageError(f'{source} "{text}": {exc}') from None
-
-
 def secret_from_text(text: str) -> SecretSpec:
-    """`parse_secret` for callers that locate errors themselves: ValueError gives the reason."""
+    """buildx syntax: `id=ID,env=VAR` or `id=ID,src=PATH` (`source=` and `type=env|file` too).
+
+    ValueError gives the reason; the caller says where the text came from.
+    """
     try:
         fields = next(csv.reader([text]), [])
     except csv.Error as exc:

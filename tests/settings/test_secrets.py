@@ -8,12 +8,13 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import UsageError
-from pipeline.settings.secrets import Masker, Secrets, SecretSpec, parse_secret, resolve_secrets
+from pipeline.settings.resolve import flag_layer
+from pipeline.settings.secrets import Masker, Secrets, SecretSpec, resolve_secrets, secret_from_text
 
 SECRET = "hunter2-secret"
 
 
-# -- parse_secret --------------------------------------------------------------------------------
+# -- the buildx syntax --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,8 @@ SECRET = "hunter2-secret"
     ],
 )
 def test_parse_secret(text: str, expected: SecretSpec) -> None:
-    assert parse_secret(text) == expected
+    assert secret_from_text(text) == expected
+    assert flag_layer({"secrets": [text]}, {}).values["secrets"] == (expected,)
 
 
 @pytest.mark.parametrize(
@@ -54,16 +56,16 @@ def test_parse_secret(text: str, expected: SecretSpec) -> None:
 )
 def test_parse_secret_errors(text: str, reason: str) -> None:
     with pytest.raises(UsageError) as caught:
-        parse_secret(text)
+        flag_layer({"secrets": [text]}, {})
     assert str(caught.value) == f'--secret "{text}": {reason}'
     assert caught.value.exit_code == 2
 
 
 def test_parse_secret_does_not_read_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DS_SECRET", "hunter2")
-    spec = parse_secret("id=s,env=DS_SECRET")
+    spec = secret_from_text("id=s,env=DS_SECRET")
     assert "hunter2" not in repr(spec)
-    assert parse_secret("id=f,src=/does/not/exist") == SecretSpec("f", src="/does/not/exist")
+    assert secret_from_text("id=f,src=/does/not/exist") == SecretSpec("f", src="/does/not/exist")
 
 
 # -- resolve_secrets -----------------------------------------------------------------------------
