@@ -11,13 +11,14 @@ import os
 import sys
 import tempfile
 import traceback
+from argparse import SUPPRESS
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from pipeline import __version__
-from pipeline.commands.build import BuildOptions, run_build
+from pipeline.commands.build import run_build
 from pipeline.commands.plan import plan_for
 from pipeline.commands.prune import parse_age, restored_refs, run_prune
 from pipeline.dockerfile.graph import Graph, select
@@ -27,15 +28,8 @@ from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError, UsageErr
 from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 from pipeline.settings.ci import detect
-from pipeline.settings.config import (
-    Config,
-    find_config,
-    load_config,
-    parse_build_arg,
-    parse_publish,
-    parse_secret,
-)
-from pipeline.settings.resolve import Options, Settings, resolve_settings
+from pipeline.settings.config import find_config, load_config
+from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -139,31 +133,64 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="build the needed stages, cached per stage")
     _add_common(build)
     build.add_argument(
-        "--jobs", type=_positive, default=8, metavar="N", help="stages built at once (default: 8)"
+        "--jobs", default=SUPPRESS, metavar="N", help=f"stages built at once (default: {JOBS})"
     )
     build.add_argument(
-        "--fail-fast", action="store_true", help="stop everything when a stage fails"
+        "--fail-fast",
+        action="store_true",
+        default=SUPPRESS,
+        help="stop everything when a stage fails",
     )
     build.add_argument(
-        "--no-cache", action="store_true", help="restore nothing: build every needed stage"
+        "--no-cache",
+        action="store_true",
+        default=SUPPRESS,
+        help="restore nothing: build every needed stage",
     )
     build.add_argument(
-        "--no-push-cache", action="store_true", help="push no stage image to the cache repo"
+        "--no-push-cache",
+        dest="push_cache",
+        action="store_false",
+        default=SUPPRESS,
+        help="push no stage image to the cache repo",
     )
-    build.add_argument("--docker", metavar="PATH", help="the docker CLI for --engine docker")
-    build.add_argument("--report", metavar="FILE", help="write the JSON report here")
-    build.add_argument("--junit", metavar="FILE", help="write a JUnit XML, a testcase per stage")
     build.add_argument(
-        "--dotenv", metavar="FILE", help="write digests and published refs as KEY=value lines"
+        "--docker", default=SUPPRESS, metavar="PATH", help="the docker CLI for --engine docker"
     )
-    build.add_argument("--push", action="store_true", help="publish the targets (config: publish)")
+    build.add_argument(
+        "--report", default=SUPPRESS, metavar="FILE", help="write the JSON report here"
+    )
+    build.add_argument(
+        "--junit",
+        default=SUPPRESS,
+        metavar="FILE",
+        help="write a JUnit XML, a testcase per stage",
+    )
+    build.add_argument(
+        "--dotenv",
+        default=SUPPRESS,
+        metavar="FILE",
+        help="write digests and published refs as KEY=value lines",
+    )
+    build.add_argument(
+        "--push",
+        action="store_true",
+        default=SUPPRESS,
+        help="publish the targets (config: publish)",
+    )
     build.add_argument(
         "--artifacts-dir",
-        default="artifacts",
+        default=SUPPRESS,
         metavar="DIR",
-        help="where the test stage's artifacts go (default: artifacts)",
+        help=f"where the test stage's artifacts go (default: {Settings.artifacts_dir})",
     )
-    build.add_argument("--no-test", action="store_true", help="do not run the test stage")
+    build.add_argument(
+        "--no-test",
+        dest="run_tests",
+        action="store_false",
+        default=SUPPRESS,
+        help="do not run the test stage",
+    )
     build.set_defaults(handler=_build)
 
     prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
@@ -179,24 +206,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Flags every command takes. A flag that sets a `Settings` field has the field's name as
+    its dest and no default of its own: only the flags given reach the settings' flag layer."""
     parser.add_argument(
         "--config", metavar="FILE", help="config file (default: dagger-stages.yaml)"
     )
-    parser.add_argument("--dockerfile", "-f", metavar="FILE", help="default: CONTEXT/Dockerfile")
-    parser.add_argument("--context", metavar="DIR", help="build context (default: .)")
+    parser.add_argument(
+        "--dockerfile", "-f", default=SUPPRESS, metavar="FILE", help="default: CONTEXT/Dockerfile"
+    )
+    parser.add_argument(
+        "--context", default=SUPPRESS, metavar="DIR", help="build context (default: .)"
+    )
     parser.add_argument(
         "--target",
         dest="targets",
         action="append",
-        default=[],
+        default=SUPPRESS,
         metavar="STAGE",
         help="stage to build; repeatable (default: the last stage)",
     )
@@ -204,20 +230,33 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--build-arg",
         dest="build_args",
         action="append",
-        default=[],
+        default=SUPPRESS,
         metavar="K=V",
         help="set a declared ARG; repeatable",
     )
-    parser.add_argument("--cache-repo", metavar="REPO", help="registry repository for stage images")
     parser.add_argument(
-        "--image-repo", metavar="REPO", help="where --push publishes bare tags (default: from CI)"
+        "--cache-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="registry repository for stage images",
     )
-    parser.add_argument("--engine", choices=("dagger", "docker", "auto"), help="executor")
+    parser.add_argument(
+        "--image-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="where --push publishes bare tags (default: from CI)",
+    )
+    parser.add_argument(
+        "--engine",
+        default=SUPPRESS,
+        metavar="{" + ",".join(ENGINES) + "}",
+        help="executor",
+    )
     parser.add_argument(
         "--platform",
         dest="platforms",
         action="append",
-        default=[],
+        default=SUPPRESS,
         metavar="OS/ARCH",
         help="target platform; repeatable",
     )
@@ -225,7 +264,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--secret",
         dest="secrets",
         action="append",
-        default=[],
+        default=SUPPRESS,
         metavar="id=ID,env=VAR|src=PATH",
         help="a build secret, buildx syntax; its value is never read into plans or keys",
     )
@@ -233,32 +272,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--publish",
         dest="publish",
         action="append",
-        default=[],
+        default=SUPPRESS,
         metavar="STAGE=TAG",
         help="publish STAGE under this tag template; repeatable (replaces the config's list)",
     )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    cwd = Path.cwd()
+    """The flags given, by dest (a field's name), over the environment, config file and CI."""
+    flags = {name: value for name, value in vars(args).items() if name in OPTIONS}
     config_path = find_config(args.config, Path("."))
-    config = load_config(config_path) if config_path is not None else Config.empty()
-    build_args = tuple(
-        pair for text in args.build_args if (pair := parse_build_arg(text)) is not None
-    )
-    options = Options(
-        dockerfile=args.dockerfile,
-        context=args.context,
-        targets=tuple(args.targets),
-        build_args=build_args,
-        cache_repo=args.cache_repo,
-        image_repo=args.image_repo,
-        engine=args.engine,
-        platforms=tuple(args.platforms),
-        secrets=tuple(parse_secret(text) for text in args.secrets),
-        publish=parse_publish(args.publish),
-    )
-    return resolve_settings(options, config, detect(os.environ, cwd))
+    config = None if config_path is None else load_config(config_path)
+    ci = detect(os.environ, Path.cwd())
+    return resolve_settings(flags, config=config, ci=ci, env=os.environ)
 
 
 def _load(settings: Settings) -> Dockerfile:
@@ -300,21 +326,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    graph = _graph(settings, tests=not args.no_test)
-    options = BuildOptions(
-        jobs=args.jobs,
-        fail_fast=args.fail_fast,
-        no_cache=args.no_cache,
-        push_cache=not args.no_push_cache,
-        docker=args.docker,
-        report=args.report,
-        junit=args.junit,
-        dotenv=args.dotenv,
-        push=args.push,
-        run_tests=not args.no_test,
-        artifacts_dir=args.artifacts_dir,
-    )
-    return int(anyio.run(run_build, settings, graph, options))
+    graph = _graph(settings, tests=settings.run_tests)
+    return int(anyio.run(run_build, settings, graph))
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -280,15 +280,14 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
 
 def test_publish_flag_replaces_the_config_list_per_stage() -> None:
     from pipeline.settings.ci import CIContext
-    from pipeline.settings.config import Config, parse_publish
-    from pipeline.settings.resolve import Options, resolve_settings
+    from pipeline.settings.resolve import Layer, flag_layer, resolve_settings
 
-    config = Config(publish=(("release", ("{sha}", "latest")), ("app", ("app-{sha}",))))
-    options = Options(publish=parse_publish(["Release=v1", "release={tag}"]))
-    settings = resolve_settings(options, config, CIContext(provider="local"))
+    config = Layer("config", {"publish": {"release": ("{sha}", "latest"), "app": ("app-{sha}",)}})
+    flags = {"publish": ["Release=v1", "release={tag}"]}
+    settings = resolve_settings(flags, config=config, ci=CIContext(provider="local"), env={})
     assert settings.publish == {"release": ("v1", "{tag}"), "app": ("app-{sha}",)}
     with pytest.raises(UsageError, match='--publish "release": expected STAGE=TAG'):
-        parse_publish(["release"])
+        flag_layer({"publish": ["release"]}, {})
 
 
 def test_the_example_plans(capsys: pytest.CaptureFixture[str]) -> None:

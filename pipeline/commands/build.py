@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,8 @@ from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
 from pipeline.output.report import RunReport, summary
-from pipeline.output.terminal import Masker, make_reporter
-from pipeline.settings.config import secret_values
+from pipeline.output.terminal import make_reporter
+from pipeline.settings.secrets import resolve_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -51,25 +50,10 @@ if TYPE_CHECKING:
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
-__all__ = ["BuildOptions", "BuildRun", "choose_executor", "run_build"]
+__all__ = ["BuildRun", "choose_executor", "run_build"]
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    jobs: int = 8
-    fail_fast: bool = False
-    no_cache: bool = False
-    push_cache: bool = True
-    docker: str | None = None
-    report: str | None = None
-    junit: str | None = None
-    dotenv: str | None = None
-    push: bool = False
-    run_tests: bool = True
-    artifacts_dir: str = "artifacts"
-
-
-def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
+def choose_executor(settings: Settings) -> Executor:
     """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened).
 
     Each executor's module is imported only here, once chosen: `import dagger` costs a second.
@@ -82,13 +66,13 @@ def choose_executor(settings: Settings, options: BuildOptions) -> Executor:
             return DaggerExecutor()
     from pipeline.engines.docker_engine import DockerExecutor
 
-    return DockerExecutor(options.docker)
+    return DockerExecutor(settings.docker)
 
 
-async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> int:
+async def run_build(settings: Settings, graph: Graph) -> int:
     """One registry client serves the whole run: the plan, the hint tags and publishing."""
     async with registry_client(settings) as client:
-        run = BuildRun(settings, graph, options, client)
+        run = BuildRun(settings, graph, client)
         report = await run.run()
     return report.exit_code
 
@@ -96,23 +80,18 @@ async def run_build(settings: Settings, graph: Graph, options: BuildOptions) -> 
 class BuildRun:
     """The state of one `build`, from the plan to the report.
 
-    Results are kept as the runner reports them, so that whatever happens (a failure, an
-    interrupt) the report has the latest state of every stage.
+    Secret values are read here, once per run, and go to the executor resolved. Results are
+    kept as the runner reports them, so that whatever happens (a failure, an interrupt) the
+    report has the latest state of every stage.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        graph: Graph,
-        options: BuildOptions,
-        client: RegistryClient,
-    ) -> None:
+    def __init__(self, settings: Settings, graph: Graph, client: RegistryClient) -> None:
         self.settings = settings
         self.graph = graph
-        self.options = options
         self.client = client
-        self.masker = Masker(secret_values(settings.secrets, os.environ).values())
-        self.executor = choose_executor(settings, options)
+        self.secrets = resolve_secrets(settings.secrets, os.environ)
+        self.masker = self.secrets.masker()
+        self.executor = choose_executor(settings)
         self.test = self._test_run()
         self.context = build_context(settings)
         self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
@@ -165,7 +144,7 @@ class BuildRun:
                 self.settings,
                 self.graph,
                 context=self.context,
-                no_cache=self.options.no_cache,
+                no_cache=self.settings.no_cache,
                 client=self.client,
             )
         return plan  # noqa: RET504 (returned once prepare has finished too)
@@ -202,14 +181,14 @@ class BuildRun:
             dockerfile=plan.rewritten(name_unnamed=True),
             ignore_file=_read(self.context.ignore.source),
             build_args=self.settings.build_args,
-            secrets=self.settings.secrets,
+            secrets=self.secrets,
             platform=None if self.settings.platform is None else str(self.settings.platform),
             logins=await self._logins(plan, [p.ref for p in pending]),
         )
         run_options = RunOptions(
-            jobs=self.options.jobs,
-            fail_fast=self.options.fail_fast,
-            push_cache=self.options.push_cache and reachable and plan.cache_repo is not None,
+            jobs=self.settings.jobs,
+            fail_fast=self.settings.fail_fast,
+            push_cache=self.settings.push_cache and reachable and plan.cache_repo is not None,
         )
         async with self.executor.session(spec) as session:
             images: dict[int, Image] = {}
@@ -220,7 +199,7 @@ class BuildRun:
             await self._publish(plan, pending, images, session)
 
     def _publications(self) -> list[Publication]:
-        if not self.options.push:
+        if not self.settings.push:
             return []
         asked = resolve_targets(self.graph.dockerfile, self.settings.targets)
         settings = self.settings
@@ -232,7 +211,7 @@ class BuildRun:
         """Credentials from env or CI for the registries the engine pushes to on its own."""
         cache = [plan.cache_repo.registry] if plan.cache_repo else []
         hosts = dict.fromkeys([*(ref.registry for ref in published), *cache])
-        credentials = Credentials(sources=self.settings.ci.credentials, docker_config=False)
+        credentials = Credentials(sources=self.settings.credentials, docker_config=False)
         logins = []
         for host in hosts:
             secret = await credentials.lookup(host)
@@ -253,14 +232,14 @@ class BuildRun:
 
     def _test_run(self) -> tuple[int, TestRun] | None:
         spec = self.settings.test
-        if spec is None or not self.options.run_tests:
+        if spec is None or not self.settings.run_tests:
             return None
         stage = self.graph.dockerfile.stage_by_name(spec.stage)
         if stage is None or stage.index not in self.graph.needed:
             raise UsageError(
                 f'test stage "{spec.stage}" is not built here', path=self.settings.config_path
             )
-        artifacts_dir = Path(self.options.artifacts_dir)
+        artifacts_dir = Path(self.settings.artifacts_dir)
         return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
 
     async def _run_test(
@@ -327,7 +306,7 @@ class BuildRun:
         )
 
     def _write_reports(self, report: RunReport, started: float) -> None:
-        options, masker = self.options, self.masker
+        options, masker = self.settings, self.masker
         results = {result.index: result for result in report.stages}
         if options.report:
             _write(options.report, json.dumps(report.to_json(masker), indent=2) + "\n")

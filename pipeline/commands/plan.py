@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,10 +23,9 @@ __all__ = ["branches", "build_context", "plan_for", "registry_client"]
 
 def registry_client(settings: Settings) -> RegistryClient:
     """The registry client of one command: its tokens and connections serve every request."""
-    insecure = os.environ.get("DAGGER_STAGES_INSECURE_REGISTRIES", "")
     return RegistryClient(
-        credentials=Credentials(sources=settings.ci.credentials),
-        insecure=[host.strip() for host in insecure.split(",") if host.strip()],
+        credentials=Credentials(sources=settings.credentials),
+        insecure=settings.insecure_registries,
         retries=2,
         backoff=0.25,
     )

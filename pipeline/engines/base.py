@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.oci.reference import Reference
-    from pipeline.settings.config import SecretSpec
+    from pipeline.settings.secrets import Secrets
 
 __all__ = [
     "BuildSpec",
@@ -48,7 +48,7 @@ class BuildSpec:
     dockerfile: str  # the rewritten Dockerfile's text
     ignore_file: str | None  # the effective .dockerignore text, kept beside the Dockerfile
     build_args: Mapping[str, str]
-    secrets: tuple[SecretSpec, ...]
+    secrets: Secrets  # resolved once for the run; executors never read them from elsewhere
     platform: str | None
     logins: tuple[RegistryLogin, ...] = ()
 

@@ -25,7 +25,6 @@ import anyio
 
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
-from pipeline.settings.config import secret_values
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -78,8 +77,7 @@ class DaggerExecutor:
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DaggerSession]:
         cli = _cli_to_start(os.environ)
-        secrets = secret_values(spec.secrets, os.environ)
-        for name, value in secrets.items():
+        for name, value in spec.secrets.items():
             if any("\udc80" <= char <= "\udcff" for char in value):
                 raise UsageError(
                     f"secret {name}: the file is not UTF-8 text, and Dagger takes text secrets; "
@@ -96,7 +94,7 @@ class DaggerExecutor:
                 except BaseException:
                     await _forget_connection()
                     raise
-            yield DaggerSession(spec, secrets)
+            yield DaggerSession(spec)
 
 
 def _cli_to_start(env: Mapping[str, str]) -> str | None:
@@ -201,7 +199,7 @@ def ignore_rules(ignore_file: str | None) -> str:
 class DaggerSession:
     """One engine connection; builds share the context directory and the secrets."""
 
-    def __init__(self, spec: BuildSpec, secrets: Mapping[str, str]) -> None:
+    def __init__(self, spec: BuildSpec) -> None:
         from dagger import dag
 
         self._spec = spec
@@ -211,7 +209,7 @@ class DaggerSession:
             .with_new_file(DOCKERFILE, spec.dockerfile)
             .with_new_file(DOCKERIGNORE, ignore_rules(spec.ignore_file))
         )
-        self._secrets = [dag.set_secret(name, value) for name, value in secrets.items()]
+        self._secrets = [dag.set_secret(name, value) for name, value in spec.secrets.items()]
         self._logins = [
             (login.host, login.username, dag.set_secret(_login_name(login.host), login.password))
             for login in spec.logins

@@ -4,6 +4,8 @@
 older than 23 whose built-in BuildKit still works. A newer CLI without buildx refuses BuildKit,
 which is an exit 3 naming the binary and the fix. Each stage is built with `--target`, the
 rewritten Dockerfile and `BUILDKIT_INLINE_CACHE=1`, so its image carries its layer cache.
+Build secrets arrive resolved; each is written to a 0600 file in the session's private
+directory, which goes when the session ends, and passed to buildx by that path.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.engines.base import Image
-from pipeline.errors import EngineUnavailable, StageFailed, UsageError
+from pipeline.errors import EngineUnavailable, StageFailed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
     from pipeline.oci.reference import Reference
+    from pipeline.settings.secrets import Secrets
 
 __all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
 
@@ -65,15 +68,14 @@ async def _run(
 
 
 async def find_docker(explicit: str | None, env: Mapping[str, str]) -> DockerCLI:
-    """The docker CLI to build with, checked to build with BuildKit and to reach its daemon.
+    """The docker CLI to build with (`explicit`, from --docker or DAGGER_STAGES_DOCKER, else
+    the one on PATH), checked to build with BuildKit and to reach its daemon.
 
     Two calls at once: `docker version` prints the client's version, and exits non-zero
     when the daemon does not answer; `docker buildx inspect` says whether buildx is there,
     and which driver its builder has.
     """
-    path = (
-        explicit or env.get("DAGGER_STAGES_DOCKER") or shutil.which("docker", path=env.get("PATH"))
-    )
+    path = explicit or shutil.which("docker", path=env.get("PATH"))
     if path is None:
         raise EngineUnavailable("no docker CLI on PATH; install Docker, or use --engine dagger")
     answers: dict[str, tuple[int, str]] = {}
@@ -220,7 +222,7 @@ class DockerSession:
         self._dockerfile.write_text(spec.dockerfile)
         if spec.ignore_file is not None:
             (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
-        self._secrets = _secret_flags(spec, private, env)
+        self._secrets = _secret_flags(spec.secrets, private)
         self._pulls: dict[Reference, _Pull] = {}
 
     def _build_command(self, job: StageJob) -> list[str]:
@@ -331,25 +333,16 @@ class DockerSession:
                 log(f"artifact {path} -> {target}")
 
 
-def _secret_flags(spec: BuildSpec, private: Path, env: Mapping[str, str]) -> list[str]:
-    """`--secret id=…,src=…`; an env secret is copied to a 0600 file in the private dir."""
+def _secret_flags(secrets: Secrets, private: Path) -> list[str]:
+    """`--secret id=…,src=…`, each value in a 0600 file of its own in the private dir; a file
+    secret's bytes arrive as they were read, whether or not they are UTF-8."""
     flags: list[str] = []
-    for secret in spec.secrets:
-        if secret.env is not None:
-            if secret.env not in env:
-                raise UsageError(
-                    f"secret {secret.id}: environment variable {secret.env} is not set"
-                )
-            path = private / f"secret-{len(flags)}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(env[secret.env])
-            source = str(path)
-        else:
-            source = str(secret.src)
-            if not Path(source).is_file():
-                raise UsageError(f"secret {secret.id}: file {source} not found")
-        flags += ["--secret", f"id={secret.id},src={source}"]
+    for number, (secret_id, value) in enumerate(secrets.items()):
+        path = private / f"secret-{number}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(value.encode("utf-8", "surrogateescape"))
+        flags += ["--secret", f"id={secret_id},src={path}"]
     return flags
 
 

@@ -19,6 +19,7 @@ from pipeline.cache.explain import LABEL
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
+from pipeline.settings.resolve import JOBS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -46,7 +47,7 @@ class Reporter(Protocol):
 
 @dataclass(frozen=True)
 class RunOptions:
-    jobs: int = 4
+    jobs: int = JOBS
     fail_fast: bool = False
     push_cache: bool = True
 

@@ -3,6 +3,7 @@
 On a terminal, a live table with a row per stage; on GitHub and GitLab, each stage's lines as
 one collapsible block; elsewhere, plain lines a CI log can read, each prefixed by its stage.
 Every line that leaves through here has known secret values masked, as a last line of defence.
+The masker is the run's `settings.secrets.Masker`.
 """
 
 from __future__ import annotations
@@ -16,31 +17,15 @@ from pipeline.engines.results import Status
 from pipeline.output import ci_formats
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from pipeline.engines.results import StageResult
+    from pipeline.settings.secrets import Masker
 
 __all__ = [
     "GroupedReporter",
     "LiveReporter",
-    "Masker",
     "PlainReporter",
     "make_reporter",
 ]
-
-
-class Masker:
-    """Replaces secret values with `***` in anything printed."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        """Each value is masked whole and line by line, since logs arrive a line at a time."""
-        pieces = {piece.strip() for s in secrets for piece in (s, *s.splitlines())}
-        self._secrets = sorted({p for p in pieces if len(p) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 class PlainReporter:

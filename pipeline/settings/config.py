@@ -1,72 +1,61 @@
-"""The config file, `dagger-stages.yaml`, read into a typed `Config`.
+"""The config file, `dagger-stages.yaml`, read into the config `Layer` of the settings.
 
 Validation is strict, because a typo in a CI config otherwise surfaces as a
 silently ignored setting several minutes into a build. Every error names the
-file and the line of the offending YAML node. Nothing here fills in defaults:
-unset fields stay None or empty, so the CLI can layer its sources
-(flags > config > CI > built-ins). `schema/dagger-stages.schema.json` describes
-the same file for editors; `tests/test_config.py` keeps the two in agreement.
+file and the line of the offending YAML node. The YAML's shape (mappings, lists,
+strings, duplicates, unknown keys) is checked here; a value is checked by its field's
+validator in `resolve`, the one a flag's value goes through, and a failure is told in
+the file's terms where YAML needs a hint (`platforms: "linux/amd64,linux/arm64" is not
+a platform like linux/amd64 (os/arch[/variant]; list several as a YAML list)`).
+Nothing here fills in defaults: the layer holds only the keys the file sets, and
+`resolve` merges it between the CI defaults and the environment. The keys are the
+`Settings` fields that have one; `schema/dagger-stages.schema.json` describes the
+same file for editors, and `tests/settings/test_config.py` keeps the two in agreement.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipeline.errors import UsageError
+from pipeline.settings.resolve import (
+    ENGINES,
+    OPTIONS,
+    STAGE_NAME,
+    Engine,
+    Layer,
+    Opt,
+    TestSpec,
+    is_build_arg_name,
+    parse_engine,
+    parse_platform,
+    parse_repository,
+    publish_stage,
+)
+from pipeline.settings.secrets import secret_from_fields, secret_from_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator
 
-__all__ = [
-    "CONFIG_FILENAME",
-    "Config",
-    "Engine",
-    "SecretSpec",
-    "TestSpec",
-    "find_config",
-    "load_config",
-    "parse_build_arg",
-    "parse_publish",
-    "parse_secret",
-    "secret_values",
-]
+    from pipeline.dockerfile.stages import Platform
+    from pipeline.oci.reference import Repository
+    from pipeline.settings.secrets import SecretSpec
 
-Engine = Literal["dagger", "docker", "auto"]
+__all__ = ["CONFIG_FILENAME", "KEYS", "find_config", "load_config"]
 
 CONFIG_FILENAME = "dagger-stages.yaml"
 
-ENGINES: tuple[Engine, ...] = get_args(Engine)
-KEYS = (
-    "dockerfile",
-    "context",
-    "targets",
-    "build_args",
-    "cache_repo",
-    "image_repo",
-    "engine",
-    "platforms",
-    "secrets",
-    "publish",
-    "test",
-)
+KEYS = tuple(opt.key for opt in OPTIONS.values() if opt.key is not None)
 TEST_KEYS = ("stage", "command", "artifacts")
-SECRET_KEYS = ("id", "env", "src", "source")
-
-# The schema carries the same patterns; Python applies them with fullmatch.
-STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
-PLATFORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
-REPOSITORY = re.compile(r"([^\s@/]+/)*[^\s@/:]+")
-ARG_NAME = re.compile(r"[^\s=]+")
+SECRET_FIELDS = ("id", "env", "src", "source")
 
 _TAG = "tag:yaml.org,2002:"
 _KINDS = {
@@ -83,71 +72,6 @@ _KINDS = {
 }
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SecretSpec:
-    """A build secret by reference: the variable or file it comes from, never its value."""
-
-    id: str
-    env: str | None = None
-    src: str | None = None
-
-
-@dataclass(frozen=True)
-class TestSpec:
-    """Run `command` in the built `stage` and copy `artifacts` (container paths) out."""
-
-    __test__ = False  # not a pytest test class
-
-    stage: str
-    command: str | tuple[str, ...]
-    artifacts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Config:
-    """What the config file says; None or empty wherever it says nothing."""
-
-    path: Path | None = None
-    dockerfile: str | None = None
-    context: str | None = None
-    targets: tuple[str, ...] = ()
-    build_args: tuple[tuple[str, str], ...] = ()
-    cache_repo: str | None = None
-    image_repo: str | None = None
-    engine: Engine | None = None
-    platforms: tuple[str, ...] = ()
-    secrets: tuple[SecretSpec, ...] = ()
-    publish: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    test: TestSpec | None = None
-
-    @classmethod
-    def empty(cls) -> Config:
-        """The config of a project without a config file."""
-        return cls()
-
-
-def secret_values(specs: Sequence[SecretSpec], env: Mapping[str, str]) -> dict[str, str]:
-    """Secret values by id, from their variables or files; errors name the id, never a value.
-
-    A file that is not UTF-8 keeps its bytes as surrogate escapes, for engines that can take it.
-    """
-    values: dict[str, str] = {}
-    for secret in specs:
-        if secret.env is not None:
-            if secret.env not in env:
-                message = f"secret {secret.id}: environment variable {secret.env} is not set"
-                raise UsageError(message)
-            values[secret.id] = env[secret.env]
-        else:
-            try:
-                data = Path(str(secret.src)).read_bytes()
-                values[secret.id] = data.decode("utf-8", "surrogateescape")
-            except OSError as exc:
-                message = f"secret {secret.id}: cannot read {secret.src}: {exc.strerror}"
-                raise UsageError(message) from None
-    return values
 
 
 def find_config(explicit: str | None, cwd: Path) -> Path | None:
@@ -172,7 +96,8 @@ def find_config(explicit: str | None, cwd: Path) -> Path | None:
     return default if default.is_file() else None
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path) -> Layer:
+    """The settings the file sets, and `config_path`, which errors found later point to."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -181,96 +106,12 @@ def load_config(path: Path) -> Config:
         raise UsageError(f"cannot read config file: {exc.strerror}", path=path) from None
     doc = _Document(path, text)
     root = doc.root()
+    values: dict[str, object] = {"config_path": str(path)}
     if root is None or (isinstance(root, ScalarNode) and root.tag == _TAG + "null"):
-        return Config(path=path)
+        return Layer("config", values)
     if not isinstance(root, MappingNode) or root.tag != _TAG + "map":
         raise doc.error(root, f"expected a mapping of settings, got {_kind(root, doc)}")
-    return _config(doc, root)
-
-
-def parse_build_arg(
-    text: str, *, source: str = "--build-arg", env: Mapping[str, str] | None = None
-) -> tuple[str, str] | None:
-    """`NAME=VALUE`, or a bare `NAME` that takes its value from the environment.
-
-    Like `docker build`, a bare name that is not in the environment (`env`,
-    default `os.environ`) is skipped: the result is None and the Dockerfile's
-    default applies.
-    """
-    name, sep, value = text.partition("=")
-    if not name:
-        raise UsageError(f'{source} "{text}": the name is empty (expected NAME=VALUE or NAME)')
-    if not ARG_NAME.fullmatch(name):
-        raise UsageError(
-            f'{source} "{text}": "{name}" is not a valid name (expected NAME=VALUE or NAME)'
-        )
-    if sep:
-        return name, value
-    environ = os.environ if env is None else env
-    found = environ.get(name)
-    return None if found is None else (name, found)
-
-
-def parse_publish(texts: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """`--publish STAGE=TAG`, repeatable; the tags of one stage keep their order."""
-    tags: dict[str, list[str]] = {}
-    for text in texts:
-        stage, _, template = text.partition("=")
-        if not stage.strip() or not template.strip():
-            raise UsageError(f'--publish "{text}": expected STAGE=TAG')
-        tags.setdefault(stage.strip().lower(), []).append(template.strip())
-    return tuple((stage, tuple(values)) for stage, values in tags.items())
-
-
-def parse_secret(text: str, *, source: str = "--secret") -> SecretSpec:
-    """buildx syntax: `id=ID,env=VAR` or `id=ID,src=PATH` (`source=` and `type=env|file` too)."""
-
-    def fail(reason: str) -> UsageError:
-        return UsageError(f'{source} "{text}": {reason}')
-
-    return _parse_secret(text, fail)
-
-
-def _parse_secret(text: str, fail: Callable[[str], UsageError]) -> SecretSpec:
-    try:
-        fields = next(csv.reader([text]), [])
-    except csv.Error as exc:
-        raise fail(str(exc)) from None
-    values: dict[str, str] = {}
-    for field in fields:
-        key, sep, value = field.partition("=")
-        key = key.strip().lower()
-        key = "src" if key == "source" else key
-        if not sep:
-            raise fail(f'"{field}" is not a key=value pair')
-        if key not in ("type", "id", "env", "src"):
-            raise fail(f'unknown key "{key}" (expected id, env, src or type)')
-        if key in values:
-            raise fail(f'"{key}" is given twice')
-        values[key] = value
-    kind = values.pop("type", None)
-    if kind not in (None, "env", "file"):
-        raise fail(f'type must be "env" or "file", not "{kind}"')
-    if kind == "env" and "env" not in values and "src" in values:
-        values["env"] = values.pop("src")
-    return _secret(values, kind, fail)
-
-
-def _secret(
-    values: dict[str, str], kind: str | None, fail: Callable[[str], UsageError]
-) -> SecretSpec:
-    if not values.get("id"):
-        raise fail("the id is missing")
-    if "env" in values and "src" in values:
-        raise fail("give env or src, not both")
-    if "env" not in values and "src" not in values:
-        raise fail("needs env (a variable name) or src (a file path) to say where the value is")
-    if kind == "file" and "env" in values:
-        raise fail("type=file takes src, not env")
-    for key in ("env", "src"):
-        if key in values and not values[key]:
-            raise fail(f"{key} is empty")
-    return SecretSpec(id=values["id"], env=values.get("env"), src=values.get("src"))
+    return Layer("config", {**values, **_settings(doc, root)})
 
 
 @dataclass(frozen=True)
@@ -308,36 +149,29 @@ class _Document:
         return SafeConstructor().construct_object(node)
 
 
-def _config(doc: _Document, root: MappingNode) -> Config:
-    nodes: dict[str, Node] = {}
+def _settings(doc: _Document, root: MappingNode) -> dict[str, object]:
+    """Each key's value, read by its reader (or, for a plain string key, its field's parse)."""
+    values: dict[str, object] = {}
     for key, key_node, value in _pairs(doc, root, ""):
         if key not in KEYS:
             raise doc.error(key_node, _unknown(key, KEYS))
-        nodes[key] = value
-    config_dir = os.path.dirname(doc.path)
+        name, opt = next((name, opt) for name, opt in OPTIONS.items() if opt.key == key)
+        reader = _READERS.get(key) or _parsed_by(opt)
+        values[name] = reader(doc, value, key)
+    return values
 
-    def relative(key: str) -> str | None:
-        if key not in nodes:
-            return None
-        return os.path.normpath(os.path.join(config_dir, _string(doc, nodes[key], key)))
 
-    def read(key: str, reader: Callable[[_Document, Node, str], T], default: T) -> T:
-        return reader(doc, nodes[key], key) if key in nodes else default
+def _parsed_by(opt: Opt) -> Callable[[_Document, Node, str], object]:
+    """A string checked by the field's own validator, for keys that need nothing more."""
 
-    return Config(
-        path=doc.path,
-        dockerfile=relative("dockerfile"),
-        context=relative("context"),
-        targets=read("targets", _targets, ()),
-        build_args=read("build_args", _build_args, ()),
-        cache_repo=read("cache_repo", _cache_repo, None),
-        image_repo=read("image_repo", _cache_repo, None),
-        engine=read("engine", _engine, None),
-        platforms=read("platforms", _platforms, ()),
-        secrets=read("secrets", _secrets, ()),
-        publish=read("publish", _publish, ()),
-        test=read("test", _test, None),
-    )
+    def read(doc: _Document, node: Node, where: str) -> object:
+        text = _string(doc, node, where)
+        try:
+            return text if opt.parse is None else opt.parse(text)
+        except ValueError as exc:
+            raise doc.error(node, f'{where}: "{text}": {exc}') from None
+
+    return read
 
 
 def _pairs(doc: _Document, node: MappingNode, where: str) -> Iterator[tuple[str, Node, Node]]:
@@ -406,45 +240,65 @@ def _strings(
     return items
 
 
-def _matching(
-    doc: _Document, node: Node, where: str, pattern: re.Pattern[str], what: str
-) -> tuple[str, ...]:
-    items = _strings(doc, node, where, single=True)
-    for text, place, item in items:
-        if not pattern.fullmatch(text):
-            raise doc.error(item, f'{place}: "{text}" is not {what}')
-    return tuple(text for text, _, _ in items)
+def _checked(
+    doc: _Document,
+    node: Node,
+    where: str,
+    parse: Callable[[str], T],
+    what: str,
+) -> tuple[T, ...]:
+    """One string or a list of them, each checked by `parse`; `what` says what it must be."""
+    values = []
+    for text, place, item in _strings(doc, node, where, single=True):
+        try:
+            values.append(parse(text))
+        except ValueError:
+            raise doc.error(item, f'{place}: "{text}" is not {what}') from None
+    return tuple(values)
+
+
+def _stage_name(text: str) -> str:
+    if not STAGE_NAME.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+def _relative(doc: _Document, node: Node, where: str) -> str:
+    """A path in the file is relative to the file's directory."""
+    text = _string(doc, node, where)
+    return os.path.normpath(os.path.join(os.path.dirname(doc.path), text))
 
 
 def _targets(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
     what = "a stage name (list several targets as a YAML list)"
-    return _matching(doc, node, where, STAGE_NAME, what)
+    return _checked(doc, node, where, _stage_name, what)
 
 
-def _platforms(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
+def _platforms(doc: _Document, node: Node, where: str) -> tuple[Platform, ...]:
     what = "a platform like linux/amd64 (os/arch[/variant]; list several as a YAML list)"
-    return _matching(doc, node, where, PLATFORM, what)
+    return _checked(doc, node, where, parse_platform, what)
 
 
-def _cache_repo(doc: _Document, node: Node, where: str) -> str:
+def _repository(doc: _Document, node: Node, where: str) -> Repository:
     text = _string(doc, node, where)
-    if not REPOSITORY.fullmatch(text):
+    try:
+        return parse_repository(text)
+    except ValueError:
         raise doc.error(
             node,
             f'{where}: "{text}" is not a repository like ghcr.io/acme/app/cache '
             "(no scheme, tag or digest)",
-        )
-    return text
+        ) from None
 
 
 def _engine(doc: _Document, node: Node, where: str) -> Engine:
-    is_string = _is(node, ScalarNode, "str")
-    for engine in ENGINES:
-        if is_string and node.value == engine:
-            return engine
+    if _is(node, ScalarNode, "str"):
+        try:
+            return parse_engine(str(node.value))
+        except ValueError as exc:
+            raise doc.error(node, f"{where}: {exc}") from None
     choices = ", ".join(f'"{engine}"' for engine in ENGINES)
-    got = f'"{node.value}"' if is_string else _kind(node, doc)
-    raise doc.error(node, f"{where}: expected one of {choices}, got {got}")
+    raise doc.error(node, f"{where}: expected one of {choices}, got {_kind(node, doc)}")
 
 
 def _mapping(doc: _Document, node: Node, where: str, wanted: str) -> MappingNode:
@@ -453,21 +307,21 @@ def _mapping(doc: _Document, node: Node, where: str, wanted: str) -> MappingNode
     return node
 
 
-def _build_args(doc: _Document, node: Node, where: str) -> tuple[tuple[str, str], ...]:
+def _build_args(doc: _Document, node: Node, where: str) -> dict[str, str]:
     """Integers are kept as written (`0755` stays `0755`); floats and booleans must be quoted.
 
     An empty string is a value, as with `--build-arg NAME=`.
     """
     mapping = _mapping(doc, node, where, "a mapping of NAME: value")
-    args: list[tuple[str, str]] = []
+    args: dict[str, str] = {}
     for name, key_node, value in _pairs(doc, mapping, where):
-        if not ARG_NAME.fullmatch(name):
+        if not is_build_arg_name(name):
             raise doc.error(key_node, f'{where}: "{name}" is not a valid build arg name')
         if _is(value, ScalarNode, "int"):
-            args.append((name, str(value.value)))
+            args[name] = str(value.value)
         else:
-            args.append((name, _string(doc, value, f"{where}.{name}", empty=True)))
-    return tuple(args)
+            args[name] = _string(doc, value, f"{where}.{name}", empty=True)
+    return args
 
 
 def _secrets(doc: _Document, node: Node, where: str) -> tuple[SecretSpec, ...]:
@@ -489,24 +343,27 @@ def _secrets(doc: _Document, node: Node, where: str) -> tuple[SecretSpec, ...]:
 
 
 def _secret_item(doc: _Document, item: Node, place: str) -> SecretSpec:
+    """The buildx string, or a mapping of the same fields; both checked as `--secret` is."""
     if _is(item, ScalarNode, "str"):
         text = str(item.value)
-        return _parse_secret(text, lambda reason: doc.error(item, f'{place}: "{text}": {reason}'))
+        try:
+            return secret_from_text(text)
+        except ValueError as exc:
+            raise doc.error(item, f'{place}: "{text}": {exc}') from None
     wanted = "a string like id=ID,env=VAR or a mapping with id and env or src"
     mapping = _mapping(doc, item, place, wanted)
     values: dict[str, str] = {}
     for key, key_node, value in _pairs(doc, mapping, place):
-        if key not in SECRET_KEYS:
-            raise doc.error(key_node, f"{place}: {_unknown(key, SECRET_KEYS[:3])}")
+        if key not in SECRET_FIELDS:
+            raise doc.error(key_node, f"{place}: {_unknown(key, SECRET_FIELDS[:3])}")
         field = "src" if key == "source" else key
         if field in values:
             raise doc.error(key_node, f"{place}: give src or source, not both")
         values[field] = _string(doc, value, f"{place}.{key}")
-
-    def fail(reason: str) -> UsageError:
-        return doc.error(mapping, f"{place}: {reason}")
-
-    return _secret(values, None, fail)
+    try:
+        return secret_from_fields(values)
+    except ValueError as exc:
+        raise doc.error(mapping, f"{place}: {exc}") from None
 
 
 def _test(doc: _Document, node: Node, where: str) -> TestSpec:
@@ -539,15 +396,33 @@ def _test(doc: _Document, node: Node, where: str) -> TestSpec:
     return TestSpec(stage=stage, command=command, artifacts=artifacts)
 
 
-def _publish(doc: _Document, node: Node, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _publish(doc: _Document, node: Node, where: str) -> dict[str, tuple[str, ...]]:
+    """Tag templates by target; targets that differ only in case are one target."""
     mapping = _mapping(doc, node, where, "a mapping of target: [tag template, ...]")
-    publish: list[tuple[str, tuple[str, ...]]] = []
+    publish: dict[str, tuple[str, ...]] = {}
     for target, key_node, value in _pairs(doc, mapping, where):
-        if not STAGE_NAME.fullmatch(target):
-            raise doc.error(key_node, f'{where}: "{target}" is not a stage name')
+        try:
+            stage = publish_stage(target)
+        except ValueError as exc:
+            raise doc.error(key_node, f"{where}: {exc}") from None
         place = f"{where}.{target}"
         tags = _strings(doc, value, place, single=False)
         if not tags:
             raise doc.error(value, f"{place}: expected at least one tag")
-        publish.append((target, tuple(text for text, _, _ in tags)))
-    return tuple(publish)
+        publish[stage] = (*publish.get(stage, ()), *(text for text, _, _ in tags))
+    return publish
+
+
+_READERS: dict[str, Callable[[_Document, Node, str], Any]] = {
+    "dockerfile": _relative,
+    "context": _relative,
+    "targets": _targets,
+    "build_args": _build_args,
+    "cache_repo": _repository,
+    "image_repo": _repository,
+    "engine": _engine,
+    "platforms": _platforms,
+    "secrets": _secrets,
+    "publish": _publish,
+    "test": _test,
+}

@@ -26,7 +26,7 @@ from pipeline.engines.dagger_engine import (
 )
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 from pipeline.oci.reference import Reference
-from pipeline.settings.config import SecretSpec
+from pipeline.settings.secrets import Secrets
 from tests.fake_dagger import (
     ExecFailure,
     ExecResult,
@@ -63,7 +63,7 @@ def spec(tmp_path: Path) -> BuildSpec:
         dockerfile=DOCKERFILE_TEXT,
         ignore_file="node_modules\n*.log",
         build_args={"NODE_ENV": "production", "EMPTY": ""},
-        secrets=(),
+        secrets=Secrets(),
         platform=None,
     )
 
@@ -142,17 +142,11 @@ def test_ignore_rules_hide_the_private_folder() -> None:
 
 @pytest.mark.anyio
 async def test_each_stage_is_a_docker_build_of_its_target(
-    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_dagger: FakeDagger, spec: BuildSpec
 ) -> None:
-    monkeypatch.setenv("NPM_TOKEN", NPM_TOKEN)
-    secret_file = tmp_path / "netrc"
-    secret_file.write_text(FILE_SECRET)
     spec = dataclasses.replace(
         spec,
-        secrets=(
-            SecretSpec("npm_token", env="NPM_TOKEN"),
-            SecretSpec("netrc", src=str(secret_file)),
-        ),
+        secrets=Secrets.of({"npm_token": NPM_TOKEN, "netrc": FILE_SECRET}),
         platform="linux/arm64",
     )
     log = Log()
@@ -667,23 +661,19 @@ async def test_a_cli_that_cannot_start_a_session_means_no_engine(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("secret", "message"),
-    [
-        (
-            SecretSpec("npm_token", env="UNSET_VARIABLE"),
-            "environment variable UNSET_VARIABLE is not",
-        ),
-        (SecretSpec("netrc", src="/nonexistent/netrc"), "cannot read /nonexistent/netrc"),
-    ],
-)
-async def test_a_missing_secret_is_a_usage_error_naming_it(
-    fake_dagger: FakeDagger, spec: BuildSpec, secret: SecretSpec, message: str
+async def test_a_secret_that_is_not_text_is_a_usage_error_naming_it(
+    fake_dagger: FakeDagger, spec: BuildSpec
 ) -> None:
-    spec = dataclasses.replace(spec, secrets=(secret,))
-    with pytest.raises(UsageError, match=rf"^secret {secret.id}: {message}") as caught:
+    """A file that is not UTF-8 arrives as surrogate escapes; Dagger's secrets are text."""
+    binary = b"\x30\x82\xff\xfe".decode("utf-8", "surrogateescape")
+    spec = dataclasses.replace(spec, secrets=Secrets.of({"key": binary}))
+    with pytest.raises(UsageError) as caught:
         async with DaggerExecutor().session(spec):
             pytest.fail("opened a session")
+    assert str(caught.value) == (
+        "secret key: the file is not UTF-8 text, and Dagger takes text secrets; "
+        "encode it (base64) or use --engine docker"
+    )
     assert caught.value.exit_code == 2
     assert fake_dagger.queries == []
 
@@ -693,21 +683,11 @@ async def test_a_missing_secret_is_a_usage_error_naming_it(
 
 @pytest.mark.anyio
 async def test_secret_values_reach_the_engine_only_in_set_secret(
-    fake_dagger: FakeDagger,
-    spec: BuildSpec,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    fake_dagger: FakeDagger, spec: BuildSpec, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("NPM_TOKEN", NPM_TOKEN)
-    secret_file = tmp_path / "netrc"
-    secret_file.write_text(FILE_SECRET)
     spec = dataclasses.replace(
         spec,
-        secrets=(
-            SecretSpec("npm_token", env="NPM_TOKEN"),
-            SecretSpec("netrc", src=str(secret_file)),
-        ),
+        secrets=Secrets.of({"npm_token": NPM_TOKEN, "netrc": FILE_SECRET}),
         logins=(RegistryLogin("registry.test", "ci", REGISTRY_PASSWORD),),
     )
     fake_dagger.failures["test"] = ExecFailure(stderr="npm ERR! 401 Unauthorized\n")

@@ -13,6 +13,7 @@ from pipeline.engines.base import BuildSpec, StageJob
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable
 from pipeline.oci.reference import Reference
+from pipeline.settings.secrets import Secrets
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def calls(tmp_path: Path) -> list[list[str]]:
 
 
 def spec(tmp_path: Path) -> BuildSpec:
-    return BuildSpec(tmp_path, "FROM busybox AS web\n", None, {}, (), None)
+    return BuildSpec(tmp_path, "FROM busybox AS web\n", None, {}, Secrets(), None)
 
 
 def job(*cache_from: str) -> StageJob:

@@ -17,6 +17,7 @@ from pipeline.engines.base import BuildSpec, StageJob
 from pipeline.engines.dagger_engine import DaggerExecutor
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.oci.reference import Reference
+from pipeline.settings.secrets import Secrets
 from tests.engines.test_dagger_engine import Log, fake_cli, job
 from tests.fake_dagger import run_fake_dagger
 
@@ -32,7 +33,7 @@ def spec(tmp_path: Path) -> BuildSpec:
         dockerfile="FROM busybox AS web\n",
         ignore_file=None,
         build_args={},
-        secrets=(),
+        secrets=Secrets(),
         platform=None,
     )
 

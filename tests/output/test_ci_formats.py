@@ -34,7 +34,7 @@ from pipeline.output.ci_formats import (
     mermaid_gantt,
     mermaid_graph,
 )
-from pipeline.output.terminal import Masker
+from pipeline.settings.secrets import Masker
 
 SECRET = "hunter2-secret"
 DIGEST = {n: "sha256:" + c * 64 for n, c in enumerate("abcdef")}

@@ -10,7 +10,7 @@ from pipeline.engines.results import Published, StageResult, Status, TestOutcome
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from pipeline.oci.reference import Repository
 from pipeline.output.report import RunReport, summary
-from pipeline.output.terminal import Masker
+from pipeline.settings.secrets import Masker
 from tests.output.test_terminal import SECRET, results
 
 

@@ -8,18 +8,13 @@ import jsonschema
 import pytest
 import yaml
 
+from pipeline.dockerfile.stages import Platform
 from pipeline.errors import UsageError
+from pipeline.oci.reference import Repository
 from pipeline.settings import config as config_module
-from pipeline.settings.config import (
-    CONFIG_FILENAME,
-    Config,
-    SecretSpec,
-    TestSpec,
-    find_config,
-    load_config,
-    parse_build_arg,
-    parse_secret,
-)
+from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
+from pipeline.settings.resolve import Layer, TestSpec
+from pipeline.settings.secrets import SecretSpec
 
 SCHEMA_PATH = Path(config_module.__file__).parent.parent / "schema" / "dagger-stages.schema.json"
 
@@ -75,32 +70,41 @@ def test_full_config() -> None:
           worker: ["ghcr.io/acme/worker:{branch}"]
         """
     )
-    assert load_config(path) == Config(
-        path=path,
-        dockerfile="docker/app.Dockerfile",
-        context=".",
-        targets=("web", "worker"),
-        build_args=(("PHP_VERSION", "8.10"), ("NODE_MAJOR", "20"), ("MODE", "0755"), ("EMPTY", "")),
-        cache_repo="localhost:5000/shop/cache",
-        engine="docker",
-        platforms=("linux/amd64", "linux/arm/v7"),
-        secrets=(
-            SecretSpec(id="npm", env="NPM_TOKEN"),
-            SecretSpec(id="netrc", src=".netrc"),
-            SecretSpec(id="key", src="keys/id_ed25519"),
-        ),
-        publish=(
-            ("web", ("ghcr.io/acme/shop:{branch}", "ghcr.io/acme/shop:{short_sha}")),
-            ("worker", ("ghcr.io/acme/worker:{branch}",)),
-        ),
+    assert load_config(path) == Layer(
+        "config",
+        {
+            "config_path": str(path),
+            "dockerfile": "docker/app.Dockerfile",
+            "context": ".",
+            "targets": ("web", "worker"),
+            "build_args": {"PHP_VERSION": "8.10", "NODE_MAJOR": "20", "MODE": "0755", "EMPTY": ""},
+            "cache_repo": Repository.parse("localhost:5000/shop/cache"),
+            "engine": "docker",
+            "platforms": (Platform("linux", "amd64"), Platform("linux", "arm", "v7")),
+            "secrets": (
+                SecretSpec(id="npm", env="NPM_TOKEN"),
+                SecretSpec(id="netrc", src=".netrc"),
+                SecretSpec(id="key", src="keys/id_ed25519"),
+            ),
+            "publish": {
+                "web": ("ghcr.io/acme/shop:{branch}", "ghcr.io/acme/shop:{short_sha}"),
+                "worker": ("ghcr.io/acme/worker:{branch}",),
+            },
+        },
     )
+    assert list(load_config(path).values["build_args"]) == [
+        "PHP_VERSION",
+        "NODE_MAJOR",
+        "MODE",
+        "EMPTY",
+    ]
 
 
 @pytest.mark.usefixtures("project")
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n", "~\n"])
 def test_empty_file_is_an_empty_config(text: str) -> None:
     path = write(text)
-    assert load_config(path) == Config(path=path)
+    assert load_config(path) == Layer("config", {"config_path": str(path)})
 
 
 @pytest.mark.usefixtures("project")
@@ -110,57 +114,54 @@ def test_unset_fields_stay_unset_whatever_the_environment(monkeypatch: pytest.Mo
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/shop")
     monkeypatch.setenv("PHP_VERSION", "7.4")
     path = write("targets: web\n")
-    assert load_config(path) == Config(path=path, targets=("web",))
-    assert Config.empty() == Config(path=None)
-    assert Config.empty().dockerfile is None
-    assert Config.empty().engine is None
+    assert load_config(path) == Layer("config", {"config_path": str(path), "targets": ("web",)})
 
 
 @pytest.mark.usefixtures("project")
 def test_single_strings_become_one_item_tuples() -> None:
-    config = load_config(write("targets: web\nplatforms: linux/arm64\n"))
-    assert config.targets == ("web",)
-    assert config.platforms == ("linux/arm64",)
+    config = load_config(write("targets: web\nplatforms: linux/arm64\n")).values
+    assert config["targets"] == ("web",)
+    assert config["platforms"] == (Platform("linux", "arm64"),)
 
 
 @pytest.mark.usefixtures("project")
 def test_paths_are_relative_to_the_config_directory() -> None:
     path = write("context: .\ndockerfile: Dockerfile\n", "examples/php-app/dagger-stages.yaml")
-    config = load_config(path)
-    assert config.context == "examples/php-app"
-    assert config.dockerfile == "examples/php-app/Dockerfile"
+    config = load_config(path).values
+    assert config["context"] == "examples/php-app"
+    assert config["dockerfile"] == "examples/php-app/Dockerfile"
 
 
 @pytest.mark.usefixtures("project")
 def test_paths_are_normalised_and_absolute_paths_kept() -> None:
     path = write("context: ../..\ndockerfile: /srv/Dockerfile\n", "a/b/c/dagger-stages.yaml")
-    config = load_config(path)
-    assert config.context == "a"
-    assert config.dockerfile == "/srv/Dockerfile"
+    config = load_config(path).values
+    assert config["context"] == "a"
+    assert config["dockerfile"] == "/srv/Dockerfile"
 
 
 @pytest.mark.usefixtures("project")
 def test_config_in_the_working_directory_keeps_paths_short() -> None:
-    config = load_config(write("context: ./app\ndockerfile: Dockerfile\n"))
-    assert (config.context, config.dockerfile) == ("app", "Dockerfile")
+    config = load_config(write("context: ./app\ndockerfile: Dockerfile\n")).values
+    assert (config["context"], config["dockerfile"]) == ("app", "Dockerfile")
 
 
 @pytest.mark.usefixtures("project")
 def test_integers_are_passed_as_written() -> None:
     config = load_config(write("build_args:\n  A: 0755\n  B: 1_000\n  C: -3\n  D: 0x1F\n"))
-    assert config.build_args == (("A", "0755"), ("B", "1_000"), ("C", "-3"), ("D", "0x1F"))
+    assert config.values["build_args"] == {"A": "0755", "B": "1_000", "C": "-3", "D": "0x1F"}
 
 
 @pytest.mark.usefixtures("project")
 def test_explicit_str_tag_is_a_string() -> None:
     config = load_config(write("build_args:\n  V: !!str 8.10\n"))
-    assert config.build_args == (("V", "8.10"),)
+    assert config.values["build_args"] == {"V": "8.10"}
 
 
 @pytest.mark.usefixtures("project")
 def test_engine_values() -> None:
     for engine in ("dagger", "docker", "auto"):
-        assert load_config(write(f"engine: {engine}\n")).engine == engine
+        assert load_config(write(f"engine: {engine}\n")).values["engine"] == engine
 
 
 # -- errors, each with its path and line ---------------------------------------------------------
@@ -531,113 +532,6 @@ def test_find_config_explicit_directory(tmp_path: Path) -> None:
     )
 
 
-# -- parse_build_arg -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("A=1", ("A", "1")),
-        ("A=", ("A", "")),
-        ("A=b=c", ("A", "b=c")),
-        ("A= spaced value ", ("A", " spaced value ")),
-        ("lower.case-name=x", ("lower.case-name", "x")),
-    ],
-)
-def test_parse_build_arg(text: str, expected: tuple[str, str]) -> None:
-    assert parse_build_arg(text) == expected
-
-
-def test_bare_build_arg_takes_the_environment_value() -> None:
-    assert parse_build_arg("TOKENLESS", env={"TOKENLESS": "v"}) == ("TOKENLESS", "v")
-    assert parse_build_arg("EMPTY", env={"EMPTY": ""}) == ("EMPTY", "")
-
-
-def test_bare_build_arg_unset_is_skipped() -> None:
-    assert parse_build_arg("MISSING", env={}) is None
-
-
-def test_bare_build_arg_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DS_TEST_ARG", "from-os")
-    monkeypatch.delenv("DS_TEST_UNSET", raising=False)
-    assert parse_build_arg("DS_TEST_ARG") == ("DS_TEST_ARG", "from-os")
-    assert parse_build_arg("DS_TEST_UNSET") is None
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("=x", '--build-arg "=x": the name is empty (expected NAME=VALUE or NAME)'),
-        ("", '--build-arg "": the name is empty (expected NAME=VALUE or NAME)'),
-        ("A B=c", '--build-arg "A B=c": "A B" is not a valid name (expected NAME=VALUE or NAME)'),
-        (" A=c", '--build-arg " A=c": " A" is not a valid name (expected NAME=VALUE or NAME)'),
-    ],
-)
-def test_parse_build_arg_errors(text: str, message: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        parse_build_arg(text, env={})
-    assert str(caught.value) == message
-    assert caught.value.exit_code == 2
-
-
-def test_parse_build_arg_names_its_source() -> None:
-    with pytest.raises(UsageError, match=r'^BUILD_ARGS "=x": the name is empty'):
-        parse_build_arg("=x", source="BUILD_ARGS")
-
-
-# -- parse_secret --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("id=npm,env=NPM_TOKEN", SecretSpec("npm", env="NPM_TOKEN")),
-        ("id=netrc,src=/home/u/.netrc", SecretSpec("netrc", src="/home/u/.netrc")),
-        ("id=netrc,source=.netrc", SecretSpec("netrc", src=".netrc")),
-        ("src=.netrc,id=netrc", SecretSpec("netrc", src=".netrc")),
-        ("ID=a,ENV=B", SecretSpec("a", env="B")),
-        ("id=a,type=env,src=VAR", SecretSpec("a", env="VAR")),
-        ("type=env,id=a,env=VAR", SecretSpec("a", env="VAR")),
-        ("id=a,type=file,src=f", SecretSpec("a", src="f")),
-        ('id=a,"src=dir,with,commas/f"', SecretSpec("a", src="dir,with,commas/f")),
-        ("id=a,src=x=y", SecretSpec("a", src="x=y")),
-    ],
-)
-def test_parse_secret(text: str, expected: SecretSpec) -> None:
-    assert parse_secret(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("env=A", "the id is missing"),
-        ("id=,env=A", "the id is missing"),
-        ("", "the id is missing"),
-        ("id=a", "needs env (a variable name) or src (a file path) to say where the value is"),
-        ("id=a,env=A,src=f", "give env or src, not both"),
-        ("id=a,src=f,source=g", '"src" is given twice'),
-        ("id=a,id=b,env=A", '"id" is given twice'),
-        ("id=a,env", '"env" is not a key=value pair'),
-        ("id=a,required=true", 'unknown key "required" (expected id, env, src or type)'),
-        ("id=a,type=ssh,src=f", 'type must be "env" or "file", not "ssh"'),
-        ("id=a,type=file,env=A", "type=file takes src, not env"),
-        ("id=a,env=", "env is empty"),
-    ],
-)
-def test_parse_secret_errors(text: str, reason: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        parse_secret(text)
-    assert str(caught.value) == f'--secret "{text}": {reason}'
-    assert caught.value.exit_code == 2
-
-
-def test_parse_secret_does_not_read_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DS_SECRET", "hunter2")
-    spec = parse_secret("id=s,env=DS_SECRET")
-    assert "hunter2" not in repr(spec)
-    assert parse_secret("id=f,src=/does/not/exist") == SecretSpec("f", src="/does/not/exist")
-
-
 # -- the JSON Schema -----------------------------------------------------------------------------
 
 
@@ -690,6 +584,12 @@ AGREEMENT = [
     ("platforms: [linux/amd64, 64]\n", False),
     ("cache_repo: ghcr.io/acme/shop:cache\n", False),
     ("cache_repo: https://ghcr.io/acme\n", False),
+    ("image_repo: Acme/App\n", False),
+    ("cache_repo: ghcr.io/acme/.github/cache\n", False),
+    ("cache_repo: 'a//b'\n", False),
+    ("image_repo: ghcr.io/acme/shop\n", True),
+    ("platforms: linux/amd64,linux/arm64\n", False),
+    ("publish:\n  Web: [latest]\n", True),
     ('dockerfile: ""\n', False),
     ("dockerfile:\n", False),
     ("secrets: id=a,env=A\n", False),
@@ -726,9 +626,10 @@ def test_the_test_stage(tmp_path: Path) -> None:
     path.write_text(
         "test:\n  stage: test\n  command: vendor/bin/phpunit\n  artifacts: [/app/junit.xml]\n"
     )
-    assert load_config(path).test == TestSpec("test", "vendor/bin/phpunit", ("/app/junit.xml",))
+    test = TestSpec("test", "vendor/bin/phpunit", ("/app/junit.xml",))
+    assert load_config(path).values["test"] == test
     path.write_text("test:\n  stage: test\n  command: [make, check]\n")
-    assert load_config(path).test == TestSpec("test", ("make", "check"))
+    assert load_config(path).values["test"] == TestSpec("test", ("make", "check"))
     path.write_text("test:\n  stage: test\n  command: x\n  artifacts: relative.xml\n")
     with pytest.raises(UsageError) as info:
         load_config(path)
