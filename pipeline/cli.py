@@ -6,7 +6,6 @@ Exit codes are the table in `errors`; an unexpected exception is a crash notice 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -19,14 +18,9 @@ import anyio
 
 from pipeline import __version__
 from pipeline.commands.build import run_build
-from pipeline.commands.plan import plan_for
-from pipeline.commands.prune import parse_age, restored_refs, run_prune
-from pipeline.dockerfile.graph import Graph, select
-from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Dockerfile, build_stages
-from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError, UsageError
-from pipeline.output.ci_formats import mermaid_graph
-from pipeline.output.plan_view import dumps, plan_json, plan_table
+from pipeline.commands.plan import load_graph, run_plan
+from pipeline.commands.prune import parse_age, prune_command
+from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError
 from pipeline.settings.ci import detect
 from pipeline.settings.config import find_config, load_config
 from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
@@ -34,7 +28,6 @@ from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.oci.reference import Reference
 
 __all__ = ["main", "run"]
 
@@ -287,56 +280,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return resolve_settings(flags, config=config, ci=ci, env=os.environ)
 
 
-def _load(settings: Settings) -> Dockerfile:
-    if not Path(settings.context).is_dir():
-        raise UsageError("build context is not a directory", path=settings.context)
-    target = settings.targets[0] if settings.targets else None
-    dockerfile = build_stages(
-        parse_dockerfile(settings.dockerfile),
-        build_args=settings.build_args,
-        platform=settings.platform,
-        target=target,
-    )
-    for warning in dockerfile.warnings:
-        print(f"{dockerfile.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
-    return dockerfile
-
-
-def _graph(settings: Settings, *, tests: bool = True) -> Graph:
-    """The targets' graph, with a configured test stage too: `plan` shows what `build` does."""
-    also = [settings.test.stage] if settings.test is not None and tests else []
-    return select(_load(settings), settings.targets, also=also)
-
-
 def _plan(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    graph = _graph(settings)
-    plan = anyio.run(functools.partial(plan_for, settings, graph, offline=args.offline))
-    for message in plan.warnings:
-        print(f"dagger-stages: warning: {message}", file=sys.stderr)
     output = "json" if args.json else args.format
-    if output == "json":
-        print(dumps(plan_json(plan, settings)))
-    elif output == "mermaid":
-        print(mermaid_graph(plan), end="")
-    else:
-        print(plan_table(plan))
-    return 0
+    return run_plan(_settings(args), offline=args.offline, output=output)
 
 
 def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    graph = _graph(settings, tests=settings.run_tests)
+    graph = load_graph(settings, tests=settings.run_tests)
     return int(anyio.run(run_build, settings, graph))
 
 
 def _prune(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings.cache_repo is None:
-        raise UsageError("prune needs --cache-repo (or cache_repo in the config, or CI)")
     older_than = parse_age(args.older_than)
-    protected: list[Reference] = []
-    if Path(settings.dockerfile).is_file():
-        plan = anyio.run(functools.partial(plan_for, settings, _graph(settings)))
-        protected = restored_refs(plan)
-    return int(anyio.run(run_prune, settings, older_than, args.keep, protected, args.yes))
+    return prune_command(_settings(args), older_than, args.keep, yes=args.yes)

@@ -1,24 +1,46 @@
-"""From settings to a plan: the one registry client a command uses, the build context, and
-`plan_for`, which every command that plans (`plan`, `build`, `prune`) calls the same way."""
+"""From settings to a plan, and the `plan` command.
+
+`load_graph` reads the Dockerfile into the targets' stage graph, `plan_for` makes the plan
+(keys, cache refs, forecast) with the one registry client a command uses; every command that
+plans (`plan`, `build`, `prune`) calls them the same way. `run_plan` prints what it found.
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import anyio
 
 from pipeline.cache.context import BuildContext
 from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import make_plan
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.graph import select
+from pipeline.dockerfile.parse import parse_dockerfile
+from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
+from pipeline.output.ci_formats import mermaid_graph
+from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
+    from pipeline.dockerfile.stages import Dockerfile
     from pipeline.settings.resolve import Settings
 
-__all__ = ["branches", "build_context", "plan_for", "registry_client"]
+__all__ = [
+    "branches",
+    "build_context",
+    "load_dockerfile",
+    "load_graph",
+    "plan_for",
+    "registry_client",
+    "run_plan",
+]
 
 
 def registry_client(settings: Settings) -> RegistryClient:
@@ -72,3 +94,40 @@ async def plan_for(
         return await make(None if offline else client)
     async with registry_client(settings) as own:
         return await make(own)
+
+
+def load_dockerfile(settings: Settings) -> Dockerfile:
+    """The Dockerfile's stages as BuildKit reads them; its warnings go to stderr."""
+    if not Path(settings.context).is_dir():
+        raise UsageError("build context is not a directory", path=settings.context)
+    target = settings.targets[0] if settings.targets else None
+    dockerfile = build_stages(
+        parse_dockerfile(settings.dockerfile),
+        build_args=settings.build_args,
+        platform=settings.platform,
+        target=target,
+    )
+    for warning in dockerfile.warnings:
+        print(f"{dockerfile.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    return dockerfile
+
+
+def load_graph(settings: Settings, *, tests: bool = True) -> Graph:
+    """The targets' graph, with a configured test stage too: `plan` shows what `build` does."""
+    also = [settings.test.stage] if settings.test is not None and tests else []
+    return select(load_dockerfile(settings), settings.targets, also=also)
+
+
+def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
+    """`plan`: the graph, keys and forecast as a table, JSON (docs/plan-json.md) or Mermaid."""
+    graph = load_graph(settings)
+    plan = anyio.run(functools.partial(plan_for, settings, graph, offline=offline))
+    for message in plan.warnings:
+        print(f"dagger-stages: warning: {message}", file=sys.stderr)
+    if output == "json":
+        print(dumps(plan_json(plan, settings)))
+    elif output == "mermaid":
+        print(mermaid_graph(plan), end="")
+    else:
+        print(plan_table(plan))
+    return 0

@@ -2,7 +2,8 @@
 
     inventory (registry) -> decide (pure) -> render (pure) -> apply (registry, with --yes)
 
-`run_prune` is the command: those four steps with the run's registry client.
+`prune_command` is the command: the plan's restored refs are protected, then `run_prune` takes
+those four steps with one registry client.
 
 A cache tag is `<stage>-<first 32 hex of its key>` (`tags.cache_tag`). Other tags in the
 repository are listed, and never deleted. Per stage, the `keep` newest tags stay whatever
@@ -16,18 +17,20 @@ one kept tag keeps all the tags that share its digest.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from pipeline.cache.tags import stage_of
-from pipeline.commands.plan import registry_client
+from pipeline.commands.plan import load_graph, plan_for, registry_client
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, validate_digest
 from pipeline.oci.registry import RegistryError, RegistryNotFound, RegistryUnsupported
@@ -48,6 +51,7 @@ __all__ = [
     "inventory",
     "parse_age",
     "parse_created",
+    "prune_command",
     "render",
     "restored_refs",
     "run_prune",
@@ -306,6 +310,17 @@ def render(
     if not decisions:
         lines = ["no tags in the cache repo"]
     return "\n".join([*lines, "", summary])
+
+
+def prune_command(settings: Settings, older_than: timedelta, keep: int, *, yes: bool) -> int:
+    """`prune`: what the current plan restores is never deleted, so plan first if we can."""
+    if settings.cache_repo is None:
+        raise UsageError("prune needs --cache-repo (or cache_repo in the config, or CI)")
+    protected: list[Reference] = []
+    if Path(settings.dockerfile).is_file():
+        plan = anyio.run(functools.partial(plan_for, settings, load_graph(settings)))
+        protected = restored_refs(plan)
+    return anyio.run(run_prune, settings, older_than, keep, protected, yes)
 
 
 async def run_prune(
