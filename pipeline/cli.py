@@ -1,4 +1,4 @@
-"""Command line: parse flags, wire the pipeline steps together, turn errors into exit codes.
+"""Command line: parse flags into `Settings`, run a command, turn errors into exit codes.
 
 Exit codes are the table in `errors`; an unexpected exception is a crash notice and a log file.
 """

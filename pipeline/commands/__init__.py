@@ -1,1 +1,2 @@
-"""One module per command's work: `build` (a whole run), `prune`, and `publish`'s targets."""
+"""One module per command's work: `plan` (also the planning every command shares), `build`
+(a whole run), `publish` (its targets), `prune`."""
