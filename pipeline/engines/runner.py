@@ -94,7 +94,7 @@ def _secret_mounts(plan: Plan, index: int) -> tuple[Mount, ...]:
     instructions = list(stage.instructions[1:])
     if stage.base_stage is not None:
         parent = plan.stage(stage.base_stage)
-        instructions += [i.trigger for i in parent.instructions if i.trigger is not None]
+        instructions[:0] = [i.trigger for i in parent.instructions if i.trigger is not None]
     found: list[Mount] = []
     for instruction in instructions:
         if instruction.cmd != "RUN":
