@@ -197,3 +197,28 @@ def test_a_test_secret_the_run_does_not_have_is_a_usage_error(
     assert "dagger-stages.yaml: test.secrets: npm is not a secret of this run" in err
     assert "Traceback" not in err
     assert fake_dagger.queries == []
+
+
+def test_the_registry_of_a_private_base_image_gets_a_login_too(
+    tmp_path: Path,
+    registry: RegistryServer,
+    auth_registry: RegistryServer,
+    fake_dagger: FakeDagger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only the cache's and the published refs' hosts: every image the builds pull."""
+    auth = auth_registry.auth
+    assert auth is not None
+    push_image(auth_registry.url, "base/busybox", "1", config={"os": "linux"}, auth=auth)
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(host=auth_registry.host))
+    (tmp_path / "deps.txt").write_text("deps")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOKEN", "dagger-secret-value")
+    monkeypatch.setenv("REGISTRY_USER", auth[0])
+    monkeypatch.setenv("REGISTRY_PASSWORD", auth[1])
+    for target in ("deps", "assets", "app", "dagger-stages-3"):
+        fake_dagger.private_pulls[target] = (auth_registry.host,)
+
+    assert build(f"{registry.host}/dagger-base/cache") == 0
+
+    assert fake_dagger.logins == {registry.host: auth[0], auth_registry.host: auth[0]}
