@@ -6,7 +6,13 @@ executing it with graphql-core: the default resolvers serve introspection, `_res
 synthesizes the rest. Object IDs are opaque strings that encode the call chain that made
 the object, so `node(id:)` can bring it back. Every query is recorded for tests to inspect.
 
-Commands (`withExec`) answer as `execs` says for their argv, honouring `expect`. Every
+Commands (`withExec`) answer as `execs` says for their argv, honouring `expect`; a command is
+run (recorded in `ran`, with the secrets mounted in its container) only the first time its
+inputs are seen, as the engine memoizes `withExec` results (core/schema/container.go). A login
+registered by `withRegistryAuth` lasts for the session (core/schema/container.go, a per-session
+input); a `dockerBuild` that pulls from a host in `private_pulls` fails with 401 unless a
+login for that host was registered in an earlier query (core/container_image.go). The upload
+of a host directory is measured, after its `exclude` patterns, in `uploads`. Every
 container shares one pretend filesystem, `files` and `directories`, that `exists` consults and
 that `file(path).export` / `directory(path).export` really write to the host path they are
 given (which must be absolute), as the real engine does.
@@ -19,6 +25,7 @@ DAGGER_STAGES_REQUIRE_SERVICES=1 (CI sets it), when it fails: CI must not pass b
 from __future__ import annotations
 
 import base64
+import fnmatch
 import functools
 import hashlib
 import json
@@ -42,6 +49,7 @@ __all__ = [
     "EngineGone",
     "ExecFailure",
     "ExecResult",
+    "ExecRun",
     "FakeDagger",
     "Obj",
     "RecordedQuery",
@@ -124,6 +132,16 @@ class EngineGone(Exception):
     """Raised by `answer` for a query the engine dies in: the server hangs up on it."""
 
 
+@dataclass(frozen=True)
+class ExecRun:
+    """A command the engine really ran, with the secret paths and variables its container had."""
+
+    argv: tuple[str, ...]
+    secret_paths: tuple[str, ...]
+    secret_variables: tuple[str, ...]
+    env: Mapping[str, str]
+
+
 @dataclass
 class RecordedQuery:
     text: str
@@ -155,6 +173,12 @@ class FakeDagger:
     queries: list[RecordedQuery] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     published: dict[str, str] = field(default_factory=dict)
+    # by `dockerBuild` target: the registry hosts its FROM / COPY --from images come from
+    private_pulls: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    logins: dict[str, str] = field(default_factory=dict)  # host: username, for the session
+    ran: list[ExecRun] = field(default_factory=list)
+    uploads: list[int] = field(default_factory=list)  # bytes of each host directory sent
+    _memo: set[str] = field(default_factory=set)
     max_in_flight: int = 0
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -241,29 +265,125 @@ def _root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
 
 
 def _resolve(
-    fake: FakeDagger, source: Any, info: graphql.GraphQLResolveInfo[Any], **args: Any
+    fake: FakeDagger, obj: Any, info: graphql.GraphQLResolveInfo[Any], /, **args: Any
 ) -> Any:
     """Synthesize a field of an engine object; anything else resolves the default way."""
-    if not isinstance(source, Obj):
-        return graphql.default_field_resolver(source, info, **args)
+    if not isinstance(obj, Obj):
+        return graphql.default_field_resolver(obj, info, **args)
+    source = obj
     call = Call(info.parent_type.name, info.field_name, args)
     record: RecordedQuery = info.context
     with fake._lock:
         record.calls.append(call)
     if delay := fake.delays.get(info.field_name):
         time.sleep(delay)
-    _maybe_fail(fake, source)
+    _maybe_fail(fake, source, record)
+    _effects(fake, source, call)
     return _value(fake, source, call, graphql.get_nullable_type(info.return_type))
 
 
-def _maybe_fail(fake: FakeDagger, source: Obj) -> None:
+def _effects(fake: FakeDagger, source: Obj, call: Call) -> None:
+    """What resolving a call does to the engine: logins, uploads, commands run."""
+    if call.field == "withRegistryAuth":
+        with fake._lock:
+            fake.logins[call.args["address"]] = call.args["username"]
+    elif call.field == "directory" and source.type == "Host":
+        sent = _upload_size(Path(call.args["path"]), call.args.get("exclude") or [])
+        with fake._lock:
+            fake.uploads.append(sent)
+    elif call.field == "withExec":
+        key = encode_id(source.then(call, "Container"))
+        with fake._lock:
+            if key in fake._memo:
+                return
+            fake._memo.add(key)
+            paths, variables, env = _container_state(source)
+            fake.ran.append(ExecRun(tuple(call.args["args"]), paths, variables, env))
+
+
+def _container_state(source: Obj) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """The secret mounts, secret variables and env a container has, from the calls that made it.
+
+    core/container.go (DockerBuild) mounts every secret given at /run/secrets/<name>;
+    `withoutMount` drops the last mount at a path, `withoutSecretVariable` the variable.
+    """
+    paths: list[str] = []
+    variables: list[str] = []
+    env: dict[str, str] = {}
+    for call in source.chain:
+        if call.field == "dockerBuild":
+            ids = call.args.get("secrets") or []
+            paths += [f"/run/secrets/{_secret_name(i)}" for i in ids]
+        elif call.field == "withMountedSecret":
+            paths.append(call.args["path"])
+        elif call.field == "withoutMount" and call.args["path"] in paths:
+            del paths[len(paths) - 1 - paths[::-1].index(call.args["path"])]
+        elif call.field == "withSecretVariable":
+            variables.append(call.args["name"])
+        elif call.field == "withoutSecretVariable" and call.args["name"] in variables:
+            variables.remove(call.args["name"])
+        elif call.field == "withEnvVariable":
+            env[call.args["name"]] = call.args["value"]
+    return tuple(paths), tuple(variables), env
+
+
+def _secret_name(secret_id: str) -> str:
+    made = decode_id(secret_id).find("setSecret")
+    return "?" if made is None else str(made.args["name"])
+
+
+def _upload_size(root: Path, exclude: list[str]) -> int:
+    """Bytes of the files under `root` that the patterns leave, read as .dockerignore rules:
+    the last pattern matching a path or one of its parents decides, `!` re-includes."""
+    total = 0
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            relative = path.relative_to(root).as_posix()
+            if not _excluded(relative, exclude):
+                total += path.stat().st_size
+    return total
+
+
+def _excluded(relative: str, patterns: list[str]) -> bool:
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        text = pattern.removeprefix("!")
+        if any(fnmatch.fnmatchcase(prefix, text) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+def _maybe_fail(fake: FakeDagger, source: Obj, record: RecordedQuery) -> None:
     """Every field of an object fails whose making failed: a build, a pull or a command."""
     for call in source.chain:
-        failure = _failure(fake, call)
+        failure = _failure(fake, call) or _unauthorized(fake, call, record)
         if isinstance(failure, ExecFailure):
             raise failure.error()
         if failure is not None:
             raise graphql.GraphQLError(failure)
+
+
+def _unauthorized(fake: FakeDagger, call: Call, record: RecordedQuery) -> str | None:
+    """A build's pull from a private host with no login registered before this query."""
+    if call.field != "dockerBuild":
+        return None
+    earlier = {
+        c.args["address"]
+        for q in list(fake.queries)
+        if q is not record
+        for c in list(q.calls)
+        if c.field == "withRegistryAuth"
+    }
+    for host in fake.private_pulls.get(call.args.get("target", ""), ()):
+        if host not in earlier:
+            return (
+                f"failed to resolve source metadata for {host}/app/base:1: unexpected status "
+                "from HEAD request: 401 Unauthorized"
+            )
+    return None
 
 
 def _failure(fake: FakeDagger, call: Call) -> ExecFailure | str | None:

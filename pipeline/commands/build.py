@@ -22,16 +22,19 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from pipeline.cache.keys import external_images
 from pipeline.cache.tags import hint_tag, local_tag
 from pipeline.commands.plan import branches, build_context, plan_for, registry_client
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.rewrite import build_targets
+from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
 from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
+from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
 from pipeline.output.report import RunReport, summary
@@ -46,7 +49,6 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.graph import Graph
     from pipeline.engines.base import Executor, Image, Session
     from pipeline.engines.results import Published, StageResult
-    from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
@@ -182,7 +184,7 @@ class BuildRun:
             ignore_file=_read(self.context.ignore.source),
             build_args=self.settings.build_args,
             secrets=self.secrets,
-            platform=None if self.settings.platform is None else str(self.settings.platform),
+            platform=str(self.settings.platform or native_platform()),  # as the keys were made
             logins=await self._logins(plan, [p.ref for p in pending]),
         )
         run_options = RunOptions(
@@ -191,6 +193,8 @@ class BuildRun:
             push_cache=self.settings.push_cache and reachable and plan.cache_repo is not None,
         )
         async with self.executor.session(spec) as session:
+            for message in session.warnings:
+                self.warning(message)
             images: dict[int, Image] = {}
             moved = functools.partial(self._move_hint, plan)
             await execute(plan, session, jobs, run_options, self, images, moved)
@@ -208,9 +212,20 @@ class BuildRun:
     async def _logins(
         self, plan: Plan, published: Sequence[Reference]
     ) -> tuple[RegistryLogin, ...]:
-        """Credentials from env or CI for the registries the engine pushes to on its own."""
+        """Credentials from env or CI for every registry the engine talks to on its own.
+
+        That is the cache (pushes, restored stages the builds pull), the published refs, and
+        every external image the built stages read: an engine pulls those inside its builds,
+        with the logins it was given before, so all of them are handed over up front.
+        """
         cache = [plan.cache_repo.registry] if plan.cache_repo else []
-        hosts = dict.fromkeys([*(ref.registry for ref in published), *cache])
+        pulled = []
+        for image in external_images(self.graph.dockerfile, plan.indices("build")):
+            try:
+                pulled.append(Reference.parse(image).registry)
+            except ValueError:
+                continue  # not a reference (the planner has said so); nothing to log in to
+        hosts = dict.fromkeys([*cache, *(ref.registry for ref in published), *pulled])
         credentials = Credentials(sources=self.settings.credentials, docker_config=False)
         logins = []
         for host in hosts:
@@ -239,8 +254,15 @@ class BuildRun:
             raise UsageError(
                 f'test stage "{spec.stage}" is not built here', path=self.settings.config_path
             )
+        unknown = [i for i in spec.secrets if i not in self.secrets.ids]
+        if unknown:
+            raise UsageError(
+                f"test.secrets: {', '.join(unknown)} is not a secret of this run; "
+                "declare it under secrets (or --secret) or drop it from test.secrets",
+                path=self.settings.config_path,
+            )
         artifacts_dir = Path(self.settings.artifacts_dir)
-        return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir)
+        return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir, spec.secrets)
 
     async def _run_test(
         self,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
+    from pipeline.dockerfile.mounts import Mount
     from pipeline.oci.reference import Reference
     from pipeline.settings.secrets import Secrets
 
@@ -33,7 +34,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RegistryLogin:
-    """Credentials an executor hands to its engine for pushing; the password is a secret."""
+    """Credentials an executor hands to its engine before its first build, for every registry
+    the run pulls from or pushes to; the password is a secret."""
 
     host: str
     username: str
@@ -49,7 +51,7 @@ class BuildSpec:
     ignore_file: str | None  # the effective .dockerignore text, kept beside the Dockerfile
     build_args: Mapping[str, str]
     secrets: Secrets  # resolved once for the run; executors never read them from elsewhere
-    platform: str | None
+    platform: str | None  # the platform the keys were made for; None: the client's own
     logins: tuple[RegistryLogin, ...] = ()
 
 
@@ -62,6 +64,14 @@ class StageJob:
     tag: Reference  # where the built image goes: its cache ref, or without a cache a local name
     cache_from: tuple[Reference, ...] = ()  # images whose inline layer cache the build may reuse
     labels: Mapping[str, str] = field(default_factory=dict)  # put on the stage's image
+    # the secret mounts of the RUN steps this build runs (its stage and the stages built along),
+    # one per step
+    secret_mounts: tuple[Mount, ...] = ()
+
+    @property
+    def secret_ids(self) -> tuple[str, ...]:
+        """The secrets this build needs: an engine given more would let other steps read them."""
+        return tuple(dict.fromkeys(m.secret_id for m in self.secret_mounts if m.secret_id))
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class TestRun:
     command: str | tuple[str, ...]
     artifacts: tuple[str, ...]  # absolute paths in the container
     artifacts_dir: Path
+    # the only secrets the command sees, at /run/secrets/<id>: it may be a pull request's code
+    secrets: tuple[str, ...] = ()
 
     @property
     def argv(self) -> list[str]:
@@ -90,6 +102,9 @@ class Image:
 
 
 class Session(Protocol):
+    # what the engine could not do as the spec asked (e.g. a login it cannot take), said once
+    warnings: tuple[str, ...]
+
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image: ...
 
     async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:

@@ -2,11 +2,18 @@
 
 It connects to the session `dagger run` puts in the environment (DAGGER_SESSION_PORT and
 DAGGER_SESSION_TOKEN) or, without one, lets the SDK start a session with the `dagger` CLI on
-PATH; it never lets the SDK download a CLI. The rewritten Dockerfile and its ignore rules go
-into the context at a private path that the ignore rules hide from `COPY`. Build secrets are
-set in the engine under their ids, because Dockerfile secret mounts match secrets by name.
-The test stage runs as a `withExec` on the built container, or on a restored stage pulled by
-its pinned ref, and its artifacts are exported to the host from what the command left.
+PATH; it never lets the SDK download a CLI. Before the first build it registers every registry
+login in the session, because the engine pulls `FROM` images inside `dockerBuild` with the
+logins registered so far. The context is uploaded without what its ignore rules exclude; the
+rewritten Dockerfile and its ignore rules go into it at a private path that the rules hide
+from `COPY`. Every build is for the platform the cache keys were made for, never the engine's.
+
+Build secrets are set in the engine under their ids, because Dockerfile secret mounts match
+secrets by name; each build gets only the secrets its RUN steps mount, and the container it
+returns is stripped of them (the engine leaves them mounted). The test stage runs as a
+`withExec` on the built container, or on a restored stage pulled by its pinned ref, with no
+secret but those granted and a fresh cache buster so that the engine never replays an old
+result; its artifacts are exported to the host from what the command left.
 
 `dagger` is imported only once a session opens: importing it costs about a second.
 """
@@ -18,11 +25,15 @@ import os
 import re
 import shlex
 import shutil
+import uuid
+from collections import Counter
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
+from pipeline.cache.ignore import IgnoreRules
+from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 
@@ -31,10 +42,10 @@ if TYPE_CHECKING:
 
     import dagger
 
-    from pipeline.engines.base import BuildSpec, StageJob, TestRun
+    from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
     from pipeline.oci.reference import Reference
 
-__all__ = ["DaggerExecutor", "DaggerSession", "dagger_available"]
+__all__ = ["DaggerExecutor", "DaggerSession", "dagger_available", "upload_excludes"]
 
 SESSION_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN")
 CLI_VARIABLE = "_EXPERIMENTAL_DAGGER_CLI_BIN"  # the SDK's own override of the CLI it runs
@@ -46,7 +57,12 @@ HOW_TO_GET_ONE = (
     "run under a Dagger session (`dagger run python pipeline/main.py build …`), "
     "install the Dagger CLI v0.21.x, or use --engine docker"
 )
+RUN_ID_VARIABLE = "DAGGER_STAGES_RUN_ID"  # Dagger's cache-buster idiom: a new value, a new run
 _PUBLISHED_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+# core/exec_error.go: the message is the error chain, ending in the exit code
+_EXIT_CODE_SUFFIX = re.compile(r":?\s*exit code: -?\d+\s*$")
+# engine/engineutil/ref.go: ExecError output keeps its last 100 KiB behind this marker
+_OMITTED = re.compile(r"^\[omitting (\d+) bytes\]\.\.\.")
 
 
 def dagger_available(env: Mapping[str, str]) -> bool:
@@ -94,7 +110,9 @@ class DaggerExecutor:
                 except BaseException:
                     await _forget_connection()
                     raise
-            yield DaggerSession(spec)
+            session = DaggerSession(spec)
+            await session.register_logins()
+            yield session
 
 
 def _cli_to_start(env: Mapping[str, str]) -> str | None:
@@ -169,7 +187,7 @@ def _stage_errors(name: str, doing: str, log: Callable[[str], None]) -> Iterator
             for line in output:
                 log(line)
             tail = _tail(exc.stderr) or _tail(exc.stdout)
-            raise StageFailed(f"{name}: {doing} failed: {exc.message}", tail=tail) from exc
+            raise StageFailed(f"{name}: {doing} failed: {exec_failure(exc)}", tail=tail) from exc
         except dagger.QueryError as exc:
             message = str(exc)
             for line in message.splitlines():
@@ -177,6 +195,20 @@ def _stage_errors(name: str, doing: str, log: Callable[[str], None]) -> Iterator
             raise StageFailed(
                 f"{name}: {doing} failed: {_first_line(message)}", tail=_tail(message)
             ) from exc
+
+
+def exec_failure(exc: dagger.ExecError) -> str:
+    """The engine's message, its exit code said once, and whether its output was cut short."""
+    message = _EXIT_CODE_SUFFIX.sub("", _first_line(exc.message)) or "the command failed"
+    omitted = sum(
+        int(m.group(1)) for text in (exc.stdout, exc.stderr) if (m := _OMITTED.match(text))
+    )
+    truncated = (
+        f"; the engine kept only the last 100 KiB of its output ({omitted} bytes omitted)"
+        if omitted
+        else ""
+    )
+    return f"{message} (exit code {exc.exit_code}){truncated}"
 
 
 def _tail(text: str) -> str:
@@ -188,6 +220,19 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "no details"
 
 
+def upload_excludes(ignore_file: str | None) -> list[str]:
+    """The ignore rules as `host().directory(exclude:)` patterns, `!` re-includes kept.
+
+    The engine applies the ignore file only after the upload, so without these every ignored
+    file (node_modules, .git) would be synced on every run. The rules are read as BuildKit
+    reads them (comments dropped, paths cleaned); the engine's filter is the same matcher.
+    """
+    if not ignore_file:
+        return []
+    rules = IgnoreRules.parse(ignore_file)
+    return [("!" if p.exclusion else "") + p.text for p in rules.patterns]
+
+
 def ignore_rules(ignore_file: str | None) -> str:
     """The effective ignore rules plus one that hides our private folder from the build."""
     rules = ignore_file or ""
@@ -197,35 +242,65 @@ def ignore_rules(ignore_file: str | None) -> str:
 
 
 class DaggerSession:
-    """One engine connection; builds share the context directory and the secrets."""
+    """One engine connection; builds share the context directory, the secrets and the logins."""
 
     def __init__(self, spec: BuildSpec) -> None:
         from dagger import dag
 
         self._spec = spec
+        self._platform = spec.platform or str(native_platform())
         self._context = (
             dag.host()
-            .directory(str(spec.context.absolute()))
+            .directory(str(spec.context.absolute()), exclude=upload_excludes(spec.ignore_file))
             .with_new_file(DOCKERFILE, spec.dockerfile)
             .with_new_file(DOCKERIGNORE, ignore_rules(spec.ignore_file))
         )
-        self._secrets = [dag.set_secret(name, value) for name, value in spec.secrets.items()]
+        self._secrets = {name: dag.set_secret(name, value) for name, value in spec.secrets.items()}
+        usable = [login for login in spec.logins if _takes_login(login.host)]
+        self.warnings = tuple(
+            _refused_login(login) for login in spec.logins if not _takes_login(login.host)
+        )
         self._logins = [
             (login.host, login.username, dag.set_secret(_login_name(login.host), login.password))
-            for login in spec.logins
+            for login in usable
         ]
+
+    async def register_logins(self) -> None:
+        """Register every login in the session before any build pulls.
+
+        `withRegistryAuth` adds its credential to the session's store when it is evaluated
+        (core/schema/container.go, a per-session input); builds pull `FROM` and `COPY --from`
+        images with that store and, failing it, the CLI host's docker config. Evaluating one
+        container that carries them all makes them take effect now.
+        """
+        if not self._logins:
+            return
+        import dagger
+        from dagger import dag
+
+        with _engine_errors("registering registry logins"):
+            try:
+                await self._with_logins(dag.container()).sync()
+            except dagger.QueryError as exc:
+                hosts = ", ".join(host for host, _, _ in self._logins)
+                raise EngineUnavailable(
+                    f"the Dagger engine refused the registry logins for {hosts}: "
+                    f"{_first_line(str(exc))}"
+                ) from exc
 
     def _docker_build(self, job: StageJob) -> dagger.Container:
         import dagger
 
         spec = self._spec
+        secrets = {i: self._secrets[i] for i in job.secret_ids if i in self._secrets}
         container = self._context.docker_build(
             dockerfile=DOCKERFILE,
             target=job.target,
             build_args=[dagger.BuildArg(name=k, value=v) for k, v in spec.build_args.items()],
-            secrets=self._secrets,
-            platform=None if spec.platform is None else dagger.Platform(spec.platform),
+            secrets=list(secrets.values()),
+            platform=dagger.Platform(self._platform),
         )
+        container = _without_secrets(container, job, secrets)
         for name, value in job.labels.items():
             container = container.with_label(name, value)
         return container
@@ -251,11 +326,18 @@ class DaggerSession:
 
         The command may fail (`expect: ANY`): its exit code is the result and the artifacts
         come from the container it left. A command that cannot run at all, or dies of a
-        signal, leaves no container: that is `StageFailed`.
+        signal, leaves no container: that is `StageFailed`. A fresh run id before the command
+        makes its inputs new, so a warm or shared engine runs it instead of replaying a result
+        it cached (a failing exit included).
         """
         import dagger
 
         name, container = self._test_container(image)
+        for secret_id in test.secrets:
+            container = container.with_mounted_secret(
+                f"/run/secrets/{secret_id}", self._secrets[secret_id]
+            )
+        container = container.with_env_variable(RUN_ID_VARIABLE, uuid.uuid4().hex)
         log(f"dagger: run {shlex.join(test.argv)} in {name}")
         with _stage_errors(name, "test run", log):
             ran = await container.with_exec(test.argv, expect=dagger.ReturnType.ANY).sync()
@@ -268,20 +350,58 @@ class DaggerSession:
         return code
 
     def _test_container(self, image: Image | Reference) -> tuple[str, dagger.Container]:
-        """A built stage as it is, or a ref pulled with the registry logins and the platform."""
+        """A built stage as it is (stripped of its secrets), or a ref pulled for the platform."""
         import dagger
         from dagger import dag
 
         if isinstance(image, Image):
             return image.job.name, _built(image)
-        platform = self._spec.platform
-        container = dag.container(platform=None if platform is None else dagger.Platform(platform))
+        container = dag.container(platform=dagger.Platform(self._platform))
         return str(image), self._with_logins(container).from_(str(image))
 
     def _with_logins(self, container: dagger.Container) -> dagger.Container:
         for host, username, secret in self._logins:
             container = container.with_registry_auth(host, username, secret)
         return container
+
+
+def _without_secrets(
+    container: dagger.Container, job: StageJob, passed: Mapping[str, dagger.Secret]
+) -> dagger.Container:
+    """The built container without the secrets the engine leaves in it.
+
+    `dockerBuild` returns every secret it was given mounted at /run/secrets/<id>
+    (core/container.go, DockerBuild), and the converter keeps each RUN's secret mount and
+    secret variable (util/llbtodagger/exec.go): a `withExec` on it, or a later build step,
+    could read them. `withoutMount` drops one secret mount per call, so it is called once per
+    step that mounted one there, plus once for the build's own.
+    """
+    targets: Counter[str] = Counter(f"/run/secrets/{secret_id}" for secret_id in passed)
+    for mount in job.secret_mounts:
+        if mount.secret_id in passed:
+            targets[mount.target or f"/run/secrets/{mount.secret_id}"] += 1
+    for target, count in sorted(targets.items()):
+        for _ in range(count):
+            container = container.without_mount(target)
+    names = {m.env for m in job.secret_mounts if m.env and m.secret_id in passed}
+    for name in sorted(names):
+        container = container.without_secret_variable(name)
+    return container
+
+
+def _takes_login(host: str) -> bool:
+    """auth/registry.go (parseAuthAddress) files a host with neither a dot, a port nor
+    "localhost" in it under docker.io: its password would go to Docker Hub."""
+    return "." in host or ":" in host or "localhost" in host
+
+
+def _refused_login(login: RegistryLogin) -> str:
+    return (
+        f"registry {login.host}: not logged in with Dagger, which takes a login only for a host "
+        "with a dot or a port (it would file this one under docker.io); pulls and pushes there "
+        "go without credentials. Name the registry with its port (e.g. "
+        f"{login.host}:443/…) or use --engine docker"
+    )
 
 
 def _built(image: Image) -> dagger.Container:

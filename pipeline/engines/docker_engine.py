@@ -214,6 +214,8 @@ class _Pull:
 
 
 class DockerSession:
+    warnings: tuple[str, ...] = ()
+
     def __init__(self, cli: DockerCLI, spec: BuildSpec, private: Path, env: dict[str, str]):
         self._cli = cli
         self._spec = spec
@@ -222,7 +224,12 @@ class DockerSession:
         self._dockerfile.write_text(spec.dockerfile)
         if spec.ignore_file is not None:
             (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
-        self._secrets = _secret_flags(spec.secrets, private)
+        self._secret_files = _secret_files(spec.secrets, private)
+        self._secrets = [
+            flag
+            for secret_id, path in self._secret_files.items()
+            for flag in ("--secret", f"id={secret_id},src={path}")
+        ]
         self._pulls: dict[Reference, _Pull] = {}
 
     def _build_command(self, job: StageJob) -> list[str]:
@@ -309,6 +316,9 @@ class DockerSession:
         command = [self._cli.path, "run", "--name", name]
         if self._spec.platform:
             command += ["--platform", self._spec.platform]
+        for secret_id in test.secrets:
+            source = self._secret_files[secret_id]
+            command += ["--mount", f"type=bind,src={source},dst=/run/secrets/{secret_id},readonly"]
         try:
             code, tail = await _stream([*command, reference, *test.argv], self._env, log)
             if code == 125:
@@ -333,17 +343,18 @@ class DockerSession:
                 log(f"artifact {path} -> {target}")
 
 
-def _secret_flags(secrets: Secrets, private: Path) -> list[str]:
-    """`--secret id=…,src=…`, each value in a 0600 file of its own in the private dir; a file
-    secret's bytes arrive as they were read, whether or not they are UTF-8."""
-    flags: list[str] = []
+def _secret_files(secrets: Secrets, private: Path) -> dict[str, Path]:
+    """Each value in a 0600 file of its own in the private dir, for `--secret id=…,src=…` and
+    for the test command's granted secrets; a file secret's bytes arrive as they were read,
+    whether or not they are UTF-8."""
+    files: dict[str, Path] = {}
     for number, (secret_id, value) in enumerate(secrets.items()):
         path = private / f"secret-{number}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(value.encode("utf-8", "surrogateescape"))
-        flags += ["--secret", f"id={secret_id},src={path}"]
-    return flags
+        files[secret_id] = path
+    return files
 
 
 async def _stream(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from pipeline.cache.explain import LABEL
+from pipeline.dockerfile.mounts import Mount, MountError, parse_mount
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
@@ -59,9 +60,11 @@ def jobs_for(
 
     A build also runs the steps of every stage it needs that is being built too, so it
     imports their hints as well: the engine shares those steps between concurrent builds,
-    and whichever build runs them first must have their layer cache.
+    and whichever build runs them first must have their layer cache. For the same reason it
+    gets the secrets of those steps, and only those.
     """
     building = set(plan.indices("build"))
+    mounts = {index: _secret_mounts(plan, index) for index in building}
     return {
         index: StageJob(
             index=index,
@@ -73,9 +76,40 @@ def jobs_for(
                 plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
             ),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
+            secret_mounts=tuple(
+                m for i in sorted(_needs(plan, index, building)) for m in mounts[i]
+            ),
         )
         for index in sorted(building)
     }
+
+
+def _secret_mounts(plan: Plan, index: int) -> tuple[Mount, ...]:
+    """The stage's `RUN --mount=type=secret` values, one per step, ONBUILD triggers included.
+
+    Read unexpanded: the ids are checked against the key's, which were expanded, and a
+    mount whose id is a variable counts under the key's id at the default path.
+    """
+    stage = plan.stage(index)
+    instructions = list(stage.instructions[1:])
+    if stage.base_stage is not None:
+        parent = plan.stage(stage.base_stage)
+        instructions[:0] = [i.trigger for i in parent.instructions if i.trigger is not None]
+    found: list[Mount] = []
+    for instruction in instructions:
+        if instruction.cmd != "RUN":
+            continue
+        for text in instruction.flags.get("mount", ()):
+            try:
+                mount = parse_mount(text)
+            except MountError:
+                continue  # the key pass has refused it already
+            if mount.secret_id is not None:
+                found.append(mount)
+    ids = set(plan.keys[index].inputs.get("secrets", ()))
+    known = {m.secret_id for m in found}
+    found += [Mount(type="secret", id=i) for i in sorted(ids - known)]
+    return tuple(m for m in found if m.secret_id in ids)
 
 
 def _needs(plan: Plan, index: int, building: set[int]) -> set[int]:

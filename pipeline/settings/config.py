@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,9 +55,10 @@ __all__ = ["CONFIG_FILENAME", "KEYS", "find_config", "load_config"]
 CONFIG_FILENAME = "dagger-stages.yaml"
 
 KEYS = tuple(opt.key for opt in OPTIONS.values() if opt.key is not None)
-TEST_KEYS = ("stage", "command", "artifacts")
+TEST_KEYS = ("stage", "command", "artifacts", "secrets")
 SECRET_FIELDS = ("id", "env", "src", "source")
 
+_SECRET_ID = re.compile(r"[^/\s]+")  # it names the file /run/secrets/<id>
 _TAG = "tag:yaml.org,2002:"
 _KINDS = {
     "str": "a string",
@@ -393,7 +395,14 @@ def _test(doc: _Document, node: Node, where: str) -> TestSpec:
             if not text.startswith("/"):
                 raise doc.error(item, f"{place}: an artifact is an absolute path in the container")
         artifacts = tuple(text for text, _, _ in found)
-    return TestSpec(stage=stage, command=command, artifacts=artifacts)
+    secrets: tuple[str, ...] = ()
+    if "secrets" in values:
+        granted = _strings(doc, values["secrets"], f"{where}.secrets", single=False)
+        for text, place, item in granted:
+            if not _SECRET_ID.fullmatch(text):
+                raise doc.error(item, f"{place}: a secret id has no '/' and no space")
+        secrets = tuple(text for text, _, _ in granted)
+    return TestSpec(stage=stage, command=command, artifacts=artifacts, secrets=secrets)
 
 
 def _publish(doc: _Document, node: Node, where: str) -> dict[str, tuple[str, ...]]:

@@ -241,13 +241,17 @@ def _meta(**opt: Any) -> dict[str, Opt]:
 
 @dataclass(frozen=True)
 class TestSpec:
-    """Run `command` in the built `stage` and copy `artifacts` (container paths) out."""
+    """Run `command` in the built `stage` and copy `artifacts` (container paths) out.
+
+    The command sees no build secret but those `secrets` grants: it may be a pull request's code.
+    """
 
     __test__ = False  # not a pytest test class
 
     stage: str
     command: str | tuple[str, ...]
     artifacts: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # ids of build secrets mounted at /run/secrets/<id>
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,105 @@ def test_a_failing_stage_exits_1_and_cancels_its_dependents(
     assert build(f"{registry.host}/dagger-fail/cache") == 1
     statuses = {name: stage["status"] for name, stage in report(project).items()}
     assert statuses == {"deps": "built", "assets": "failed", "app": "cancelled", "3": "cancelled"}
+
+
+def test_a_private_registry_partial_hit_pulls_with_logins_registered_before_any_build(
+    tmp_path: Path,
+    auth_registry: RegistryServer,
+    fake_dagger: FakeDagger,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a fresh runner the engine has no docker config for the cache: a missed stage built
+    FROM a restored one pulls it inside dockerBuild, with the logins registered so far."""
+    host, auth = auth_registry.host, auth_registry.auth
+    assert auth is not None
+    push_image(auth_registry.url, "base/busybox", "1", config={"os": "linux"}, auth=auth)
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(host=host))
+    (tmp_path / "deps.txt").write_text("deps")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOKEN", "dagger-secret-value")
+    monkeypatch.setenv("REGISTRY_USER", auth[0])
+    monkeypatch.setenv("REGISTRY_PASSWORD", auth[1])
+    cache_repo = f"{host}/dagger-private/cache"
+    assert main(["plan", "--json", "--cache-repo", cache_repo]) == 0
+    refs = {s["name"]: s["cache_ref"] for s in json.loads(capsys.readouterr().out)["stages"]}
+    deps_tag = refs["deps"].rsplit(":", 1)[1]
+    push_image(auth_registry.url, "dagger-private/cache", deps_tag, config={}, auth=auth)
+    for target in ("deps", "assets", "app", "dagger-stages-3"):
+        fake_dagger.private_pulls[target] = (host,)
+
+    assert build(cache_repo) == 0
+
+    statuses = {name: stage["status"] for name, stage in report(tmp_path).items()}
+    assert statuses == {"deps": "cached", "assets": "built", "app": "built", "3": "built"}
+    queries = fake_dagger.queries
+    first_build = min(queries.index(q) for q in fake_dagger.queries_with("dockerBuild"))
+    login = queries.index(fake_dagger.queries_with("withRegistryAuth")[0])
+    assert login < first_build
+    assert fake_dagger.logins == {host: auth[0]}
+    captured = capsys.readouterr()
+    assert auth[1] not in captured.out + captured.err + (tmp_path / "report.json").read_text()
+
+
+def test_builds_get_only_their_secrets_and_the_test_command_none_unless_granted(
+    project: Path, registry: RegistryServer, fake_dagger: FakeDagger
+) -> None:
+    config = "test:\n  stage: app\n  command: npm test\n"
+    (project / "dagger-stages.yaml").write_text(config)
+    assert build(f"{registry.host}/dagger-secrets/cache") == 0
+
+    builds = {c.args["target"]: c.args["secrets"] for c in fake_dagger.calls("dockerBuild")}
+    given = {target: len(ids) for target, ids in builds.items()}
+    # deps runs no secret mount; app and the last stage build assets along, which does
+    assert given == {"deps": 0, "assets": 1, "app": 1, "dagger-stages-3": 1}
+    [ran] = fake_dagger.ran
+    assert ran.argv == ("/bin/sh", "-c", "npm test")
+    assert ran.secret_paths == ()
+
+    (project / "dagger-stages.yaml").write_text(config + "  secrets: [token]\n")
+    fake_dagger.ran.clear()
+    assert build(f"{registry.host}/dagger-secrets/cache") == 0
+    [ran] = fake_dagger.ran
+    assert ran.secret_paths == ("/run/secrets/token",)
+
+
+def test_a_test_secret_the_run_does_not_have_is_a_usage_error(
+    project: Path,
+    registry: RegistryServer,
+    fake_dagger: FakeDagger,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (project / "dagger-stages.yaml").write_text(
+        "test:\n  stage: app\n  command: npm test\n  secrets: [npm]\n"
+    )
+    assert build(f"{registry.host}/dagger-secrets/cache") == 2
+    err = capsys.readouterr().err
+    assert "dagger-stages.yaml: test.secrets: npm is not a secret of this run" in err
+    assert "Traceback" not in err
+    assert fake_dagger.queries == []
+
+
+def test_the_registry_of_a_private_base_image_gets_a_login_too(
+    tmp_path: Path,
+    registry: RegistryServer,
+    auth_registry: RegistryServer,
+    fake_dagger: FakeDagger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only the cache's and the published refs' hosts: every image the builds pull."""
+    auth = auth_registry.auth
+    assert auth is not None
+    push_image(auth_registry.url, "base/busybox", "1", config={"os": "linux"}, auth=auth)
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(host=auth_registry.host))
+    (tmp_path / "deps.txt").write_text("deps")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOKEN", "dagger-secret-value")
+    monkeypatch.setenv("REGISTRY_USER", auth[0])
+    monkeypatch.setenv("REGISTRY_PASSWORD", auth[1])
+    for target in ("deps", "assets", "app", "dagger-stages-3"):
+        fake_dagger.private_pulls[target] = (auth_registry.host,)
+
+    assert build(f"{registry.host}/dagger-base/cache") == 0
+
+    assert fake_dagger.logins == {registry.host: auth[0], auth_registry.host: auth[0]}

@@ -16,13 +16,17 @@ from pathlib import Path
 import anyio
 import pytest
 
+from pipeline.dockerfile.mounts import Mount, parse_mount
+from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, Image, RegistryLogin, StageJob, TestRun
 from pipeline.engines.dagger_engine import (
     DOCKERFILE,
     DOCKERIGNORE,
+    RUN_ID_VARIABLE,
     DaggerExecutor,
     dagger_available,
     ignore_rules,
+    upload_excludes,
 )
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 from pipeline.oci.reference import Reference
@@ -30,6 +34,7 @@ from pipeline.settings.secrets import Secrets
 from tests.fake_dagger import (
     ExecFailure,
     ExecResult,
+    ExecRun,
     FakeDagger,
     RecordedQuery,
     run_fake_dagger,
@@ -68,9 +73,12 @@ def spec(tmp_path: Path) -> BuildSpec:
     )
 
 
-def job(target: str, index: int = 0) -> StageJob:
+NPM_MOUNT = parse_mount("type=secret,id=npm_token")
+
+
+def job(target: str, index: int = 0, secrets: Sequence[Mount] = ()) -> StageJob:
     tag = Reference.parse(f"registry.test/app/cache:{target}")
-    return StageJob(index, target, target, f"key-{target}", tag)
+    return StageJob(index, target, target, f"key-{target}", tag, secret_mounts=tuple(secrets))
 
 
 class Log:
@@ -150,7 +158,8 @@ async def test_each_stage_is_a_docker_build_of_its_target(
         platform="linux/arm64",
     )
     log = Log()
-    await build_all(spec, [job("test"), job("web", 1)], log)
+    netrc = parse_mount("type=secret,id=netrc,target=/root/.netrc")
+    await build_all(spec, [job("test", secrets=[NPM_MOUNT, netrc]), job("web", 1)], log)
 
     builds = sorted(fake_dagger.calls("dockerBuild"), key=lambda c: c.args["target"])
     assert [b.args["target"] for b in builds] == ["test", "web"]
@@ -161,7 +170,6 @@ async def test_each_stage_is_a_docker_build_of_its_target(
             {"name": "EMPTY", "value": ""},
         ]
         assert build.args["platform"] == "linux/arm64"
-        assert secret_names(fake_dagger, build.args["secrets"]) == ["npm_token", "netrc"]
     assert "dagger: docker build --target test" in log.lines
 
 
@@ -179,7 +187,6 @@ async def test_the_context_carries_the_dockerfile_and_its_ignore_rules(
         DOCKERIGNORE: "node_modules\n*.log\n.dagger-stages\n",
     }
     [build] = fake_dagger.calls("dockerBuild")
-    assert "platform" not in build.args
     assert build.args["secrets"] == []
 
 
@@ -226,11 +233,13 @@ async def test_push_publishes_with_registry_auth_and_returns_the_digest(
 
     assert digest == fake_dagger.published[ref]
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
-    [auth] = fake_dagger.calls("withRegistryAuth")
-    assert (auth.args["address"], auth.args["username"]) == ("registry.test", "ci")
-    assert secret_names(fake_dagger, [auth.args["secret"]]) == [
-        "dagger-stages.registry-password.registry.test"
-    ]
+    auths = fake_dagger.calls("withRegistryAuth")
+    assert len(auths) == 2  # registered when the session opened, and again on the push
+    for auth in auths:
+        assert (auth.args["address"], auth.args["username"]) == ("registry.test", "ci")
+        assert secret_names(fake_dagger, [auth.args["secret"]]) == [
+            "dagger-stages.registry-password.registry.test"
+        ]
     [publish] = fake_dagger.calls("publish")
     assert publish.args["address"] == ref
     [query] = fake_dagger.queries_with("publish")
@@ -422,11 +431,11 @@ async def test_a_restored_stage_is_pulled_by_its_pinned_ref_with_the_logins(
     made = [c.field for c in query.calls]
     steps = ["container", "withRegistryAuth", "from", "withExec", "sync"]
     assert [f for f in made if f in steps] == steps  # logins before the pull
-    [container] = fake_dagger.calls("container")
-    assert container.args["platform"] == "linux/arm64"
+    containers = fake_dagger.calls("container")
+    assert containers[-1].args["platform"] == "linux/arm64"
     [pull] = fake_dagger.calls("from")
     assert pull.args["address"] == PINNED
-    [auth] = fake_dagger.calls("withRegistryAuth")
+    auth = fake_dagger.calls("withRegistryAuth")[-1]
     assert (auth.args["address"], auth.args["username"]) == ("registry.test", "ci")
     assert secret_names(fake_dagger, [auth.args["secret"]]) == [
         "dagger-stages.registry-password.registry.test"
@@ -439,12 +448,17 @@ async def test_a_restored_stage_is_pulled_by_its_pinned_ref_with_the_logins(
 
 
 @pytest.mark.anyio
-async def test_a_ref_without_a_platform_pulls_for_the_engine(
+async def test_without_a_platform_builds_and_pulls_are_for_the_clients_not_the_engines(
     fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
 ) -> None:
-    await run_ref(spec, PINNED, a_test(tmp_path), Log())
+    """The keys were made for the client's platform: an engine of another architecture must
+    not build for its own under those keys."""
+    async with DaggerExecutor().session(spec) as session:
+        await session.build(job("web"), Log())
+        await session.run(Reference.parse(PINNED), a_test(tmp_path), Log())
+    [build] = fake_dagger.calls("dockerBuild")
     [container] = fake_dagger.calls("container")
-    assert "platform" not in container.args
+    assert build.args["platform"] == container.args["platform"] == str(native_platform())
     assert fake_dagger.calls("withRegistryAuth") == []
 
 
@@ -477,7 +491,7 @@ async def test_a_command_that_cannot_run_to_its_end_fails_the_stage(
     with pytest.raises(StageFailed, match=r"^test: test run failed: ") as caught:
         await run_built(spec, a_test(tmp_path, "/app/junit.xml"), log)
     if isinstance(failure, ExecFailure):
-        assert "exit code: 137" in str(caught.value)
+        assert str(caught.value).endswith("(exit code 137)")
         assert caught.value.tail == "Killed"
         assert "running 12 tests" in log.lines
     else:
@@ -490,7 +504,7 @@ async def test_a_signal_is_not_an_exit_code_even_with_expect_any(
     fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
 ) -> None:
     fake_dagger.execs[SH_TEST] = ExecResult(137, stderr="Killed\n")
-    with pytest.raises(StageFailed, match="exit code: 137") as caught:
+    with pytest.raises(StageFailed, match=r"\(exit code 137\)$") as caught:
         await run_built(spec, a_test(tmp_path), Log())
     assert caught.value.tail == "Killed"
 
@@ -547,8 +561,9 @@ async def test_an_exec_error_fails_the_stage_with_the_end_of_stderr(
 
     failure = caught.value
     assert failure.exit_code == 1
-    assert str(failure).startswith("test: build failed: process ")
-    assert "exit code: 1" in str(failure)
+    assert str(failure) == (
+        'test: build failed: process "/bin/sh -c false" did not complete successfully (exit code 1)'
+    )
     assert failure.tail.splitlines() == [f"npm ERR! line {n}" for n in range(11, 31)]
     assert "npm ERR! line 1" in log.lines
     assert len(fake_dagger.queries_with("sync")) == 2
@@ -724,3 +739,189 @@ def test_the_fake_engine_rejects_queries_outside_the_schema(fake_dagger: FakeDag
 def test_the_fake_engine_answers_introspection_and_version(fake_dagger: FakeDagger) -> None:
     answer = fake_dagger.answer({"query": "{ version __schema { queryType { name } } }"})
     assert answer == {"data": {"version": "v0.21.8", "__schema": {"queryType": {"name": "Query"}}}}
+
+
+# -- issue 11: what the real engine does with logins, secrets, uploads and cached results
+
+
+def only_run(fake: FakeDagger) -> ExecRun:
+    [ran] = fake.ran
+    return ran
+
+
+@pytest.mark.anyio
+async def test_logins_are_registered_before_the_first_build_pulls(
+    fake_dagger: FakeDagger, spec: BuildSpec
+) -> None:
+    """The engine pulls FROM images inside dockerBuild with the logins registered earlier in
+    the session; a login attached only to a push comes too late for a private base image."""
+    fake_dagger.private_pulls["web"] = ("registry.test",)
+    async with DaggerExecutor().session(spec) as session:
+        with pytest.raises(StageFailed, match="401 Unauthorized"):
+            await session.build(job("web"), Log())  # the fake refuses it without a login
+
+    spec = dataclasses.replace(
+        spec, logins=(RegistryLogin("registry.test", "ci", REGISTRY_PASSWORD),)
+    )
+    fake_dagger.queries.clear()
+    await build_all(spec, [job("web")])
+
+    first_build = fake_dagger.queries.index(fake_dagger.queries_with("dockerBuild")[0])
+    [login] = fake_dagger.queries_with("withRegistryAuth")
+    assert fake_dagger.queries.index(login) < first_build
+    assert login.root_fields == ("container",)
+    assert fake_dagger.logins == {"registry.test": "ci"}
+
+
+@pytest.mark.anyio
+async def test_a_login_the_engine_would_file_under_docker_hub_is_skipped_with_a_warning(
+    fake_dagger: FakeDagger, spec: BuildSpec
+) -> None:
+    """auth/registry.go files a host with no dot, no port and no "localhost" under docker.io."""
+    logins = (
+        RegistryLogin("MyRegistry", "ci", REGISTRY_PASSWORD),
+        RegistryLogin("localhost", "ci", REGISTRY_PASSWORD),
+        RegistryLogin("localhost:5000", "ci", REGISTRY_PASSWORD),
+    )
+    spec = dataclasses.replace(spec, logins=logins)
+    async with DaggerExecutor().session(spec) as session:
+        await session.build(job("web"), Log())
+        warnings = session.warnings
+
+    assert {c.args["address"] for c in fake_dagger.calls("withRegistryAuth")} == {
+        "localhost",
+        "localhost:5000",
+    }
+    [warning] = warnings
+    assert warning.startswith("registry MyRegistry: not logged in with Dagger")
+    assert "--engine docker" in warning
+    assert REGISTRY_PASSWORD not in warning
+
+
+@pytest.mark.anyio
+async def test_each_build_gets_only_the_secrets_its_run_steps_mount(
+    fake_dagger: FakeDagger, spec: BuildSpec
+) -> None:
+    spec = dataclasses.replace(
+        spec, secrets=Secrets.of({"npm_token": NPM_TOKEN, "netrc": FILE_SECRET})
+    )
+    await build_all(spec, [job("deps", secrets=[NPM_MOUNT]), job("web", 1)])
+
+    builds = {c.args["target"]: c for c in fake_dagger.calls("dockerBuild")}
+    assert secret_names(fake_dagger, builds["deps"].args["secrets"]) == ["npm_token"]
+    assert builds["web"].args["secrets"] == []
+
+
+@pytest.mark.anyio
+async def test_the_test_command_and_the_pushed_image_carry_no_secret(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    """dockerBuild leaves every secret it got mounted in the container it returns, and each
+    RUN's own mount and secret variable too: all of them are gone before the command runs."""
+    spec = dataclasses.replace(
+        spec, secrets=Secrets.of({"npm_token": NPM_TOKEN, "netrc": FILE_SECRET})
+    )
+    mounts = [
+        NPM_MOUNT,
+        parse_mount("type=secret,id=netrc,target=/root/.netrc"),
+        parse_mount("type=secret,id=npm_token,env=NPM_TOKEN"),
+    ]
+    ref = Reference.parse("registry.test/app/cache:test")
+    async with DaggerExecutor().session(spec) as session:
+        image = await session.build(job("test", secrets=mounts), Log())
+        await session.push(image, ref, Log())
+        await session.run(image, a_test(tmp_path), Log())
+
+    # what the engine's converter adds on top of dockerBuild's own mounts
+    [publish] = fake_dagger.queries_with("publish")
+    [node] = [c for c in publish.calls if c.field == "node"]
+    built = fake_dagger.object_of(node.args["id"])
+    removed = [c.args["path"] for c in built.chain if c.field == "withoutMount"]
+    assert sorted(removed) == [
+        "/root/.netrc",
+        "/run/secrets/netrc",
+        "/run/secrets/npm_token",
+        "/run/secrets/npm_token",
+        "/run/secrets/npm_token",
+    ]
+    unset = [c.args["name"] for c in built.chain if c.field == "withoutSecretVariable"]
+    assert unset == ["NPM_TOKEN"]
+    ran = only_run(fake_dagger)
+    assert ran.secret_paths == ()
+    assert ran.secret_variables == ()
+
+
+@pytest.mark.anyio
+async def test_the_test_command_gets_the_secrets_the_config_grants_and_no_other(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    spec = dataclasses.replace(
+        spec, secrets=Secrets.of({"npm_token": NPM_TOKEN, "netrc": FILE_SECRET})
+    )
+    test = dataclasses.replace(a_test(tmp_path), secrets=("netrc",))
+    async with DaggerExecutor().session(spec) as session:
+        image = await session.build(job("test", secrets=[NPM_MOUNT]), Log())
+        await session.run(image, test, Log())
+
+    assert only_run(fake_dagger).secret_paths == ("/run/secrets/netrc",)
+
+
+@pytest.mark.anyio
+async def test_a_rerun_of_the_tests_is_never_a_replay_of_a_cached_result(
+    fake_dagger: FakeDagger, spec: BuildSpec, tmp_path: Path
+) -> None:
+    """The engine memoizes withExec by its inputs, a failing exit with expect ANY included."""
+    fake_dagger.execs[SH_TEST] = ExecResult(1, stderr="1 failing\n")
+    for _ in range(2):
+        assert await run_built(spec, a_test(tmp_path), Log()) == 1
+
+    assert [run.argv for run in fake_dagger.ran] == [SH_TEST, SH_TEST]
+    run_ids = {run.env[RUN_ID_VARIABLE] for run in fake_dagger.ran}
+    assert len(run_ids) == 2
+
+
+def test_the_upload_excludes_are_the_ignore_rules_as_buildkit_reads_them() -> None:
+    text = "# deps\nnode_modules\n/.git/\n*.log\n!keep.log\n\n./build/../dist\n"
+    assert upload_excludes(text) == ["node_modules", ".git", "*.log", "!keep.log", "dist"]
+    assert upload_excludes(None) == []
+
+
+@pytest.mark.anyio
+async def test_ignored_files_are_not_uploaded(fake_dagger: FakeDagger, spec: BuildSpec) -> None:
+    """The engine applies .dockerignore only after the upload: without `exclude`, node_modules
+    and .git are synced on every run."""
+    context = spec.context
+    (context / "src").mkdir()
+    (context / "src/app.js").write_bytes(b"x" * 1000)
+    (context / "package.json").write_bytes(b"{}")
+    (context / "node_modules/left-pad").mkdir(parents=True)
+    (context / "node_modules/left-pad/index.js").write_bytes(b"y" * 500_000)
+    (context / "node_modules/keep.txt").write_bytes(b"k" * 10)
+    (context / ".git/objects").mkdir(parents=True)
+    (context / ".git/objects/pack").write_bytes(b"z" * 300_000)
+    spec = dataclasses.replace(spec, ignore_file="node_modules\n.git\n!node_modules/keep.txt\n")
+
+    await build_all(spec, [job("web")])
+
+    [directory] = fake_dagger.calls("directory")
+    assert directory.args["exclude"] == ["node_modules", ".git", "!node_modules/keep.txt"]
+    assert fake_dagger.uploads == [1000 + 2 + 10]
+    files = {c.args["path"] for c in fake_dagger.calls("withNewFile")}
+    assert files == {DOCKERFILE, DOCKERIGNORE}  # added after the upload, never excluded
+
+
+@pytest.mark.anyio
+async def test_output_the_engine_cut_short_is_said_in_the_failure(
+    fake_dagger: FakeDagger, spec: BuildSpec
+) -> None:
+    """engine/engineutil/ref.go keeps the last 100 KiB of an exec's output behind a marker."""
+    stderr = "[omitting 52000 bytes]...\n" + "npm ERR! tail\n"
+    fake_dagger.failures["web"] = ExecFailure(stderr=stderr, exit_code=2)
+    async with DaggerExecutor().session(spec) as session:
+        with pytest.raises(StageFailed) as caught:
+            await session.build(job("web"), Log())
+    assert str(caught.value) == (
+        'web: build failed: process "/bin/sh -c false" did not complete successfully'
+        " (exit code 2); the engine kept only the last 100 KiB of its output"
+        " (52000 bytes omitted)"
+    )

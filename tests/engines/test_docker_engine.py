@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
-from pipeline.engines.base import BuildSpec, StageJob
+from pipeline.engines.base import BuildSpec, StageJob, TestRun
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable
 from pipeline.oci.reference import Reference
@@ -125,3 +126,24 @@ async def test_the_engine_is_found_in_one_round_of_two_calls(tmp_path: Path) -> 
         ["buildx", "inspect"],
         ["version", "--format", "{{.Client.Version}}"],
     ]
+
+
+@pytest.mark.anyio
+async def test_the_test_command_sees_only_the_secrets_granted_to_it(tmp_path: Path) -> None:
+    docker = fake_docker(tmp_path)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    secrets = Secrets.of({"token": "t-value", "netrc": "n-value"})
+    the_spec = replace(spec(tmp_path), secrets=secrets, platform="linux/arm64")
+    test = TestRun("make check", (), tmp_path / "artifacts", secrets=("netrc",))
+    ref = Reference.parse("cache:web-k")
+    async with executor.session(the_spec) as session:
+        await session.run(ref, test, lambda line: None)
+        await session.run(ref, replace(test, secrets=()), lambda line: None)
+    granted, plain = [argv for argv in calls(tmp_path) if argv[0] == "run"]
+    mounts = [granted[i + 1] for i, arg in enumerate(granted) if arg == "--mount"]
+    [mount] = mounts
+    assert mount.startswith("type=bind,src=")
+    assert mount.endswith(",dst=/run/secrets/netrc,readonly")
+    assert "--mount" not in plain
+    assert plain[plain.index("--platform") + 1] == "linux/arm64"
+    assert not [arg for arg in granted + plain if "value" in arg]

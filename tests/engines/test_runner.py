@@ -39,8 +39,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make(tmp_path: Path, targets: tuple[str, ...] = ("top",)) -> Plan:
-    df = build_stages(parse_text(DOCKERFILE))
+def make(tmp_path: Path, targets: tuple[str, ...] = ("top",), text: str = DOCKERFILE) -> Plan:
+    df = build_stages(parse_text(text))
     return anyio.run(
         lambda: make_plan(
             select(df, targets),
@@ -207,3 +207,41 @@ def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> Non
         "e": ["e--main"],
         "top": ["a--main", "b--main", "e--main", "top--main"],
     }
+
+
+SECRETS_DOCKERFILE = """\
+FROM busybox AS deps
+RUN --mount=type=secret,id=npm,target=/root/.npmrc npm ci
+ONBUILD RUN --mount=type=secret,id=onbuild true
+FROM deps AS test
+RUN --mount=type=secret,id=cov,env=COV true
+RUN --mount=type=secret,id=npm true
+FROM busybox AS other
+RUN --mount=type=secret,id=other true
+FROM busybox AS top
+COPY --from=test /x /x
+"""
+
+
+def test_a_build_gets_the_secret_mounts_of_the_steps_it_runs_and_no_other(tmp_path: Path) -> None:
+    """An engine that hands a build more secrets lets steps that never asked read them."""
+    plan = make(tmp_path, ("top", "other"), SECRETS_DOCKERFILE)
+    index = {plan.stage(i).name: i for i in plan.forecasts}
+    local = dict.fromkeys(index.values(), Reference.parse("local/x"))
+    jobs = {
+        job.name: job
+        for job in jobs_for(plan, build_targets(plan.graph.dockerfile), local).values()
+    }
+    assert {name: job.secret_ids for name, job in jobs.items()} == {
+        "deps": ("npm",),
+        "test": ("npm", "onbuild", "cov"),
+        "other": ("other",),
+        "top": ("npm", "onbuild", "cov"),
+    }
+    mounts = [(m.secret_id, m.target, m.env) for m in jobs["test"].secret_mounts]
+    assert mounts == [
+        ("npm", "/root/.npmrc", None),
+        ("onbuild", None, None),
+        ("cov", None, "COV"),
+        ("npm", None, None),
+    ]

@@ -598,6 +598,10 @@ AGREEMENT = [
     ("secrets:\n  - {id: a, env: A, src: f}\n", False),
     ("secrets:\n  - {env: A}\n", False),
     ("secrets:\n  - {id: a, value: x}\n", False),
+    ("test:\n  stage: t\n  command: x\n  secrets: [npm_token, netrc]\n", True),
+    ("test:\n  stage: t\n  command: x\n  secrets: npm_token\n", False),
+    ("test:\n  stage: t\n  command: x\n  secrets: [a/b]\n", False),
+    ("test:\n  stage: t\n  command: x\n  secrets: [a, a]\n", False),
     ("publish: [web]\n", False),
     ("publish:\n  web: latest\n", False),
     ("publish:\n  web: []\n", False),
@@ -639,3 +643,13 @@ def test_the_test_stage(tmp_path: Path) -> None:
     path.write_text("test:\n  command: x\n")
     with pytest.raises(UsageError, match=r":2: test: stage is required"):
         load_config(path)
+
+
+def test_the_test_command_is_granted_secrets_by_id(tmp_path: Path) -> None:
+    path = tmp_path / "dagger-stages.yaml"
+    path.write_text("test:\n  stage: test\n  command: x\n  secrets: [npm_token]\n")
+    assert load_config(path).values["test"] == TestSpec("test", "x", secrets=("npm_token",))
+    path.write_text("test:\n  stage: test\n  command: x\n  secrets: [npm/token]\n")
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:4: test.secrets[0]: a secret id has no '/' and no space"
