@@ -12,8 +12,10 @@ that `file(path).export` / `directory(path).export` really write to the host pat
 given (which must be absolute), as the real engine does.
 
 Import `fake_dagger_fixture` into a test module (or list this module in `pytest_plugins`) for
-the `fake_dagger` fixture. Without the schema file (outside this workspace) it skips, unless
-DAGGER_STAGES_REQUIRE_SERVICES=1 (CI sets it), when it fails: CI must not pass by testing nothing.
+the `fake_dagger` fixture. Without the schema file (a fresh clone outside this workspace) it
+serves and validates against `dagger_schema_subset.graphqls`, the part of the schema the SDK
+needs: the tests still run, and a query the subset lacks fails rather than passing unchecked.
+`serve` and the helpers in `__all__` are the GraphQL plumbing `tests.engine_double` shares.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import graphql
 import pytest
@@ -46,11 +48,18 @@ __all__ = [
     "Obj",
     "RecordedQuery",
     "fake_dagger_fixture",
+    "load_schema",
+    "resolve_type",
+    "root_fields",
     "run_fake_dagger",
+    "serve",
 ]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1].parent / "shared/dagger/schema-v0.21.8.graphqls"
-REQUIRE_SERVICES = "DAGGER_STAGES_REQUIRE_SERVICES"
+SCHEMA_PATH = Path(
+    os.environ.get("DAGGER_STAGES_DAGGER_SCHEMA")
+    or Path(__file__).resolve().parents[1].parent / "shared/dagger/schema-v0.21.8.graphqls"
+)
+SUBSET_PATH = Path(__file__).with_name("dagger_schema_subset.graphqls")
 ENGINE_VERSION = "v0.21.8"
 SENSITIVE_ARGS = frozenset({"plaintext"})
 EXEC_OUTPUTS = frozenset({"exitCode", "stdout", "stderr", "combinedOutput"})
@@ -210,10 +219,9 @@ class FakeDagger:
             document = graphql.parse(record.text)
         except graphql.GraphQLError as exc:
             return self._reject(record, [exc])
-        errors = graphql.validate(self.schema, document)
-        if errors:
+        if errors := graphql.validate(self.schema, document):
             return self._reject(record, errors)
-        record.root_fields = _root_fields(document)
+        record.root_fields = root_fields(document)
         result = graphql.execute_sync(
             self.schema,
             document,
@@ -221,7 +229,7 @@ class FakeDagger:
             context_value=record,
             variable_values=record.variables,
             field_resolver=functools.partial(_resolve, self),
-            type_resolver=_resolve_type,
+            type_resolver=resolve_type,
         )
         return dict(result.formatted)
 
@@ -230,7 +238,7 @@ class FakeDagger:
         return {"errors": [e.formatted for e in errors]}
 
 
-def _root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
+def root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
     return tuple(
         selection.name.value
         for definition in document.definitions
@@ -395,7 +403,7 @@ def _normal(path: str) -> str:
     return posixpath.normpath(posixpath.join("/", path))
 
 
-def _resolve_type(value: Any, _info: graphql.GraphQLResolveInfo[Any], _type: Any) -> str | None:
+def resolve_type(value: Any, _info: graphql.GraphQLResolveInfo[Any], _type: Any) -> str | None:
     return value.type if isinstance(value, Obj) else None
 
 
@@ -420,8 +428,18 @@ def _redacted(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def load_schema(path: Path = SCHEMA_PATH) -> graphql.GraphQLSchema:
+def load_schema() -> graphql.GraphQLSchema:
+    """The real schema, or without it the subset the SDK needs to build its queries."""
+    path = SCHEMA_PATH if SCHEMA_PATH.is_file() else SUBSET_PATH
     return graphql.build_schema(path.read_text(encoding="utf-8"))
+
+
+class Answering(Protocol):
+    """An engine the HTTP server serves: its session token, and its answer to a request."""
+
+    token: str
+
+    def answer(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -457,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: FakeDagger) -> None:
+    def __init__(self, fake: Answering) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fake = fake
 
@@ -467,31 +485,28 @@ def _basic_auth(token: str) -> str:
 
 
 @contextmanager
-def run_fake_dagger(token: str = "fake-session-token") -> Iterator[FakeDagger]:
-    """Serve a fake engine on a free port until the block ends; skips without the schema."""
-    _require_schema()
-    fake = FakeDagger(schema=load_schema(), token=token)
-    server = _Server(fake)
-    fake.port = server.server_address[1]
+def serve(engine: Answering) -> Iterator[int]:
+    """Serve an engine on a free port of 127.0.0.1 until the block ends; yields the port."""
+    server = _Server(engine)
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-dagger", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="engine", daemon=True
     )
     thread.start()
     try:
-        yield fake
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
-def _require_schema() -> None:
-    if SCHEMA_PATH.is_file():
-        return
-    reason = f"Dagger's schema is not at {SCHEMA_PATH} (it ships only with this workspace)"
-    if os.environ.get(REQUIRE_SERVICES) == "1":
-        pytest.fail(f"{reason}, and {REQUIRE_SERVICES}=1 requires it")
-    pytest.skip(reason)
+@contextmanager
+def run_fake_dagger(token: str = "fake-session-token") -> Iterator[FakeDagger]:
+    """Serve a fake engine on a free port until the block ends."""
+    fake = FakeDagger(schema=load_schema(), token=token)
+    with serve(fake) as port:
+        fake.port = port
+        yield fake
 
 
 @pytest.fixture(name="fake_dagger")
