@@ -21,6 +21,7 @@ needs: the tests still run, and a query the subset lacks fails rather than passi
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import json
@@ -466,7 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)  # a cancelled client has hung up
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the recorded queries say what happened."""
