@@ -54,6 +54,7 @@ from pipeline.errors import UsageError
 from tests.docker_env import DockerEnv
 from tests.fake_dagger import (
     ENGINE_VERSION,
+    EXEC_OUTPUTS,
     Call,
     ExecFailure,
     ExecResult,
@@ -61,9 +62,8 @@ from tests.fake_dagger import (
     RecordedQuery,
     decode_id,
     encode_id,
+    execute_query,
     load_schema,
-    resolve_type,
-    root_fields,
     serve,
 )
 
@@ -137,33 +137,12 @@ class EngineDouble:
         record = RecordedQuery(text, dict(body.get("variables") or {}), started=time.monotonic())
         with self._lock:
             self.queries.append(record)
-        try:
-            document = graphql.parse(text)
-        except graphql.GraphQLError as exc:
-            return self._reject(record, [exc])
-        if errors := graphql.validate(self.schema, document):
-            return self._reject(record, errors)
-        record.root_fields = root_fields(document)
+        result = execute_query(self.schema, record, functools.partial(_resolve, self), self.invalid)
         if "__schema" in record.root_fields:
-            self._new_session()
-        result = graphql.execute_sync(
-            self.schema,
-            document,
-            root_value=Obj("Query"),
-            context_value=record,
-            variable_values=record.variables,
-            field_resolver=functools.partial(_resolve, self),
-            type_resolver=resolve_type,
-        )
+            self._new_session()  # the SDK introspects first thing in every session
         record.ended = time.monotonic()
-        record.errors = [dict(e) for e in result.formatted.get("errors", [])]
-        return dict(result.formatted)
-
-    def _reject(
-        self, record: RecordedQuery, errors: Sequence[graphql.GraphQLError]
-    ) -> dict[str, Any]:
-        self.invalid.extend(f"{e.message}\nin query:\n{record.text}" for e in errors)
-        return {"errors": [e.formatted for e in errors]}
+        record.errors = list(result.get("errors", []))
+        return result
 
     def _new_session(self) -> None:
         """A client connected: what a session holds goes; the exec cache stays."""
@@ -727,7 +706,7 @@ def _scalar(double: EngineDouble, source: Obj, call: Call) -> Any:
         return encode_id(source)
     if name == "name" and (made := source.find("setSecret")):
         return made.args["name"]
-    if name in ("exitCode", "stdout", "stderr", "combinedOutput"):
+    if name in EXEC_OUTPUTS:
         return double.exec_output(source, name)
     if name == "publish":
         return double.publish(source, call.args["address"])

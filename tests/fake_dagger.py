@@ -29,7 +29,7 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +48,9 @@ __all__ = [
     "FakeDagger",
     "Obj",
     "RecordedQuery",
+    "decode_id",
+    "encode_id",
+    "execute_query",
     "fake_dagger_fixture",
     "load_schema",
     "resolve_type",
@@ -216,27 +219,37 @@ class FakeDagger:
         return None
 
     def _execute(self, record: RecordedQuery) -> dict[str, Any]:
-        try:
-            document = graphql.parse(record.text)
-        except graphql.GraphQLError as exc:
-            return self._reject(record, [exc])
-        if errors := graphql.validate(self.schema, document):
-            return self._reject(record, errors)
-        record.root_fields = root_fields(document)
-        result = graphql.execute_sync(
-            self.schema,
-            document,
-            root_value=Obj("Query"),
-            context_value=record,
-            variable_values=record.variables,
-            field_resolver=functools.partial(_resolve, self),
-            type_resolver=resolve_type,
-        )
-        return dict(result.formatted)
+        resolver = functools.partial(_resolve, self)
+        return execute_query(self.schema, record, resolver, self.invalid)
 
-    def _reject(self, record: RecordedQuery, errors: list[graphql.GraphQLError]) -> dict[str, Any]:
-        self.invalid.extend(f"{e.message}\nin query:\n{record.text}" for e in errors)
+
+def execute_query(
+    schema: graphql.GraphQLSchema,
+    record: RecordedQuery,
+    resolver: Callable[..., Any],
+    invalid: list[str],
+) -> dict[str, Any]:
+    """Parse, validate and execute a recorded query from the root of the engine's objects;
+    a query the schema rejects is answered with its errors and kept in `invalid`."""
+    try:
+        document = graphql.parse(record.text)
+        errors = graphql.validate(schema, document)
+    except graphql.GraphQLError as exc:
+        errors = [exc]
+    if errors:
+        invalid.extend(f"{e.message}\nin query:\n{record.text}" for e in errors)
         return {"errors": [e.formatted for e in errors]}
+    record.root_fields = root_fields(document)
+    result = graphql.execute_sync(
+        schema,
+        document,
+        root_value=Obj("Query"),
+        context_value=record,
+        variable_values=record.variables,
+        field_resolver=resolver,
+        type_resolver=resolve_type,
+    )
+    return dict(result.formatted)
 
 
 def root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
