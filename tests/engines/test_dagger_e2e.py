@@ -11,36 +11,16 @@ defect of issue 11 fixed on another branch is a strict xfail naming the defect.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
+from tests.e2e_project import SECRET, interrupt_while_building, statuses, write_project
 from tests.engine_double import EngineDouble
 from tests.registry_server import RegistryServer
-
-SECRET = "s3cr3t-value-that-must-not-leak"
-
-DOCKERFILE = """\
-ARG BASE={base}
-FROM $BASE AS deps
-COPY deps.txt /deps/
-RUN sleep 1 && cp /deps/deps.txt /deps/installed.txt
-FROM $BASE AS assets
-COPY assets/ /assets/
-RUN ls /assets > /assets.list
-FROM deps AS app
-COPY --from=assets /assets.list /app/assets.list
-COPY src/ /app/src/
-RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /app/token.length
-FROM app AS test
-RUN ls -R /app > /test.out
-"""
 
 # Each test command's output is unique to its run, so it says whether the command ran.
 TEST_CONFIG = """\
@@ -62,13 +42,7 @@ def engine(engine_double: EngineDouble) -> EngineDouble:
 
 @pytest.fixture
 def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
-    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(base=docker_env.base))
-    (tmp_path / "deps.txt").write_text("deps 1\n")
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "app.css").write_text("body{}\n")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "main.py").write_text("print(1)\n")
-    return tmp_path
+    return write_project(tmp_path, docker_env.base)
 
 
 def build_args(cache_repo: str, *args: str) -> list[str]:
@@ -89,10 +63,6 @@ def build(
 ) -> subprocess.CompletedProcess[str]:
     command = build_args(cache_repo, "--report", str(project / "report.json"), *args)
     return run_cli(*command, cwd=project, env={"TOKEN": SECRET, **(env or {})})
-
-
-def statuses(project: Path) -> dict[str, str]:
-    return {name: stage["status"] for name, stage in read_report(project / "report.json").items()}
 
 
 def test_cold_then_warm_then_one_change(
@@ -306,25 +276,7 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     dockerfile.write_text(dockerfile.read_text().replace("sleep 1 && cp", "sleep 60 && cp"))
     cache_repo = docker_env.cache_repo()
     command = cli_command(*build_args(cache_repo, "--target", "test"))
-    with subprocess.Popen(
-        command,
-        cwd=project,
-        env={**os.environ, "TOKEN": SECRET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "[deps] building" in line:
-                break
-        time.sleep(1)
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=30)
-        finally:
-            process.kill()
-            rest = process.stdout.read()
+    code, rest = interrupt_while_building(command, cwd=project, env={"TOKEN": SECRET})
     assert code == 130, rest
     assert "Traceback" not in rest
     tags = docker_env.tags(cache_repo)
