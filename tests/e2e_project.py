@@ -44,6 +44,33 @@ def write_project(directory: Path, base: str) -> Path:
     return directory
 
 
+def make_the_test_stage_fail(project: Path) -> None:
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "RUN ls -R /app > /test.out", "RUN echo 'tests are red' && exit 7"
+        )
+    )
+
+
+def assert_only_the_test_stage_failed(
+    result: subprocess.CompletedProcess[str], project: Path, tags: Sequence[str]
+) -> None:
+    """Exit 1 with the end of the failing log, and the stages that passed are in the cache."""
+    assert result.returncode == 1
+    assert "tests are red" in result.stderr
+    assert "--- test: last lines of its log ---" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert statuses(project) == {
+        "deps": "built",
+        "assets": "built",
+        "app": "built",
+        "test": "failed",
+    }
+    cached = [tag.split("-", 1)[0] for tag in tags if "--" not in tag]
+    assert sorted(cached) == ["app", "assets", "deps"]
+
+
 def statuses(project: Path) -> dict[str, str]:
     return {name: stage["status"] for name, stage in read_report(project / "report.json").items()}
 

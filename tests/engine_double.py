@@ -64,6 +64,7 @@ from tests.fake_dagger import (
     encode_id,
     execute_query,
     load_schema,
+    record_call,
     serve,
 )
 
@@ -679,10 +680,7 @@ def _resolve(
     """Objects stay lazy as call chains; a scalar that needs a value realizes its chain."""
     if not isinstance(source, Obj):
         return graphql.default_field_resolver(source, info, **args)
-    call = Call(info.parent_type.name, info.field_name, args)
-    record: RecordedQuery = info.context
-    with double._lock:
-        record.calls.append(call)
+    call = record_call(info, args, double._lock)
     if call.field == "setSecret":
         with double._lock:
             double._secrets[args["name"]] = args["plaintext"]

@@ -53,6 +53,7 @@ __all__ = [
     "execute_query",
     "fake_dagger_fixture",
     "load_schema",
+    "record_call",
     "resolve_type",
     "root_fields",
     "run_fake_dagger",
@@ -268,14 +269,22 @@ def _resolve(
     """Synthesize a field of an engine object; anything else resolves the default way."""
     if not isinstance(source, Obj):
         return graphql.default_field_resolver(source, info, **args)
-    call = Call(info.parent_type.name, info.field_name, args)
-    record: RecordedQuery = info.context
-    with fake._lock:
-        record.calls.append(call)
+    call = record_call(info, args, fake._lock)
     if delay := fake.delays.get(info.field_name):
         time.sleep(delay)
     _maybe_fail(fake, source)
     return _value(fake, source, call, graphql.get_nullable_type(info.return_type))
+
+
+def record_call(
+    info: graphql.GraphQLResolveInfo[Any], args: Mapping[str, Any], lock: threading.Lock
+) -> Call:
+    """The field being resolved, as a call added to the query's record (`info.context`)."""
+    call = Call(info.parent_type.name, info.field_name, args)
+    record: RecordedQuery = info.context
+    with lock:
+        record.calls.append(call)
+    return call
 
 
 def _maybe_fail(fake: FakeDagger, source: Obj) -> None:

@@ -18,7 +18,14 @@ import pytest
 
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
-from tests.e2e_project import SECRET, interrupt_while_building, statuses, write_project
+from tests.e2e_project import (
+    SECRET,
+    assert_only_the_test_stage_failed,
+    interrupt_while_building,
+    make_the_test_stage_fail,
+    statuses,
+    write_project,
+)
 from tests.engine_double import EngineDouble
 from tests.registry_server import RegistryServer
 
@@ -108,27 +115,11 @@ def test_cold_then_warm_then_one_change(
 def test_a_failing_stage_keeps_the_passing_stages_cache(
     project: Path, docker_env: DockerEnv, engine: EngineDouble
 ) -> None:
-    dockerfile = project / "Dockerfile"
-    dockerfile.write_text(
-        dockerfile.read_text().replace(
-            "RUN ls -R /app > /test.out", "RUN echo 'tests are red' && exit 7"
-        )
-    )
+    make_the_test_stage_fail(project)
     cache_repo = docker_env.cache_repo()
     result = build(project, cache_repo, "--target", "test")
-    assert result.returncode == 1
-    assert "tests are red" in result.stderr
+    assert_only_the_test_stage_failed(result, project, docker_env.tags(cache_repo))
     assert "exit code: 7" in result.stderr
-    assert "--- test: last lines of its log ---" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert statuses(project) == {
-        "deps": "built",
-        "assets": "built",
-        "app": "built",
-        "test": "failed",
-    }
-    tags = [tag for tag in docker_env.tags(cache_repo) if "--" not in tag]
-    assert sorted(tag.split("-", 1)[0] for tag in tags) == ["app", "assets", "deps"]
 
 
 def registry_login(registry: RegistryServer) -> dict[str, str]:
