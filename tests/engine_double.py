@@ -354,13 +354,7 @@ class EngineDouble:
         container = self.realize(obj)
         if container.result is None:
             raise graphql.GraphQLError(f"{field_name}: no command has been executed")
-        result: ExecResult = container.result
-        return {
-            "exitCode": result.exit_code,
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "combinedOutput": result.stdout + result.stderr,
-        }[field_name]
+        return container.result.output(field_name)
 
     def publish(self, obj: Obj, address: str) -> str:
         container = self.realize(obj)

@@ -127,6 +127,15 @@ class ExecResult:
     stdout: str = ""
     stderr: str = ""
 
+    def output(self, field_name: str) -> Any:
+        """What `exitCode`, `stdout`, `stderr` or `combinedOutput` answers."""
+        return {
+            "exitCode": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "combinedOutput": self.stdout + self.stderr,
+        }[field_name]
+
     def allowed(self, expect: str) -> bool:
         if self.exit_code == 0:
             return expect in ("SUCCESS", "ANY")
@@ -361,12 +370,7 @@ def _exec_output(fake: FakeDagger, source: Obj, field_name: str) -> Any:
         raise graphql.GraphQLError(f"{field_name}: no command has been executed")
     result = fake.execs.get(tuple(made.args["args"]), ExecResult())
     assert isinstance(result, ExecResult), "a failed command fails before its outputs"
-    return {
-        "exitCode": result.exit_code,
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "combinedOutput": result.stdout + result.stderr,
-    }[field_name]
+    return result.output(field_name)
 
 
 def _export(fake: FakeDagger, source: Obj, host_path: str) -> str:
