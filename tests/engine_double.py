@@ -1,22 +1,26 @@
 """An engine double that builds for real: the real dagger-io SDK drives it as it would drive
 a Dagger 0.21 engine under `dagger run`, and it executes on the local dockerd and registry.
 
-It serves GraphQL with `tests.fake_dagger`'s plumbing (schema, IDs that encode their call
-chain, the HTTP server), and validates every query against the real schema when the workspace
-has it (`tests.fake_dagger.SCHEMA_PATH`). Objects are lazy as in Dagger: a chain runs only
-when a query needs a value from it (`sync`, `publish`, outputs, `exists`, `export`):
+It serves GraphQL with `tests.fake_dagger`'s plumbing (the schema, or the subset of it a fresh
+clone has; IDs that encode their call chain; the HTTP server) and validates every query.
+Objects are lazy as in Dagger: a chain runs when a query needs a value from it (`sync`,
+`publish`, command outputs, `exists`, `export`), once per session:
 
 - `Host.directory(path, exclude)` snapshots the files into a temp dir and counts the bytes;
-- `Directory.dockerBuild` runs `DOCKER_BUILDKIT=1 docker build` on exactly that snapshot;
+- `Directory.dockerBuild` runs `DOCKER_BUILDKIT=1 docker build` on exactly that snapshot,
+  with the target, build args, secrets (0600 files) and platform; `withLabel` relabels;
 - `Container.publish` tags and pushes; `Container.from` pulls;
-- `Container.withExec` runs the command (`docker run`, then `docker commit`) and memoizes
-  the result by its inputs, engine-wide;
+- `Container.withExec` runs the command (`docker run`, then `docker commit`), its result
+  memoized by its inputs engine-wide;
 - `Container.file/directory(…).export` copy out with `docker create` and `docker cp`.
 
-It enforces the engine's rules listed in `/work/shared/dagger/ENGINE-NOTES.md`; each rule says
-in a comment the engine source file it comes from. A new session (the SDK's introspection
-query) forgets the uploads, secrets and logins; exec results stay, as in a warm engine.
-Images it makes are tagged under `engine-double-<id>/` and removed when it stops.
+It enforces the engine's rules in `/work/shared/dagger/ENGINE-NOTES.md`, each citing in a
+comment the engine source it comes from: pulls need a login registered earlier in the session;
+its loopback is its own unless `host_network` is set; secrets passed to a build stay mounted on
+later RUNs and on the result's commands; refused frontends and instructions fail conversion;
+the default platform is the engine's (`platform`). A new session (the SDK introspects first)
+forgets uploads, secrets and logins; exec results stay, as in a warm engine. Images it makes
+are tagged `engine-double-<id>/…` and removed when it stops, with what it still runs.
 """
 
 from __future__ import annotations
