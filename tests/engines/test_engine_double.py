@@ -240,3 +240,19 @@ async def test_a_pull_needs_a_login_registered_earlier_in_the_session(
         secret = dag.set_secret("registry-password", password)
         await dag.container().with_registry_auth(auth_registry.host, username, secret).sync()
         await build(directory)
+
+
+async def test_a_failing_commands_output_is_capped_at_100_kib(
+    engine_double: EngineDouble, docker_env: DockerEnv, tmp_path: Path
+) -> None:
+    import dagger
+    from dagger import dag
+
+    engine_double.host_network = True
+    directory = context(tmp_path, f"FROM {docker_env.base}\n")
+    async with session():
+        built = dag.host().directory(str(directory)).docker_build()
+        with pytest.raises(dagger.ExecError) as caught:
+            await built.with_exec(["sh", "-c", "yes x | head -c 300000 >&2; exit 1"]).sync()
+    assert caught.value.exit_code == 1
+    assert 100_000 < len(caught.value.stderr.encode()) <= 100 * 1024
