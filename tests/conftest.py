@@ -12,17 +12,24 @@ from pipeline.dockerfile.graph import Graph, select
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import Dockerfile, Platform, build_stages
 
-pytest_plugins = ["tests.registry_server", "tests.docker_env", "tests.fake_dagger"]
+pytest_plugins = [
+    "tests.registry_server",
+    "tests.docker_env",
+    "tests.fake_dagger",
+    "tests.engine_double",
+]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # What a fixture needs, as markers: `-m "not docker and not registry"` leaves out every test
-# that uses a real service, directly or through another fixture; `dagger` is the fake engine.
+# that uses a real service, directly or through another fixture; `dagger` is an engine double
+# (`engine_double` builds on the real daemon and registry).
 _SERVICE_MARKS = {
     "docker_env": ("docker", "registry"),
     "registry": ("registry",),
     "auth_registry": ("registry",),
     "fake_dagger": ("dagger",),
+    "engine_double": ("docker", "registry", "dagger"),
 }
 
 _CI_VARIABLES = (

@@ -18,13 +18,17 @@ that `file(path).export` / `directory(path).export` really write to the host pat
 given (which must be absolute), as the real engine does.
 
 Import `fake_dagger_fixture` into a test module (or list this module in `pytest_plugins`) for
-the `fake_dagger` fixture. Without the schema file (outside this workspace) it skips, unless
-DAGGER_STAGES_REQUIRE_SERVICES=1 (CI sets it), when it fails: CI must not pass by testing nothing.
+the `fake_dagger` fixture. The SDK builds its queries from the schema the engine serves, so
+without the schema file (a fresh clone outside this workspace) these tests skip, unless
+DAGGER_STAGES_REQUIRE_SERVICES=1 (CI sets it), when they fail. The schema is this workplace's
+data in ../shared and is not copied into this repository.
+`serve` and the helpers in `__all__` are the GraphQL plumbing `tests.engine_double` shares.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -33,12 +37,12 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import graphql
 import pytest
@@ -53,12 +57,23 @@ __all__ = [
     "FakeDagger",
     "Obj",
     "RecordedQuery",
+    "decode_id",
+    "encode_id",
+    "execute_query",
     "fake_dagger_fixture",
+    "load_schema",
+    "record_call",
+    "resolve_type",
+    "root_fields",
     "run_fake_dagger",
+    "serve",
 ]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1].parent / "shared/dagger/schema-v0.21.8.graphqls"
-REQUIRE_SERVICES = "DAGGER_STAGES_REQUIRE_SERVICES"
+SCHEMA_PATH = Path(
+    os.environ.get("DAGGER_STAGES_DAGGER_SCHEMA")
+    or Path(__file__).resolve().parents[1].parent / "shared/dagger/schema-v0.21.8.graphqls"
+)
+REQUIRE_SERVICES = os.environ.get("DAGGER_STAGES_REQUIRE_SERVICES") == "1"
 ENGINE_VERSION = "v0.21.8"
 SENSITIVE_ARGS = frozenset({"plaintext"})
 EXEC_OUTPUTS = frozenset({"exitCode", "stdout", "stderr", "combinedOutput"})
@@ -120,6 +135,15 @@ class ExecResult:
     exit_code: int = 0
     stdout: str = ""
     stderr: str = ""
+
+    def output(self, field_name: str) -> Any:
+        """What `exitCode`, `stdout`, `stderr` or `combinedOutput` answers."""
+        return {
+            "exitCode": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "combinedOutput": self.stdout + self.stderr,
+        }[field_name]
 
     def allowed(self, expect: str) -> bool:
         if self.exit_code == 0:
@@ -230,31 +254,40 @@ class FakeDagger:
         return None
 
     def _execute(self, record: RecordedQuery) -> dict[str, Any]:
-        try:
-            document = graphql.parse(record.text)
-        except graphql.GraphQLError as exc:
-            return self._reject(record, [exc])
-        errors = graphql.validate(self.schema, document)
-        if errors:
-            return self._reject(record, errors)
-        record.root_fields = _root_fields(document)
-        result = graphql.execute_sync(
-            self.schema,
-            document,
-            root_value=Obj("Query"),
-            context_value=record,
-            variable_values=record.variables,
-            field_resolver=functools.partial(_resolve, self),
-            type_resolver=_resolve_type,
-        )
-        return dict(result.formatted)
+        resolver = functools.partial(_resolve, self)
+        return execute_query(self.schema, record, resolver, self.invalid)
 
-    def _reject(self, record: RecordedQuery, errors: list[graphql.GraphQLError]) -> dict[str, Any]:
-        self.invalid.extend(f"{e.message}\nin query:\n{record.text}" for e in errors)
+
+def execute_query(
+    schema: graphql.GraphQLSchema,
+    record: RecordedQuery,
+    resolver: Callable[..., Any],
+    invalid: list[str],
+) -> dict[str, Any]:
+    """Parse, validate and execute a recorded query from the root of the engine's objects;
+    a query the schema rejects is answered with its errors and kept in `invalid`."""
+    try:
+        document = graphql.parse(record.text)
+        errors = graphql.validate(schema, document)
+    except graphql.GraphQLError as exc:
+        errors = [exc]
+    if errors:
+        invalid.extend(f"{e.message}\nin query:\n{record.text}" for e in errors)
         return {"errors": [e.formatted for e in errors]}
+    record.root_fields = root_fields(document)
+    result = graphql.execute_sync(
+        schema,
+        document,
+        root_value=Obj("Query"),
+        context_value=record,
+        variable_values=record.variables,
+        field_resolver=resolver,
+        type_resolver=resolve_type,
+    )
+    return dict(result.formatted)
 
 
-def _root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
+def root_fields(document: graphql.DocumentNode) -> tuple[str, ...]:
     return tuple(
         selection.name.value
         for definition in document.definitions
@@ -271,15 +304,24 @@ def _resolve(
     if not isinstance(obj, Obj):
         return graphql.default_field_resolver(obj, info, **args)
     source = obj
-    call = Call(info.parent_type.name, info.field_name, args)
+    call = record_call(info, args, fake._lock)
     record: RecordedQuery = info.context
-    with fake._lock:
-        record.calls.append(call)
     if delay := fake.delays.get(info.field_name):
         time.sleep(delay)
     _maybe_fail(fake, source, record)
     _effects(fake, source, call)
     return _value(fake, source, call, graphql.get_nullable_type(info.return_type))
+
+
+def record_call(
+    info: graphql.GraphQLResolveInfo[Any], args: Mapping[str, Any], lock: threading.Lock
+) -> Call:
+    """The field being resolved, as a call added to the query's record (`info.context`)."""
+    call = Call(info.parent_type.name, info.field_name, args)
+    record: RecordedQuery = info.context
+    with lock:
+        record.calls.append(call)
+    return call
 
 
 def _effects(fake: FakeDagger, source: Obj, call: Call) -> None:
@@ -450,12 +492,7 @@ def _exec_output(fake: FakeDagger, source: Obj, field_name: str) -> Any:
         raise graphql.GraphQLError(f"{field_name}: no command has been executed")
     result = fake.execs.get(tuple(made.args["args"]), ExecResult())
     assert isinstance(result, ExecResult), "a failed command fails before its outputs"
-    return {
-        "exitCode": result.exit_code,
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "combinedOutput": result.stdout + result.stderr,
-    }[field_name]
+    return result.output(field_name)
 
 
 def _export(fake: FakeDagger, source: Obj, host_path: str) -> str:
@@ -515,7 +552,7 @@ def _normal(path: str) -> str:
     return posixpath.normpath(posixpath.join("/", path))
 
 
-def _resolve_type(value: Any, _info: graphql.GraphQLResolveInfo[Any], _type: Any) -> str | None:
+def resolve_type(value: Any, _info: graphql.GraphQLResolveInfo[Any], _type: Any) -> str | None:
     return value.type if isinstance(value, Obj) else None
 
 
@@ -540,8 +577,22 @@ def _redacted(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def load_schema(path: Path = SCHEMA_PATH) -> graphql.GraphQLSchema:
-    return graphql.build_schema(path.read_text(encoding="utf-8"))
+def load_schema() -> graphql.GraphQLSchema:
+    """The real schema; without it the test cannot run (skipped, or failed in CI)."""
+    if not SCHEMA_PATH.is_file():
+        message = f"Dagger's schema is not at {SCHEMA_PATH} (set DAGGER_STAGES_DAGGER_SCHEMA)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    return graphql.build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+class Answering(Protocol):
+    """An engine the HTTP server serves: its session token, and its answer to a request."""
+
+    token: str
+
+    def answer(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -568,7 +619,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)  # a cancelled client has hung up
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the recorded queries say what happened."""
@@ -577,7 +629,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: FakeDagger) -> None:
+    def __init__(self, fake: Answering) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fake = fake
 
@@ -587,31 +639,28 @@ def _basic_auth(token: str) -> str:
 
 
 @contextmanager
-def run_fake_dagger(token: str = "fake-session-token") -> Iterator[FakeDagger]:
-    """Serve a fake engine on a free port until the block ends; skips without the schema."""
-    _require_schema()
-    fake = FakeDagger(schema=load_schema(), token=token)
-    server = _Server(fake)
-    fake.port = server.server_address[1]
+def serve(engine: Answering) -> Iterator[int]:
+    """Serve an engine on a free port of 127.0.0.1 until the block ends; yields the port."""
+    server = _Server(engine)
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-dagger", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="engine", daemon=True
     )
     thread.start()
     try:
-        yield fake
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
-def _require_schema() -> None:
-    if SCHEMA_PATH.is_file():
-        return
-    reason = f"Dagger's schema is not at {SCHEMA_PATH} (it ships only with this workspace)"
-    if os.environ.get(REQUIRE_SERVICES) == "1":
-        pytest.fail(f"{reason}, and {REQUIRE_SERVICES}=1 requires it")
-    pytest.skip(reason)
+@contextmanager
+def run_fake_dagger(token: str = "fake-session-token") -> Iterator[FakeDagger]:
+    """Serve a fake engine on a free port until the block ends."""
+    fake = FakeDagger(schema=load_schema(), token=token)
+    with serve(fake) as port:
+        fake.port = port
+        yield fake
 
 
 @pytest.fixture(name="fake_dagger")

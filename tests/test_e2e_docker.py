@@ -5,46 +5,28 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
+from tests.e2e_project import (
+    SECRET,
+    assert_only_the_test_stage_failed,
+    interrupt_while_building,
+    make_the_test_stage_fail,
+    statuses,
+    write_project,
+)
 from tests.registry_server import free_port
-
-SECRET = "s3cr3t-value-that-must-not-leak"
-
-DOCKERFILE = """\
-ARG BASE={base}
-FROM $BASE AS deps
-COPY deps.txt /deps/
-RUN sleep 1 && cp /deps/deps.txt /deps/installed.txt
-FROM $BASE AS assets
-COPY assets/ /assets/
-RUN sleep 1 && ls /assets > /assets.list
-FROM deps AS app
-COPY --from=assets /assets.list /app/assets.list
-COPY src/ /app/src/
-RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /app/token.length
-FROM app AS test
-RUN ls -R /app > /test.out
-"""
 
 
 @pytest.fixture
 def project(tmp_path: Path, docker_env: DockerEnv) -> Path:
-    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(base=docker_env.base))
-    (tmp_path / "deps.txt").write_text("deps 1\n")
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "app.css").write_text("body{}\n")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "main.py").write_text("print(1)\n")
-    return tmp_path
+    return write_project(tmp_path, docker_env.base)
 
 
 def build(
@@ -53,10 +35,6 @@ def build(
     command = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
     command += ["--report", str(project / "report.json"), *args]
     return run_cli(*command, cwd=project, env={"TOKEN": SECRET})
-
-
-def statuses(project: Path) -> dict[str, str]:
-    return {name: stage["status"] for name, stage in read_report(project / "report.json").items()}
 
 
 def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) -> None:
@@ -98,26 +76,10 @@ def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) ->
 def test_a_failing_stage_keeps_the_passing_stages_cache(
     project: Path, docker_env: DockerEnv
 ) -> None:
-    dockerfile = project / "Dockerfile"
-    dockerfile.write_text(
-        dockerfile.read_text().replace(
-            "RUN ls -R /app > /test.out", "RUN echo 'tests are red' && exit 7"
-        )
-    )
+    make_the_test_stage_fail(project)
     cache_repo = docker_env.cache_repo()
     result = build(project, docker_env, cache_repo, "--target", "test")
-    assert result.returncode == 1
-    assert "tests are red" in result.stderr
-    assert "--- test: last lines of its log ---" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert statuses(project) == {
-        "deps": "built",
-        "assets": "built",
-        "app": "built",
-        "test": "failed",
-    }
-    tags = [tag for tag in docker_env.tags(cache_repo) if "--" not in tag]
-    assert sorted(tag.split("-", 1)[0] for tag in tags) == ["app", "assets", "deps"]
+    assert_only_the_test_stage_failed(result, project, docker_env.tags(cache_repo))
 
 
 def test_the_secret_never_leaks(project: Path, docker_env: DockerEnv) -> None:
@@ -212,25 +174,7 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     cache_repo = docker_env.cache_repo()
     args = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
     command = cli_command(*args, "--target", "test")
-    with subprocess.Popen(
-        command,
-        cwd=project,
-        env={**os.environ, "TOKEN": SECRET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "[deps] building" in line:
-                break
-        time.sleep(1)
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=30)
-        finally:
-            process.kill()
-            process.stdout.read()
+    code, _ = interrupt_while_building(command, cwd=project, env={"TOKEN": SECRET})
     assert code == 130
     tags = docker_env.tags(cache_repo)
     assert not any(tag.startswith(("deps-", "app-", "test-")) for tag in tags)

@@ -482,7 +482,10 @@ class RegistryAuth(httpx.Auth):
         if response.status_code != httpx.codes.UNAUTHORIZED or challenge is None:
             return
         if challenge.scheme == "basic":
-            if host not in self._basic_hosts and await self._add_basic(request, host):
+            # a request sent before a concurrent one learned the host wants Basic went
+            # without it: retry it with the credentials; one sent with them was refused
+            sent_basic = request.headers.get("Authorization", "").startswith("Basic ")
+            if not sent_basic and await self._add_basic(request, host):
                 self._basic_hosts.add(host)
                 yield request
             return

@@ -722,6 +722,27 @@ async def test_real_registry_with_htpasswd(auth_registry: RegistryServer) -> Non
 
 
 @pytest.mark.anyio
+async def test_concurrent_requests_to_a_basic_auth_registry_all_authenticate(
+    auth_registry: RegistryServer,
+) -> None:
+    """The requests sent anonymously before the first 401 taught the client to use Basic."""
+    ref = unique_repository(auth_registry)
+    push_image(auth_registry.url, ref.repository, "latest", config={}, auth=auth_registry.auth)
+    right = Credentials([(auth_registry.host, TEST_USER, TEST_PASSWORD)], docker_config=False)
+    async with RegistryClient(credentials=right) as client:
+        found: list[object] = []
+
+        async def head(tag: str) -> None:
+            found.append(await client.head_manifest(ref.with_tag(tag)))
+
+        async with anyio.create_task_group() as group:
+            for tag in ("latest", "missing-1", "missing-2", "latest", "missing-3"):
+                group.start_soon(head, tag)
+    assert sum(info is not None for info in found) == 2
+    assert len(found) == 5
+
+
+@pytest.mark.anyio
 async def test_copy_image_within_and_across_repositories(registry: RegistryServer) -> None:
     source_digest = push_image(
         registry.url,
