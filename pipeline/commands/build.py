@@ -1,7 +1,10 @@
 """`build`: one run, owned by a `BuildRun`, from the plan to the reports and the exit code.
 
-    plan (while the engine is found) → rewrite → runner on an executor → test stage
-    → publish → RunReport → reports → exit code
+    on Dagger, what the engine would refuse (exit 2) → plan (while the engine is found)
+    → rewrite → runner on an executor → test stage → publish → RunReport → reports → exit code
+
+Nothing is asked of a registry or an engine before the Dagger engine's refusals
+(`engines.dagger_rules`) are checked.
 
 `BuildRun` holds what every step of one run shares (settings, graph, registry client, executor,
 reporter, secrets), so the steps take only what differs between them. The steps themselves
@@ -23,11 +26,18 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.cache.tags import hint_tag, local_tag
-from pipeline.commands.plan import branches, build_context, plan_for, registry_client
+from pipeline.commands.plan import (
+    branches,
+    build_context,
+    dagger_findings,
+    plan_for,
+    registry_client,
+)
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.rewrite import build_targets
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
+from pipeline.engines.dagger_rules import engine_is_dagger, refusal
 from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import UsageError
@@ -58,12 +68,10 @@ def choose_executor(settings: Settings) -> Executor:
 
     Each executor's module is imported only here, once chosen: `import dagger` costs a second.
     """
-    engine = settings.engine
-    if engine != "docker":
-        from pipeline.engines.dagger_engine import DaggerExecutor, dagger_available
+    if engine_is_dagger(settings.engine, os.environ):
+        from pipeline.engines.dagger_engine import DaggerExecutor
 
-        if engine == "dagger" or dagger_available(os.environ):
-            return DaggerExecutor()
+        return DaggerExecutor()
     from pipeline.engines.docker_engine import DockerExecutor
 
     return DockerExecutor(settings.docker)
@@ -93,6 +101,7 @@ class BuildRun:
         self.masker = self.secrets.masker()
         self.executor = choose_executor(settings)
         self.test = self._test_run()
+        self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)
         self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
         self.results: dict[int, StageResult] = {}
@@ -135,6 +144,16 @@ class BuildRun:
         self.reporter.warning(message)
 
     # The steps.
+
+    def _refuse_what_the_engine_cannot_build(self) -> None:
+        """Exit 2 before anything is asked or built: each such build would fail on the engine,
+        or would forecast restores it cannot pull and push a cache that never fills."""
+        if self.executor.name != "dagger":
+            return
+        published = [publication.ref for publication in self._publications()]
+        findings = dagger_findings(self.settings, self.graph, published)
+        if findings:
+            raise refusal(findings)
 
     async def _plan_while_preparing(self) -> Plan:
         """The engine is found while the registry answers the plan's questions."""
