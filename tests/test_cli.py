@@ -410,3 +410,44 @@ def test_plan_on_dagger_forecasts_no_restore_the_engine_cannot_pull(
     assert main([*reachable[:-2], "--engine", "docker"]) == 0
     found = stage()
     assert (found["action"], found["warnings"]) == ("restore", [])
+
+
+@pytest.mark.parametrize("github", [False, True])
+def test_a_build_whose_every_cache_push_fails_says_so_once_and_exits_0(
+    chdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    registry: RegistryServer,
+    github: bool,
+) -> None:
+    if github:
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/shop")
+    docker = chdir / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  version) echo 20.10.24 ;;\n"
+        "  buildx) exit 1 ;;\n"
+        '  push) echo "unauthorized: authentication required"; exit 1 ;;\n'
+        "esac\n"
+    )
+    docker.chmod(0o755)
+    (chdir / "Dockerfile").write_text("FROM scratch AS a\nCOPY Dockerfile /a\nFROM a\n")
+    cache = f"{registry.host}/push-refused/cache"
+    args = ["build", "--engine", "docker", "--docker", str(docker), "--cache-repo", cache]
+    assert main([*args, "--report", "report.json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("dagger-stages: warning: the cache was not filled") == 1, err
+    annotations = [line for line in err.splitlines() if line.startswith("::warning ")]
+    assert len(annotations) == int(github), err
+    assert f"dagger-stages: warning: the cache was not filled: all 2 cache pushes to {cache}" in err
+    assert "the registry refused the login" in err
+    document = json.loads((chdir / "report.json").read_text())
+    assert document["ok"] is True
+    assert document["warnings"] == [
+        line.removeprefix("dagger-stages: warning: ")
+        for line in err.splitlines()
+        if line.startswith("dagger-stages: warning: the cache was not filled")
+    ]

@@ -4,7 +4,8 @@
     → rewrite → runner on an executor → test stage → publish → RunReport → reports → exit code
 
 Nothing is asked of a registry or an engine before the Dagger engine's refusals
-(`engines.dagger_rules`) are checked.
+(`engines.dagger_rules`) are checked. A run whose every cache push failed still exits 0, with
+one warning that says why in the summary and the report.
 
 `BuildRun` holds what every step of one run shares (settings, graph, registry client, executor,
 reporter, secrets), so the steps take only what differs between them. The steps themselves
@@ -43,7 +44,7 @@ from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_f
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryError
-from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
+from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport, summary
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
@@ -124,6 +125,11 @@ class BuildRun:
             self.reporter.close()
         report = self._report(time.monotonic() - started)
         print(summary(report.stages, self.masker), file=sys.stderr)
+        for warning in report.warnings:
+            print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
+            if self.settings.ci.provider == "github":
+                annotation = github_warning(warning, title="dagger-stages", masker=self.masker)
+                print(annotation, file=sys.stderr)
         for item in report.published:
             print(f"  published {item.ref}@{item.digest}", file=sys.stderr)
         self._write_reports(report, started)
