@@ -246,6 +246,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="executor",
     )
     parser.add_argument(
+        "--engine-reaches",
+        default=SUPPRESS,
+        metavar="HOST[,HOST]",
+        help="loopback or plain-HTTP registries the Dagger engine reaches all the same "
+        "(it shares this network, or its config marks them http); * for all",
+    )
+    parser.add_argument(
         "--platform",
         dest="platforms",
         action="append",

@@ -34,6 +34,7 @@ __all__ = [
     "StageFailed",
     "ToolError",
     "UsageError",
+    "location",
 ]
 
 EXIT_OK = 0
@@ -55,13 +56,18 @@ class ToolError(Exception):
 
     @property
     def location(self) -> str | None:
-        if self.path is None:
-            return None
-        return self.path if self.line is None else f"{self.path}:{self.line}"
+        return location(self.path, self.line)
 
     def __str__(self) -> str:
         where = self.location
         return self.message if where is None else f"{where}: {self.message}"
+
+
+def location(path: str | None, line: int | None) -> str | None:
+    """`path:line`, `path`, or None: how every message names where its cause is."""
+    if path is None:
+        return None
+    return path if line is None else f"{path}:{line}"
 
 
 class UsageError(ToolError):

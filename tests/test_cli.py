@@ -12,6 +12,7 @@ from pipeline.cli import main
 from pipeline.errors import UsageError
 from tests.cli import MAIN, ROOT, cli_command, run_cli
 from tests.conftest import FIXTURES
+from tests.registry_server import RegistryServer, push_image
 
 PHP = FIXTURES / "php"
 
@@ -304,4 +305,149 @@ def test_the_example_plans(capsys: pytest.CaptureFixture[str]) -> None:
         "release",
         "dev-back",
         "test",
+    ]
+
+
+CHECKSUM = "sha256:" + "c" * 64
+REFUSED_ON_DAGGER = {
+    "syntax": ("# syntax=ghcr.io/acme/frontend:1\nFROM busybox\nRUN true\n", 1),
+    "checksum": (f"FROM busybox\nADD --checksum={CHECKSUM} https://example.com/t.tgz /t\n", 2),
+    "ssh": ("FROM busybox\nWORKDIR /src\nRUN --mount=type=ssh,required git fetch\n", 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_ON_DAGGER))
+def test_what_the_dagger_engine_refuses_is_exit_2_before_any_build_and_docker_builds_it(
+    chdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from tests.engines.test_docker_engine import calls, fake_docker
+
+    text, line = REFUSED_ON_DAGGER[case]
+    (chdir / "Dockerfile").write_text(text)
+    monkeypatch.setenv("PATH", str(chdir))  # no dagger CLI: nothing may try to start an engine
+    assert main(["build", "--engine", "dagger"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Dockerfile:{line}: the Dagger engine "), err
+    assert err.rstrip().endswith("build with --engine docker"), err
+    assert "Traceback" not in err
+    assert main(["plan", "--offline", "--engine", "dagger", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"Dockerfile:{line}: warning: the Dagger engine " in captured.err
+    (warning,) = json.loads(captured.out)["warnings"]
+    assert warning["line"] == line
+    assert warning["message"].startswith("the Dagger engine would refuse this build: ")
+    docker = fake_docker(chdir)
+    assert main(["build", "--engine", "docker", "--docker", str(docker)]) == 0, capsys.readouterr()
+    assert any(argv[0] == "build" for argv in calls(chdir))
+
+
+@pytest.mark.parametrize(
+    ("host", "insecure", "fix"),
+    [
+        ("localhost:5999", "", "run the engine on this machine's network"),
+        ("registry.lan:5999", "registry.lan:5999", '{"registries": {"registry.lan:5999"'),
+    ],
+)
+def test_a_cache_repo_the_dagger_engine_cannot_reach_is_exit_2_with_the_fixes(
+    chdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    insecure: str,
+    fix: str,
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+    monkeypatch.setenv("PATH", str(chdir))
+    monkeypatch.setenv("DAGGER_STAGES_INSECURE_REGISTRIES", insecure)
+    args = ["build", "--engine", "dagger", "--cache-repo", f"{host}/shop/cache"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dagger-stages: the Dagger engine cannot reach {host} (the cache repo")
+    assert fix in err
+    assert f"DAGGER_STAGES_ENGINE_REACHES={host}" in err
+    assert "or build with --engine docker" in err
+    # Declared reachable, the build goes on to find no engine here: exit 3, not 2.
+    assert main([*args, "--engine-reaches", host]) == 3
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", "*")
+    assert main(args) == 3
+
+
+@pytest.mark.usefixtures("chdir")
+def test_engine_reaches_is_checked_wherever_it_is_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--offline", "--engine-reaches", "http://localhost:5000"]) == 2
+    assert 'dagger-stages: --engine-reaches "http://localhost:5000": expected a registry host' in (
+        capsys.readouterr().err
+    )
+    Path("dagger-stages.yaml").write_text("engine_reaches: [localhost:5000, a/b]\n")
+    assert main(["plan", "--offline"]) == 2
+    assert 'dagger-stages.yaml:1: engine_reaches[1]: "a/b" is not a registry host' in (
+        capsys.readouterr().err
+    )
+
+
+def test_plan_on_dagger_forecasts_no_restore_the_engine_cannot_pull(
+    chdir: Path, capsys: pytest.CaptureFixture[str], registry: RegistryServer
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM scratch AS app\nCOPY Dockerfile /\n")
+    cache = f"{registry.host}/plan-unreachable/cache"
+    reachable = ["plan", "--json", "--engine", "dagger", "--cache-repo", cache]
+    reachable += ["--engine-reaches", registry.host]
+
+    def stage() -> dict[str, object]:
+        document = json.loads(capsys.readouterr().out)
+        return {**document["stages"][0], "warnings": document["warnings"]}
+
+    assert main(reachable) == 0
+    tag = str(stage()["cache_ref"]).rsplit(":", 1)[1]
+    push_image(registry.url, "plan-unreachable/cache", tag, config={"os": "linux"})
+    assert main(reachable) == 0
+    found = stage()
+    assert (found["cache"], found["action"], found["warnings"]) == ("hit", "restore", [])
+    assert main(reachable[:-2]) == 0
+    found = stage()
+    assert (found["cache"], found["action"]) == ("hit", "build")
+    assert "the Dagger engine would refuse this build" in str(found["warnings"])
+    assert main([*reachable[:-2], "--engine", "docker"]) == 0
+    found = stage()
+    assert (found["action"], found["warnings"]) == ("restore", [])
+
+
+@pytest.mark.parametrize("github", [False, True])
+def test_a_build_whose_every_cache_push_fails_says_so_once_and_exits_0(
+    chdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    registry: RegistryServer,
+    github: bool,
+) -> None:
+    if github:
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/shop")
+    docker = chdir / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  version) echo 20.10.24 ;;\n"
+        "  buildx) exit 1 ;;\n"
+        '  push) echo "unauthorized: authentication required"; exit 1 ;;\n'
+        "esac\n"
+    )
+    docker.chmod(0o755)
+    (chdir / "Dockerfile").write_text("FROM scratch AS a\nCOPY Dockerfile /a\nFROM a\n")
+    cache = f"{registry.host}/push-refused/cache"
+    args = ["build", "--engine", "docker", "--docker", str(docker), "--cache-repo", cache]
+    assert main([*args, "--report", "report.json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("dagger-stages: warning: the cache was not filled") == 1, err
+    annotations = [line for line in err.splitlines() if line.startswith("::warning ")]
+    assert len(annotations) == int(github), err
+    assert f"dagger-stages: warning: the cache was not filled: all 2 cache pushes to {cache}" in err
+    assert "the registry refused the login" in err
+    document = json.loads((chdir / "report.json").read_text())
+    assert document["ok"] is True
+    assert document["warnings"] == [
+        line.removeprefix("dagger-stages: warning: ")
+        for line in err.splitlines()
+        if line.startswith("dagger-stages: warning: the cache was not filled")
     ]

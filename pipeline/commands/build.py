@@ -1,7 +1,11 @@
 """`build`: one run, owned by a `BuildRun`, from the plan to the reports and the exit code.
 
-    plan (while the engine is found) → rewrite → runner on an executor → test stage
-    → publish → RunReport → reports → exit code
+    on Dagger, what the engine would refuse (exit 2) → plan (while the engine is found)
+    → rewrite → runner on an executor → test stage → publish → RunReport → reports → exit code
+
+Nothing is asked of a registry or an engine before the Dagger engine's refusals
+(`engines.dagger_rules`) are checked. A run whose every cache push failed still exits 0, with
+one warning that says why in the summary and the report.
 
 `BuildRun` holds what every step of one run shares (settings, graph, registry client, executor,
 reporter, secrets), so the steps take only what differs between them. The steps themselves
@@ -24,19 +28,26 @@ import anyio
 
 from pipeline.cache.keys import external_images
 from pipeline.cache.tags import hint_tag, local_tag
-from pipeline.commands.plan import branches, build_context, plan_for, registry_client
+from pipeline.commands.plan import (
+    branches,
+    build_context,
+    dagger_findings,
+    plan_for,
+    registry_client,
+)
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.rewrite import build_targets
 from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
+from pipeline.engines.dagger_rules import engine_is_dagger, refusal
 from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
-from pipeline.output.ci_formats import dotenv, github_summary, junit_xml
+from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport, summary
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
@@ -60,12 +71,10 @@ def choose_executor(settings: Settings) -> Executor:
 
     Each executor's module is imported only here, once chosen: `import dagger` costs a second.
     """
-    engine = settings.engine
-    if engine != "docker":
-        from pipeline.engines.dagger_engine import DaggerExecutor, dagger_available
+    if engine_is_dagger(settings.engine, os.environ):
+        from pipeline.engines.dagger_engine import DaggerExecutor
 
-        if engine == "dagger" or dagger_available(os.environ):
-            return DaggerExecutor()
+        return DaggerExecutor()
     from pipeline.engines.docker_engine import DockerExecutor
 
     return DockerExecutor(settings.docker)
@@ -95,6 +104,7 @@ class BuildRun:
         self.masker = self.secrets.masker()
         self.executor = choose_executor(settings)
         self.test = self._test_run()
+        self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)
         self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
         self.results: dict[int, StageResult] = {}
@@ -117,6 +127,11 @@ class BuildRun:
             self.reporter.close()
         report = self._report(time.monotonic() - started)
         print(summary(report.stages, self.masker), file=sys.stderr)
+        for warning in report.warnings:
+            print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
+            if self.settings.ci.provider == "github":
+                annotation = github_warning(warning, title="dagger-stages", masker=self.masker)
+                print(annotation, file=sys.stderr)
         for item in report.published:
             print(f"  published {item.ref}@{item.digest}", file=sys.stderr)
         self._write_reports(report, started)
@@ -137,6 +152,16 @@ class BuildRun:
         self.reporter.warning(message)
 
     # The steps.
+
+    def _refuse_what_the_engine_cannot_build(self) -> None:
+        """Exit 2 before anything is asked or built: each such build would fail on the engine,
+        or would forecast restores it cannot pull and push a cache that never fills."""
+        if self.executor.name != "dagger":
+            return
+        published = [publication.ref for publication in self._publications()]
+        findings = dagger_findings(self.settings, self.graph, published)
+        if findings:
+            raise refusal(findings)
 
     async def _plan_while_preparing(self) -> Plan:
         """The engine is found while the registry answers the plan's questions."""

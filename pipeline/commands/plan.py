@@ -2,12 +2,15 @@
 
 `load_graph` reads the Dockerfile into the targets' stage graph, `plan_for` makes the plan
 (keys, cache refs, forecast) with the one registry client a command uses; every command that
-plans (`plan`, `build`, `prune`) calls them the same way. `run_plan` prints what it found.
+plans (`plan`, `build`, `prune`) calls them the same way. `dagger_findings` says what the
+Dagger engine would refuse, when it is the engine: `build` stops on it, `plan` warns of it and
+forecasts no restore the engine could not pull. `run_plan` prints what it found.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +23,7 @@ from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.engines.dagger_rules import check, engine_is_dagger, unreachable
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
@@ -27,14 +31,19 @@ from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
     from pipeline.dockerfile.stages import Dockerfile
+    from pipeline.engines.dagger_rules import Finding
+    from pipeline.oci.reference import Reference
     from pipeline.settings.resolve import Settings
 
 __all__ = [
     "branches",
     "build_context",
+    "dagger_findings",
     "load_dockerfile",
     "load_graph",
     "plan_for",
@@ -118,16 +127,56 @@ def load_graph(settings: Settings, *, tests: bool = True) -> Graph:
     return select(load_dockerfile(settings), settings.targets, also=also)
 
 
+def dagger_findings(
+    settings: Settings, graph: Graph, published: Iterable[Reference] = ()
+) -> tuple[Finding, ...]:
+    """What the Dagger engine would refuse in this build; nothing when Docker builds it."""
+    if not engine_is_dagger(settings.engine, os.environ):
+        return ()
+    return check(
+        graph,
+        cache_repo=settings.cache_repo,
+        published=published,
+        insecure=settings.insecure_registries,
+        reaches=settings.engine_reaches,
+    )
+
+
 def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
-    """`plan`: the graph, keys and forecast as a table, JSON (docs/plan-json.md) or Mermaid."""
+    """`plan`: the graph, keys and forecast as a table, JSON (docs/plan-json.md) or Mermaid.
+
+    On Dagger, what the engine would refuse comes first as warnings (`build` stops on them),
+    and a cache the engine cannot pull from is forecast as built, never restored.
+    """
     graph = load_graph(settings)
-    plan = anyio.run(functools.partial(plan_for, settings, graph, offline=offline))
+    findings = dagger_findings(settings, graph)
+    for finding in findings:
+        where = finding.location or "dagger-stages"
+        print(f"{where}: warning: {finding.message}", file=sys.stderr)
+    cache = settings.cache_repo
+    restore_nothing = (
+        cache is not None and bool(findings) and _engine_cannot_reach(settings, cache.registry)
+    )
+    plan = anyio.run(
+        functools.partial(plan_for, settings, graph, offline=offline, no_cache=restore_nothing)
+    )
     for message in plan.warnings:
-        print(f"dagger-stages: warning: {message}", file=sys.stderr)
+        print(_warning(message), file=sys.stderr)
     if output == "json":
-        print(dumps(plan_json(plan, settings)))
+        print(dumps(plan_json(plan, settings, findings)))
     elif output == "mermaid":
         print(mermaid_graph(plan), end="")
     else:
         print(plan_table(plan))
     return 0
+
+
+def _warning(message: str) -> str:
+    return f"dagger-stages: warning: {message}"
+
+
+def _engine_cannot_reach(settings: Settings, host: str) -> bool:
+    reason = unreachable(
+        host, insecure=settings.insecure_registries, reaches=settings.engine_reaches
+    )
+    return reason is not None

@@ -40,6 +40,8 @@ _KEYS = [
     "env",
 ]
 
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool
+
 
 class MountError(ValueError):
     """A malformed mount, worded as BuildKit words it."""
@@ -53,6 +55,8 @@ class Mount:
     target: str | None = None
     id: str | None = None
     env: str | None = None
+    required: bool = False  # for secret and ssh mounts: the build fails without one
+    mode: str | None = None  # octal, as written
 
     @property
     def secret_id(self) -> str | None:
@@ -80,6 +84,8 @@ def parse_mount(text: str, expand: Callable[[str], str] | None = None) -> Mount:
         key, has_value, value = field.partition("=")
         key = key.lower()
         if not has_value:
+            if key == "required":
+                values["required"] = "true"
             continue
         if key not in _KEYS:
             raise MountError(f"unexpected key '{key}' in '{field}'")
@@ -110,6 +116,8 @@ def _mount(values: dict[str, str]) -> Mount:
         target=values.get("target"),
         id=values.get("id"),
         env=values.get("env"),
+        required=values.get("required", "false") in _TRUE,
+        mode=values.get("mode"),
     )
     if kind == "secret":
         if mount.source_stage:

@@ -53,6 +53,7 @@ class StageResult:
     error: str | None = None
     tail: str = ""
     started: float | None = None
+    push_error: str | None = None  # why its cache push failed, for a stage built all the same
 
     def __post_init__(self) -> None:
         """A status given as its word (tests, old callers) becomes the enum member."""

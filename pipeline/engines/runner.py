@@ -185,15 +185,16 @@ async def execute(
         if images is not None:
             images[index] = image
         ref = plan.refs.get(index)
-        digest = None
+        digest = error = None
         if options.push_cache and ref is not None:
-            digest = await _push(session, image, ref, job, reporter)
+            digest, error = await _push(session, image, ref, job, reporter)
         return replace(
             results[index],
             status=Status.BUILT,
             seconds=clock() - started,
             digest=digest,
             cache_ref=str(ref) if digest else None,
+            push_error=error,
         )
 
     async def settle_failure(index: int, failure: StageResult) -> None:
@@ -227,13 +228,16 @@ async def execute(
 
 async def _push(
     session: Session, image: Image, ref: Reference, job: StageJob, reporter: Reporter
-) -> str | None:
-    """A failed push is a warning: the stage is built, only its cache is lost for next time."""
+) -> tuple[str | None, str | None]:
+    """The digest pushed, or why not. A failed push is a warning: the stage is built, only
+    its cache is lost for next time. The last line of the push's output says why."""
     try:
-        return await session.push(image, ref, lambda line: reporter.log(job.name, line))
+        return await session.push(image, ref, lambda line: reporter.log(job.name, line)), None
     except ToolError as exc:
-        reporter.warning(f"{job.name}: cache push to {ref} failed: {exc.message}")
-        return None
+        last = exc.tail.strip().splitlines()[-1:] if isinstance(exc, StageFailed) else []
+        error = ": ".join([exc.message, *last])
+        reporter.warning(f"{job.name}: cache push to {ref} failed: {error}")
+        return None, error
 
 
 def initial_results(plan: Plan) -> dict[int, StageResult]:

@@ -23,7 +23,9 @@ __all__ = [
     "DOCKER_HUB",
     "Reference",
     "Repository",
+    "host_listed",
     "is_insecure_host",
+    "is_loopback_host",
     "slugify",
     "validate_digest",
     "validate_tag",
@@ -228,16 +230,24 @@ def validate_digest(digest: str) -> str:
 
 def is_insecure_host(host: str, insecure: Collection[str]) -> bool:
     """Plain HTTP for loopback (as Docker allows) and for hosts listed, with or without port."""
+    return is_loopback_host(host) or host_listed(host, insecure)
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, `127.0.0.0/8` or `::1`, with or without a port: this machine only."""
     hostname = _hostname(host).lower()
     if hostname == "localhost":
         return True
     try:
-        if ipaddress.ip_address(hostname).is_loopback:
-            return True
+        return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
-        pass
-    listed = {entry.lower() for entry in insecure}
-    return host.lower() in listed or hostname in listed
+        return False
+
+
+def host_listed(host: str, listed: Collection[str]) -> bool:
+    """Whether a list of hosts names `host`, as `host:port` or by its name alone."""
+    entries = {entry.lower() for entry in listed}
+    return host.lower() in entries or _hostname(host).lower() in entries
 
 
 def _hostname(host: str) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "github_group_end",
     "github_group_start",
     "github_summary",
+    "github_warning",
     "gitlab_section_end",
     "gitlab_section_start",
     "junit_xml",
@@ -363,11 +364,20 @@ def github_group_end() -> str:
 
 def github_error(message: str, *, title: str | None = None, masker: Mask | None = None) -> str:
     """`::error::<message>`, an annotation on the run; masked before it is escaped."""
+    return _github_annotation("error", message, title, masker)
+
+
+def github_warning(message: str, *, title: str | None = None, masker: Mask | None = None) -> str:
+    """`::warning::<message>`: shown on the run's page, though the run passes."""
+    return _github_annotation("warning", message, title, masker)
+
+
+def _github_annotation(kind: str, message: str, title: str | None, masker: Mask | None) -> str:
     if masker is not None:
         message = masker(message)
         title = None if title is None else masker(title)
     properties = "" if title is None else f" title={_command_property(title)}"
-    return f"::error{properties}::{_command_data(message)}"
+    return f"::{kind}{properties}::{_command_data(message)}"
 
 
 # --- GitLab ------------------------------------------------------------------------------------

@@ -6,14 +6,18 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pipeline.cache.plan import Plan
+    from pipeline.engines.dagger_rules import Finding
     from pipeline.oci.reference import Reference, Repository
     from pipeline.settings.resolve import Settings
 
 __all__ = ["dumps", "plan_json", "plan_table"]
 
 
-def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
+def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) -> dict[str, Any]:
+    """`refusals` are what the Dagger engine would refuse: warnings here, `build` stops."""
     graph = plan.graph
     names = {stage.index: stage.name for stage in graph.stages}
     stages = []
@@ -42,6 +46,10 @@ def plan_json(plan: Plan, settings: Settings) -> dict[str, Any]:
             }
         )
     warnings = [{"line": w.line, "message": w.message} for w in graph.dockerfile.warnings]
+    warnings += [
+        {"line": f.line, "message": f"the Dagger engine would refuse this build: {f.message}"}
+        for f in refusals
+    ]
     warnings += [{"line": None, "message": message} for message in plan.warnings]
     return {
         "dockerfile": settings.dockerfile,

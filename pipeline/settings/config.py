@@ -40,6 +40,7 @@ from pipeline.settings.resolve import (
     parse_platform,
     parse_repository,
     publish_stage,
+    registry_host,
 )
 from pipeline.settings.secrets import secret_from_fields, secret_from_text
 
@@ -293,6 +294,11 @@ def _repository(doc: _Document, node: Node, where: str) -> Repository:
         ) from None
 
 
+def _engine_reaches(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
+    what = "a registry host such as localhost:5000 or registry.lan, or *"
+    return _checked(doc, node, where, registry_host, what)
+
+
 def _engine(doc: _Document, node: Node, where: str) -> Engine:
     if _is(node, ScalarNode, "str"):
         try:
@@ -434,4 +440,5 @@ _READERS: dict[str, Callable[[_Document, Node, str], Any]] = {
     "secrets": _secrets,
     "publish": _publish,
     "test": _test,
+    "engine_reaches": _engine_reaches,
 }

@@ -5,7 +5,8 @@ Layers, lowest first:
 1. built-in defaults: the defaults of `Settings`' fields;
 2. CI-derived defaults (`ci.detect`): the image repo, the cache repo beside it, credential sources;
 3. the config file (`config.load_config`);
-4. the environment: `DAGGER_STAGES_DOCKER`, `DAGGER_STAGES_INSECURE_REGISTRIES`;
+4. the environment: `DAGGER_STAGES_DOCKER`, `DAGGER_STAGES_INSECURE_REGISTRIES`,
+   `DAGGER_STAGES_ENGINE_REACHES`;
 5. flags.
 
 The config file sits above the CI defaults, not below them as the issue behind this module
@@ -65,6 +66,8 @@ __all__ = [
     "parse_repository",
     "publish_entry",
     "publish_stage",
+    "registry_host",
+    "registry_hosts",
     "resolve_settings",
 ]
 
@@ -152,6 +155,18 @@ def _optional_text(text: str) -> str | None:
 def _hosts(text: str) -> tuple[str, ...]:
     """A comma-separated list of registry hosts."""
     return tuple(host.strip() for host in text.split(",") if host.strip())
+
+
+def registry_host(text: str) -> str:
+    """`host[:port]` as a reference names its registry, or `*` for every host."""
+    if text == "*" or re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:]+\](:[0-9]+)?", text):
+        return text
+    raise ValueError("expected a registry host such as localhost:5000 or registry.lan, or *")
+
+
+def registry_hosts(text: str) -> tuple[str, ...]:
+    """Registry hosts, comma-separated, each checked."""
+    return tuple(registry_host(host) for host in _hosts(text))
 
 
 # -- how a layer's values combine ---------------------------------------------------------------
@@ -317,6 +332,17 @@ class Settings:
     artifacts_dir: str = field(default="artifacts", metadata=_meta(flag="--artifacts-dir"))
     insecure_registries: tuple[str, ...] = field(
         default=(), metadata=_meta(env="DAGGER_STAGES_INSECURE_REGISTRIES", parse=_hosts)
+    )
+    # Registries on loopback or plain HTTP that the Dagger engine reaches all the same: it
+    # shares this machine's network, or its config marks them `http` (engines.dagger_rules).
+    engine_reaches: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            flag="--engine-reaches",
+            env="DAGGER_STAGES_ENGINE_REACHES",
+            key="engine_reaches",
+            parse=registry_hosts,
+        ),
     )
     credentials: tuple[CredentialSource, ...] = field(default=(), metadata=_meta())
     ci: CIContext = field(default=CIContext(provider="local"), metadata=_meta())

@@ -37,6 +37,8 @@ def project(tmp_path: Path, registry: RegistryServer, monkeypatch: pytest.Monkey
     (tmp_path / "deps.txt").write_text("deps")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOKEN", "dagger-secret-value")
+    # The fake engine serves from this process, so it does share this machine's loopback.
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", registry.host)
     return tmp_path
 
 

@@ -4,8 +4,8 @@ executor's end-to-end tests (tests/test_e2e_docker.py).
 
 The double's network is the host's here (as an engine started with the host network, or with
 localhost:5000 set insecure), so the cache at localhost:5000 is reachable; the rule that the
-engine's loopback is its own has a test of its own. A scenario that fails only because of a
-defect of issue 11 fixed on another branch is a strict xfail naming the defect.
+engine's loopback is its own has a test of its own. The one scenario the engine itself
+defeats (a later RUN of the same build reads a secret, defect 3) is a strict xfail.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ test:
 
 
 @pytest.fixture
-def engine(engine_double: EngineDouble) -> EngineDouble:
-    """The double, sharing the host's network so that localhost:5000 is the registry."""
+def engine(engine_double: EngineDouble, monkeypatch: pytest.MonkeyPatch) -> EngineDouble:
+    """The double, sharing the host's network so that localhost:5000 is the registry; the
+    build is told so, as a user of such an engine tells it (`DAGGER_STAGES_ENGINE_REACHES`)."""
     engine_double.host_network = True
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", "*")
     return engine_double
 
 
@@ -179,7 +181,9 @@ def test_the_secret_never_leaks_to_logs_reports_or_image_configs(
 
 
 @pytest.mark.xfail(
-    reason="issue 11 defect 3 (secrets outlive their RUN), fixed on another branch", strict=True
+    reason="issue 11 defect 3: the engine keeps a secret mount on every later RUN of the same "
+    "build (util/llbtodagger/exec.go); still open",
+    strict=True,
 )
 def test_a_later_run_that_mounts_no_secret_cannot_read_it(
     project: Path, docker_env: DockerEnv, engine: EngineDouble
@@ -260,10 +264,6 @@ def test_sigint_stops_the_build_and_pushes_no_tag_for_it(
     assert not any(tag.startswith(("deps-", "app-", "test-")) for tag in tags)
 
 
-@pytest.mark.xfail(
-    reason="issue 11 defect 2 (the engine's loopback, at plan time), fixed on another branch",
-    strict=True,
-)
 def test_a_cache_on_the_runners_loopback_is_caught_when_the_plan_is_made(
     project: Path, docker_env: DockerEnv, engine_double: EngineDouble
 ) -> None:
@@ -296,10 +296,6 @@ def test_an_engine_of_another_platform_builds_for_the_keys_platform(
     assert {record.platform for record in engine.builds} == {client}
 
 
-@pytest.mark.xfail(
-    reason="issue 11 defect 4 (what the engine refuses, at plan time), fixed on another branch",
-    strict=True,
-)
 def test_a_frontend_the_engine_refuses_is_exit_2_when_the_plan_is_made(
     project: Path, docker_env: DockerEnv, engine: EngineDouble
 ) -> None:

@@ -85,7 +85,7 @@ class FakeSession:
 
     async def push(self, image: Image, ref: Reference, log: object) -> str:
         if image.job.name in self.push_fails:
-            raise StageFailed("connection reset")
+            raise StageFailed("push failed", tail="retrying\nconnection reset\n")
         self.pushed.append(image.job.name)
         return "sha256:" + "0" * 64
 
@@ -178,8 +178,10 @@ def test_a_failed_push_is_a_warning_and_the_stage_is_built(tmp_path: Path) -> No
         None,
     )
     assert recorder.warnings == [
-        f"e: cache push to {make(tmp_path).refs[4]} failed: connection reset"
+        f"e: cache push to {make(tmp_path).refs[4]} failed: push failed: connection reset"
     ]
+    assert results["e"].push_error == "push failed: connection reset"
+    assert {r.push_error for name, r in results.items() if name != "e"} == {None}
 
 
 def test_no_push_without_push_cache(tmp_path: Path) -> None:

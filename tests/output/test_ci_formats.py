@@ -28,6 +28,7 @@ from pipeline.output.ci_formats import (
     github_group_end,
     github_group_start,
     github_summary,
+    github_warning,
     gitlab_section_end,
     gitlab_section_start,
     junit_xml,
@@ -345,6 +346,13 @@ def test_github_group_lines_escape_the_message() -> None:
     assert github_group_end() == "::endgroup::"
 
 
+def test_github_warning_is_the_same_annotation_as_a_warning() -> None:
+    assert github_warning("cache not filled\n", title="dagger-stages") == (
+        "::warning title=dagger-stages::cache not filled%0A"
+    )
+    assert github_warning(SECRET, masker=Masker([SECRET])) == "::warning::***"
+
+
 def test_github_error_escapes_message_and_title_and_masks_first() -> None:
     assert github_error("stage app failed") == "::error::stage app failed"
     assert github_error("a\nb%", title="app: x,y") == "::error title=app%3A x%2Cy::a%0Ab%25"
@@ -584,6 +592,7 @@ def test_exported_names() -> None:
         "github_group_end",
         "github_group_start",
         "github_summary",
+        "github_warning",
         "gitlab_section_end",
         "gitlab_section_start",
         "junit_xml",

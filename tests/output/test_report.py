@@ -9,7 +9,7 @@ import pytest
 from pipeline.engines.results import Published, StageResult, Status, TestOutcome
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from pipeline.oci.reference import Repository
-from pipeline.output.report import RunReport, summary
+from pipeline.output.report import RunReport, failed_cache_pushes, summary
 from pipeline.settings.secrets import Masker
 from tests.output.test_terminal import SECRET, results
 
@@ -49,6 +49,8 @@ def test_report_json_contract() -> None:
         "stages",
         "published",
         "test",
+        "problems",
+        "warnings",
     ]
     assert document["ok"] is False
     assert document["seconds"] == 3.142
@@ -122,3 +124,40 @@ def test_published_and_test_in_the_report() -> None:
         "artifacts_dir": "artifacts",
         "artifacts": ["/out/junit.xml"],
     }
+
+
+def pushed(name: str, error: str | None) -> StageResult:
+    digest = None if error else "sha256:" + "e" * 64
+    return StageResult(0, name, Status.BUILT, "k", None, digest, 1.0, push_error=error)
+
+
+def test_a_run_whose_every_cache_push_failed_warns_once_and_still_exits_0() -> None:
+    stages = (
+        pushed("app", "docker push r/c:app-k exited with 1: unauthorized: authentication required"),
+        pushed("web", "docker push r/c:web-k exited with 1: unauthorized: authentication required"),
+        StageResult(2, "base", Status.CACHED, "k", "r/c:base-k", "sha256:" + "f" * 64),
+    )
+    run = report(stages=stages)
+    (warning,) = run.warnings
+    assert warning.startswith("the cache was not filled: all 2 cache pushes to r/c failed")
+    assert "the registry refused the login: give the run credentials with push rights" in warning
+    assert warning.endswith(
+        "(first error: docker push r/c:app-k exited with 1: unauthorized: authentication required)"
+    )
+    assert (run.ok, run.exit_code) == (True, EXIT_OK)
+    assert run.to_json(Masker())["warnings"] == [warning]
+
+
+def test_cache_push_warning_only_when_every_push_failed() -> None:
+    repo = Repository.parse("localhost:5000/c")
+    refused = failed_cache_pushes([pushed("app", "connection refused")], repo)
+    assert refused is not None
+    assert refused.startswith("the cache was not filled: the cache push to localhost:5000/c ")
+    assert "check that localhost:5000 is reachable from where the engine runs" in refused
+    assert "DAGGER_STAGES_ENGINE_REACHES" in refused
+    assert failed_cache_pushes([pushed("app", "x"), pushed("web", None)], repo) is None
+    assert failed_cache_pushes([pushed("app", None)], repo) is None
+    assert failed_cache_pushes([], repo) is None
+    assert failed_cache_pushes([pushed("app", "x")], None) is None
+    no_push = StageResult(0, "app", Status.BUILT, "k", None, None, 1.0)  # --no-push-cache
+    assert failed_cache_pushes([no_push], repo) is None

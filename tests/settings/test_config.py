@@ -180,7 +180,7 @@ def test_engine_values() -> None:
             "\n\nfrobnicate: 1\n",
             'dagger-stages.yaml:3: unknown key "frobnicate" (allowed: dockerfile, context, '
             "targets, build_args, cache_repo, image_repo, engine, platforms, secrets, publish, "
-            "test)",
+            "test, engine_reaches)",
             id="unknown-key-allowed-list",
         ),
         pytest.param(
@@ -442,7 +442,8 @@ def test_engine_values() -> None:
         pytest.param(
             "base: &base\n  engine: docker\n<<: *base\n",
             'dagger-stages.yaml:1: unknown key "base" (allowed: dockerfile, context, targets, '
-            "build_args, cache_repo, image_repo, engine, platforms, secrets, publish, test)",
+            "build_args, cache_repo, image_repo, engine, platforms, secrets, publish, test, "
+            "engine_reaches)",
             id="anchors-are-not-keys",
         ),
         pytest.param(

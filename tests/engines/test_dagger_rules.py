@@ -1,0 +1,184 @@
+"""What the Dagger engine refuses or cannot reach, found from the stage graph alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.dagger_rules import (
+    Use,
+    check,
+    dockerfile_findings,
+    engine_is_dagger,
+    network_findings,
+    refusal,
+    unreachable,
+)
+from pipeline.oci.reference import Reference, Repository
+from tests.conftest import WriteDockerfile, graph_of
+
+URL = "https://example.com/tool.tgz"
+CHECKSUM = "sha256:" + "a" * 64
+
+
+def findings(dockerfile: WriteDockerfile, text: str, *targets: str) -> list[tuple[int | None, str]]:
+    return [(f.line, f.reason) for f in dockerfile_findings(graph_of(dockerfile(text), *targets))]
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "docker/dockerfile:1",
+        "docker/dockerfile:1.7-labs",
+        "DOCKER.IO/docker/dockerfile-upstream:master",
+        "moby/dockerfile@sha256:" + "b" * 64,
+        "index.docker.io/moby/dockerfile",
+    ],
+)
+def test_dockerfile_frontends_are_accepted(dockerfile: WriteDockerfile, syntax: str) -> None:
+    assert findings(dockerfile, f"# syntax={syntax}\nFROM busybox\n") == []
+
+
+@pytest.mark.parametrize(
+    "syntax", ["ghcr.io/acme/frontend:1", "docker/dockerfilex", "tonistiigi/dockerfile:1"]
+)
+def test_other_frontends_are_refused_at_their_line(
+    dockerfile: WriteDockerfile, syntax: str
+) -> None:
+    found = dockerfile_findings(
+        graph_of(dockerfile(f"# check=skip=all\n#syntax = {syntax}\nFROM x\n"))
+    )
+    assert [(f.line, f.fix) for f in found] == [
+        (2, "remove the directive if the built-in parser will do, or build with --engine docker")
+    ]
+    assert f'refuses the frontend "# syntax={syntax}"' in found[0].reason
+
+
+def test_add_checksum_is_refused_only_in_needed_stages(dockerfile: WriteDockerfile) -> None:
+    text = (
+        "FROM busybox AS tools\n"
+        f"ADD --checksum={CHECKSUM} {URL} /tool.tgz\n"
+        "FROM busybox AS app\n"
+        "RUN true\n"
+    )
+    assert findings(dockerfile, text, "app") == []
+    assert findings(dockerfile, text, "tools") == [
+        (
+            2,
+            "the Dagger engine cannot build ADD --checksum: its Dockerfile converter does not "
+            "enforce checksums",
+        )
+    ]
+
+
+def test_a_checksum_in_an_onbuild_trigger_counts_where_it_runs(
+    dockerfile: WriteDockerfile,
+) -> None:
+    text = (
+        "FROM busybox AS base\n"
+        f"ONBUILD ADD --checksum={CHECKSUM} {URL} /tool.tgz\n"
+        "FROM base AS app\n"
+        "FROM busybox AS other\n"
+    )
+    assert [line for line, _ in findings(dockerfile, text, "app")] == [2]
+    assert "ONBUILD ADD --checksum" in findings(dockerfile, text, "app")[0][1]
+    assert findings(dockerfile, text, "other") == []
+
+
+@pytest.mark.parametrize(
+    ("mount", "refused"),
+    [
+        ("type=ssh", False),
+        ("type=ssh,required=false", False),
+        ("type=ssh,required", True),
+        ("type=ssh,id=deploy,required=true", True),
+        ("type=ssh,mode=0600", False),
+        ("type=ssh,mode=0644", True),
+        ("type=secret,id=npm,required", False),
+    ],
+)
+def test_ssh_mounts_the_engine_cannot_give(
+    dockerfile: WriteDockerfile, mount: str, refused: bool
+) -> None:
+    found = findings(dockerfile, f"FROM busybox\nRUN --mount={mount} true\n")
+    assert bool(found) is refused
+    assert all(line == 2 and f"RUN --mount={mount}" in reason for line, reason in found)
+
+
+def test_loopback_and_plain_http_hosts_are_unreachable_unless_declared() -> None:
+    assert unreachable("localhost:5000") == "loopback"
+    assert unreachable("127.0.0.1:5000") == "loopback"
+    assert unreachable("[::1]:5000") == "loopback"
+    assert unreachable("registry.lan:5000", insecure=["registry.lan"]) == "plain HTTP"
+    assert unreachable("ghcr.io") is None
+    assert unreachable("localhost:5000", reaches=["localhost:5000"]) is None
+    assert unreachable("localhost:5000", reaches=["localhost"]) is None
+    assert unreachable("localhost:5000", reaches=["localhost:5001"]) == "loopback"
+    assert unreachable("registry.lan:5000", insecure=["registry.lan"], reaches=["*"]) is None
+
+
+def test_one_finding_per_host_naming_what_it_holds() -> None:
+    uses = [
+        Use("localhost:5000", "the cache repo localhost:5000/shop/cache"),
+        Use("localhost:5000", "the base image localhost:5000/base:1", "Dockerfile", 3),
+        Use("ghcr.io", "the published image ghcr.io/acme/shop:1"),
+        Use("registry.lan", "the published image registry.lan/shop:1"),
+    ]
+    first, second = network_findings(uses, insecure=["registry.lan"])
+    assert (first.path, first.line) == ("Dockerfile", 3)
+    assert first.reason == (
+        "the Dagger engine cannot reach localhost:5000 (the cache repo "
+        "localhost:5000/shop/cache; the base image localhost:5000/base:1 at Dockerfile:3): it "
+        "runs in a container of its own, whose loopback is not this machine's"
+    )
+    assert "DAGGER_STAGES_ENGINE_REACHES=localhost:5000" in first.fix
+    assert first.fix.endswith("or build with --engine docker")
+    assert second.location is None
+    assert "plain HTTP" in second.reason
+    assert '{"registries": {"registry.lan": {"http": true}}}' in second.fix
+    assert '[registry."registry.lan"] http = true' in second.fix
+
+
+def test_check_covers_the_cache_repo_published_refs_and_images(
+    dockerfile: WriteDockerfile,
+) -> None:
+    graph = graph_of(
+        dockerfile(
+            "FROM localhost:5000/base:1 AS base\n"
+            "FROM scratch AS app\n"
+            "COPY --from=base / /\n"
+            f"ADD --checksum={CHECKSUM} {URL} /\n"
+        ),
+        "app",
+    )
+    found = check(
+        graph,
+        cache_repo=Repository.parse("localhost:5000/shop/cache"),
+        published=[Reference.parse("registry.lan/shop:1")],
+        insecure=["registry.lan"],
+    )
+    assert [(f.line, f.reason.split(" (")[0]) for f in found] == [
+        (
+            4,
+            "the Dagger engine cannot build ADD --checksum: its Dockerfile converter does not "
+            "enforce checksums",
+        ),
+        (1, "the Dagger engine cannot reach localhost:5000"),
+        (None, "the Dagger engine cannot reach registry.lan"),
+    ]
+    assert check(graph, cache_repo=None, reaches=["*"])[0].line == 4
+    error = refusal(found)
+    assert (error.path, error.line, error.exit_code) == (graph.dockerfile.path, 4, 2)
+    assert str(error).count("\n") == 2
+    assert f"\n{graph.dockerfile.path}:1: the Dagger engine cannot reach localhost:5000" in str(
+        error
+    )
+
+
+def test_which_engine_is_dagger_needs_no_engine(tmp_path: Path) -> None:
+    assert engine_is_dagger("dagger", {}) is True
+    assert engine_is_dagger("docker", {"DAGGER_SESSION_PORT": "1"}) is False
+    assert engine_is_dagger("auto", {"PATH": str(tmp_path)}) is False
+    session = {"DAGGER_SESSION_PORT": "1", "DAGGER_SESSION_TOKEN": "t", "PATH": str(tmp_path)}
+    assert engine_is_dagger("auto", session) is True
