@@ -139,6 +139,7 @@ def test_a_private_registry_partial_hit_pulls_with_logins_registered_before_any_
     (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(host=host))
     (tmp_path / "deps.txt").write_text("deps")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", "*")  # the fake shares our loopback
     monkeypatch.setenv("TOKEN", "dagger-secret-value")
     monkeypatch.setenv("REGISTRY_USER", auth[0])
     monkeypatch.setenv("REGISTRY_PASSWORD", auth[1])
@@ -215,6 +216,7 @@ def test_the_registry_of_a_private_base_image_gets_a_login_too(
     (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(host=auth_registry.host))
     (tmp_path / "deps.txt").write_text("deps")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", "*")  # the fake shares our loopback
     monkeypatch.setenv("TOKEN", "dagger-secret-value")
     monkeypatch.setenv("REGISTRY_USER", auth[0])
     monkeypatch.setenv("REGISTRY_PASSWORD", auth[1])
