@@ -40,7 +40,7 @@ from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.rewrite import build_targets
 from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
-from pipeline.engines.dagger_rules import engine_is_dagger, refusal
+from pipeline.engines.dagger_rules import engine_is_dagger, refusal, secret_exposures
 from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import UsageError
@@ -186,6 +186,9 @@ class BuildRun:
 
     async def _run_plan(self, plan: Plan) -> None:
         pending = self._publications()
+        if self.executor.name == "dagger":
+            for exposure in secret_exposures(plan):
+                self.warning(f"{exposure.location}: {exposure.message}")
         for message in plan.warnings:
             self.warning(message)
         for index, reasons in plan.why.items():

@@ -23,7 +23,7 @@ from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.stages import build_stages, native_platform
-from pipeline.engines.dagger_rules import check, engine_is_dagger, unreachable
+from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposures, unreachable
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
@@ -162,6 +162,9 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     )
     for message in plan.warnings:
         print(_warning(message), file=sys.stderr)
+    if engine_is_dagger(settings.engine, os.environ):
+        for exposure in secret_exposures(plan):
+            print(f"{exposure.location}: warning: {exposure.message}", file=sys.stderr)
     if output == "json":
         print(dumps(plan_json(plan, settings, findings)))
     elif output == "mermaid":

@@ -19,6 +19,11 @@ engine's source (dagger/dagger v0.21.8; /work/shared/dagger/ENGINE-NOTES.md):
   whose engine does reach such a registry (it shares the host network, or its engine.json
   says so) lists it in `engine_reaches`.
 
+One more rule is a warning, not a refusal, since the build is right but leaks: the converter
+keeps a secret mounted on every RUN after the one that asked for it, in that stage and in the
+stages built `FROM` it in the same build (util/llbtodagger/exec.go), so `secret_exposures` names
+each RUN that can read a secret it never asked for.
+
 Nothing here imports `dagger`: `plan` runs these rules too.
 """
 
@@ -35,6 +40,7 @@ from pipeline.oci.reference import Reference, host_listed, is_insecure_host, is_
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Mapping
 
+    from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
     from pipeline.dockerfile.parse import Instruction
     from pipeline.oci.reference import Repository
@@ -48,6 +54,7 @@ __all__ = [
     "engine_is_dagger",
     "network_findings",
     "refusal",
+    "secret_exposures",
     "unreachable",
 ]
 
@@ -284,3 +291,64 @@ def _image_uses(graph: Graph) -> Iterator[Use]:
                 continue  # the plan warns of it, and it would fail on any engine
             kind = "the base image" if edge.kind == "base" else "the image"
             yield Use(ref.registry, f"{kind} {edge.ref}", path, edge.line)
+
+
+# -- secrets on later steps ----------------------------------------------------------------------
+
+
+def secret_exposures(plan: Plan) -> tuple[Finding, ...]:
+    """Each RUN of a stage being built that the engine lets read a secret it does not mount.
+
+    A secret mounted by a RUN stays on every later RUN of that stage, and of each stage built
+    `FROM` it in the same build (a restored parent brings none: its image has no mounts).
+    """
+    building = set(plan.indices("build"))
+    path = str(plan.graph.dockerfile.path)
+    active_at_end: dict[int, dict[str, int]] = {}
+    found: list[Finding] = []
+
+    def walk(index: int) -> dict[str, int]:
+        if index in active_at_end:
+            return active_at_end[index]
+        stage = plan.stage(index)
+        base = stage.base_stage
+        active = dict(walk(base)) if base is not None and base in building else {}
+        for instruction in stage.instructions[1:]:
+            if instruction.cmd != "RUN":
+                continue
+            mounted = _secret_ids(instruction)
+            for secret, line in sorted(active.items()):
+                if secret not in mounted:
+                    found.append(_exposure(path, instruction, secret, line))
+            active.update(dict.fromkeys(sorted(mounted - active.keys()), instruction.line))
+        active_at_end[index] = active
+        return active
+
+    for index in sorted(building):
+        walk(index)
+    return tuple(sorted(set(found), key=lambda f: (f.line or 0, f.reason)))
+
+
+def _secret_ids(instruction: Instruction) -> set[str]:
+    ids = set()
+    for text in instruction.flags.get("mount", ()):
+        try:
+            mount = parse_mount(text)
+        except MountError:
+            continue
+        if mount.secret_id is not None:
+            ids.add(mount.secret_id)
+    return ids
+
+
+def _exposure(path: str, instruction: Instruction, secret: str, line: int) -> Finding:
+    reason = (
+        f'on the Dagger engine this RUN can read secret "{secret}", mounted at line {line}: '
+        "the engine keeps a secret on every later step of a build, and what the step writes "
+        "goes into the image"
+    )
+    fix = (
+        "on Dagger, mount it only in the last RUN of a stage that nothing is built FROM, "
+        "or build with --engine docker"
+    )
+    return Finding(reason, fix, path, instruction.line)

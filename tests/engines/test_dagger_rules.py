@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import anyio
 import pytest
 
+from pipeline.cache.context import BuildContext
+from pipeline.cache.ignore import IgnoreRules
+from pipeline.cache.plan import Plan, make_plan
+from pipeline.cli import main
+from pipeline.dockerfile.graph import select
+from pipeline.dockerfile.parse import parse_dockerfile
+from pipeline.dockerfile.stages import build_stages, native_platform
 from pipeline.engines.dagger_rules import (
     Use,
     check,
@@ -13,6 +22,7 @@ from pipeline.engines.dagger_rules import (
     engine_is_dagger,
     network_findings,
     refusal,
+    secret_exposures,
     unreachable,
 )
 from pipeline.oci.reference import Reference, Repository
@@ -182,3 +192,71 @@ def test_which_engine_is_dagger_needs_no_engine(tmp_path: Path) -> None:
     assert engine_is_dagger("auto", {"PATH": str(tmp_path)}) is False
     session = {"DAGGER_SESSION_PORT": "1", "DAGGER_SESSION_TOKEN": "t", "PATH": str(tmp_path)}
     assert engine_is_dagger("auto", session) is True
+
+
+SECRET_CHAIN = """\
+FROM busybox AS deps
+RUN echo no secrets yet
+RUN --mount=type=secret,id=token cat /run/secrets/token > /dev/null
+RUN echo this step can read it
+FROM deps AS app
+RUN --mount=type=secret,id=token echo mounts it itself
+RUN echo inherits it from deps
+FROM busybox AS other
+RUN echo never near a secret
+FROM app AS final
+COPY --from=other /etc/passwd /other
+"""
+
+
+def exposures(tmp_path: Path, text: str, restored: frozenset[int] = frozenset()) -> list[int]:
+    """The lines the rule names, planned offline, with `restored` stages hits."""
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    graph = select(build_stages(parse_dockerfile(path)), ())
+    context = BuildContext(tmp_path, IgnoreRules(()))
+
+    async def make() -> Plan:
+        return await make_plan(
+            graph,
+            cache_repo=None,
+            build_args={},
+            platform=native_platform(),
+            context=context,
+            client=None,
+        )
+
+    plan = anyio.run(make)
+    forecasts = {
+        index: dataclasses.replace(forecast, action="restore") if index in restored else forecast
+        for index, forecast in plan.forecasts.items()
+    }
+    plan = dataclasses.replace(plan, forecasts=forecasts)
+    found = secret_exposures(plan)
+    assert all('secret "token"' in f.reason and "--engine docker" in f.fix for f in found)
+    return [f.line for f in found if f.line is not None]
+
+
+def test_a_later_run_in_the_stage_and_in_stages_built_from_it_can_read_a_secret(
+    tmp_path: Path,
+) -> None:
+    """The engine's converter keeps the mount on every later RUN (util/llbtodagger/exec.go)."""
+    assert exposures(tmp_path, SECRET_CHAIN) == [4, 7]
+
+
+def test_a_restored_stage_brings_no_secret(tmp_path: Path) -> None:
+    """Its steps do not run, and its image has no mounts: only app's own later RUN is left."""
+    assert exposures(tmp_path, SECRET_CHAIN, restored=frozenset({0})) == [7]
+    assert exposures(tmp_path, SECRET_CHAIN, restored=frozenset({0, 1})) == []
+
+
+def test_plan_on_dagger_warns_of_each_exposed_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Dockerfile").write_text(SECRET_CHAIN)
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--offline", "--engine", "dagger"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "can read" in line]
+    assert [line.split(":")[1] for line in warnings] == ["4", "7"]
+    assert main(["plan", "--offline", "--engine", "docker"]) == 0
+    assert "can read" not in capsys.readouterr().err
