@@ -375,3 +375,20 @@ def test_a_failed_secret_dependency_cancels_the_builds_waiting_for_it(tmp_path: 
     assert "app" not in session.started
     assert "test" not in session.started
     assert (results["site"].status, results["assets"].status) == ("built", "built")
+
+
+def test_a_secret_stage_with_onbuild_triggers_is_built_along(tmp_path: Path) -> None:
+    """Its image would run the triggers itself instead of its children: it cannot stand in."""
+    text = LEAKY_DOCKERFILE.replace("npm ci\n", "npm ci\nONBUILD RUN true\n")
+    session = FakeSession(isolates_secret_steps=True)
+    results, recorder = run(make(tmp_path, ("test", "site"), text), session)
+    assert {r.status for r in results.values()} == {"built"}
+    assert session.jobs["app"].dockerfile is None
+    test = session.jobs["test"].dockerfile
+    assert test is not None
+    assert f"FROM {CACHE}@{digest_of('app')} AS app" in test
+    assert "FROM busybox AS deps" in test
+    assert [w.split(",", 1)[0] for w in recorder.warnings] == [
+        "deps: built again in the build of app"
+    ]
+    assert "ONBUILD triggers" in recorder.warnings[0]
