@@ -67,8 +67,12 @@ class Plan:
             restored[index] = self.pinned(digest)
         return restored
 
-    def rewritten(self, *, name_unnamed: bool = False) -> str:
-        restored = {index: str(ref) for index, ref in self.restored().items()}
+    def rewritten(
+        self, *, name_unnamed: bool = False, built: Mapping[int, Reference] | None = None
+    ) -> str:
+        """The Dockerfile to build; `built` adds stages built in this run, each pinned to the
+        image it was just pushed as, and swapped for it as the restored stages are."""
+        restored = {index: str(ref) for index, ref in {**self.restored(), **(built or {})}.items()}
         return rewrite(self.graph.dockerfile, restored, pins=self.pins, name_unnamed=name_unnamed)
 
 

@@ -186,15 +186,16 @@ class BuildRun:
 
     async def _run_plan(self, plan: Plan) -> None:
         pending = self._publications()
+        reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
+        push_cache = self.settings.push_cache and reachable and plan.cache_repo is not None
         if self.executor.name == "dagger":
-            for exposure in secret_exposures(plan):
+            for exposure in secret_exposures(plan, push_cache=push_cache):
                 self.warning(f"{exposure.location}: {exposure.message}")
         for message in plan.warnings:
             self.warning(message)
         for index, reasons in plan.why.items():
             for reason in reasons:
                 self.log(plan.stage(index).name, f"missed: {reason}")
-        reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
         if plan.cache_repo is not None and not reachable:
             self.warning(
                 "the cache registry is unreachable: building every needed stage, pushing no cache"
@@ -218,7 +219,7 @@ class BuildRun:
         run_options = RunOptions(
             jobs=self.settings.jobs,
             fail_fast=self.settings.fail_fast,
-            push_cache=self.settings.push_cache and reachable and plan.cache_repo is not None,
+            push_cache=push_cache,
         )
         async with self.executor.session(spec) as session:
             for message in session.warnings:

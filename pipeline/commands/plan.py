@@ -163,7 +163,10 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     for message in plan.warnings:
         print(_warning(message), file=sys.stderr)
     if engine_is_dagger(settings.engine, os.environ):
-        for exposure in secret_exposures(plan):
+        # offline, nothing was asked, so the build is assumed to reach the cache and push
+        reachable = offline or all(f.cache != "unknown" for f in plan.forecasts.values())
+        push_cache = settings.push_cache and reachable
+        for exposure in secret_exposures(plan, push_cache=push_cache):
             print(f"{exposure.location}: warning: {exposure.message}", file=sys.stderr)
     if output == "json":
         print(dumps(plan_json(plan, settings, findings)))

@@ -67,6 +67,9 @@ class StageJob:
     # the secret mounts of the RUN steps this build runs (its stage and the stages built along),
     # one per step
     secret_mounts: tuple[Mount, ...] = ()
+    # this build's own Dockerfile text, instead of `BuildSpec.dockerfile`: the runner gives one
+    # to a build whose dependencies it restored from the images they just pushed
+    dockerfile: str | None = None
 
     @property
     def secret_ids(self) -> tuple[str, ...]:
@@ -104,6 +107,11 @@ class Image:
 class Session(Protocol):
     # what the engine could not do as the spec asked (e.g. a login it cannot take), said once
     warnings: tuple[str, ...]
+    # The engine keeps a secret mounted on every later RUN of a build, in stages built FROM
+    # the one that mounted it too (Dagger 0.21's converter). The runner then builds a stage
+    # on the pushed images of the dependencies whose RUNs mount secrets, instead of
+    # re-running their steps in its build.
+    isolates_secret_steps: bool
 
     async def build(self, job: StageJob, log: Callable[[str], None]) -> Image: ...
 

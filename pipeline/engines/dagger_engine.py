@@ -6,7 +6,12 @@ PATH; it never lets the SDK download a CLI. Before the first build it registers 
 login in the session, because the engine pulls `FROM` images inside `dockerBuild` with the
 logins registered so far. The context is uploaded without what its ignore rules exclude; the
 rewritten Dockerfile and its ignore rules go into it at a private path that the rules hide
-from `COPY`. Every build is for the platform the cache keys were made for, never the engine's.
+from `COPY`, and so does a job's own Dockerfile, at a path of its own with its own copy of the
+rules, since the engine reads `<dockerfile>.dockerignore` first. Every build is for the
+platform the cache keys were made for, never the engine's.
+
+The engine keeps a secret mounted on every later RUN of a build (`isolates_secret_steps`), so
+the runner builds a stage on the pushed images of its dependencies whose RUNs mount secrets.
 
 Build secrets are set in the engine under their ids, because Dockerfile secret mounts match
 secrets by name; each build gets only the secrets its RUN steps mount, and the container it
@@ -244,6 +249,9 @@ def ignore_rules(ignore_file: str | None) -> str:
 class DaggerSession:
     """One engine connection; builds share the context directory, the secrets and the logins."""
 
+    # util/llbtodagger/exec.go keeps each RUN's secret mount on every later RUN of the build
+    isolates_secret_steps = True
+
     def __init__(self, spec: BuildSpec) -> None:
         from dagger import dag
 
@@ -293,8 +301,14 @@ class DaggerSession:
 
         spec = self._spec
         secrets = {i: self._secrets[i] for i in job.secret_ids if i in self._secrets}
-        container = self._context.docker_build(
-            dockerfile=DOCKERFILE,
+        context, dockerfile = self._context, DOCKERFILE
+        if job.dockerfile is not None:
+            dockerfile = f"{PRIVATE_DIR}/{job.index}/Dockerfile"
+            context = context.with_new_file(dockerfile, job.dockerfile).with_new_file(
+                f"{dockerfile}.dockerignore", ignore_rules(spec.ignore_file)
+            )
+        container = context.docker_build(
+            dockerfile=dockerfile,
             target=job.target,
             build_args=[dagger.BuildArg(name=k, value=v) for k, v in spec.build_args.items()],
             secrets=list(secrets.values()),

@@ -22,7 +22,9 @@ engine's source (dagger/dagger v0.21.8; /work/shared/dagger/ENGINE-NOTES.md):
 One more rule is a warning, not a refusal, since the build is right but leaks: the converter
 keeps a secret mounted on every RUN after the one that asked for it, in that stage and in the
 stages built `FROM` it in the same build (util/llbtodagger/exec.go), so `secret_exposures` names
-each RUN that can read a secret it never asked for.
+each RUN that can read a secret it never asked for. The runner builds a stage on the pushed
+image of a parent whose RUNs mount secrets (`Session.isolates_secret_steps`), which leaves only
+the later RUNs of the stage that mounts one, unless the cache is not pushed.
 
 Nothing here imports `dagger`: `plan` runs these rules too.
 """
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.dockerfile.mounts import MountError, parse_mount
+from pipeline.dockerfile.rewrite import restorable
 from pipeline.errors import UsageError, location
 from pipeline.oci.reference import Reference, host_listed, is_insecure_host, is_loopback_host
 
@@ -296,13 +299,22 @@ def _image_uses(graph: Graph) -> Iterator[Use]:
 # -- secrets on later steps ----------------------------------------------------------------------
 
 
-def secret_exposures(plan: Plan) -> tuple[Finding, ...]:
+def secret_exposures(plan: Plan, *, push_cache: bool = False) -> tuple[Finding, ...]:
     """Each RUN of a stage being built that the engine lets read a secret it does not mount.
 
     A secret mounted by a RUN stays on every later RUN of that stage, and of each stage built
-    `FROM` it in the same build (a restored parent brings none: its image has no mounts).
+    `FROM` it in the same build. A restored parent brings none, as its image has no mounts,
+    and with `push_cache` (the run pushes its stages to the cache repo) neither does a
+    parent built in the run: the runner builds its children on the image it pushed. A parent
+    with ONBUILD triggers cannot stand in for itself so, and still does. A push that fails
+    during the run is said then, by the runner.
     """
     building = set(plan.indices("build"))
+    isolated = {
+        i
+        for i in building
+        if push_cache and plan.cache_repo is not None and restorable(plan.stage(i))
+    }
     path = str(plan.graph.dockerfile.path)
     active_at_end: dict[int, dict[str, int]] = {}
     found: list[Finding] = []
@@ -312,7 +324,8 @@ def secret_exposures(plan: Plan) -> tuple[Finding, ...]:
             return active_at_end[index]
         stage = plan.stage(index)
         base = stage.base_stage
-        active = dict(walk(base)) if base is not None and base in building else {}
+        inherits = base is not None and base in building and base not in isolated
+        active = dict(walk(base)) if inherits and base is not None else {}
         for instruction in stage.instructions[1:]:
             if instruction.cmd != "RUN":
                 continue

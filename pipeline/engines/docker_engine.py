@@ -215,15 +215,15 @@ class _Pull:
 
 class DockerSession:
     warnings: tuple[str, ...] = ()
+    # BuildKit mounts a secret only on the RUN that asks for it
+    isolates_secret_steps = False
 
     def __init__(self, cli: DockerCLI, spec: BuildSpec, private: Path, env: dict[str, str]):
         self._cli = cli
         self._spec = spec
         self._env = env
-        self._dockerfile = private / "Dockerfile"
-        self._dockerfile.write_text(spec.dockerfile)
-        if spec.ignore_file is not None:
-            (private / "Dockerfile.dockerignore").write_text(spec.ignore_file)
+        self._private = private
+        self._dockerfile = self._write_dockerfile("Dockerfile", spec.dockerfile)
         self._secret_files = _secret_files(spec.secrets, private)
         self._secrets = [
             flag
@@ -232,9 +232,21 @@ class DockerSession:
         ]
         self._pulls: dict[Reference, _Pull] = {}
 
+    def _write_dockerfile(self, name: str, text: str) -> Path:
+        """A Dockerfile in the private dir, with the context's ignore rules beside it, where
+        BuildKit looks for them first."""
+        path = self._private / name
+        path.write_text(text)
+        if self._spec.ignore_file is not None:
+            path.with_name(f"{name}.dockerignore").write_text(self._spec.ignore_file)
+        return path
+
     def _build_command(self, job: StageJob) -> list[str]:
         spec = self._spec
-        command = [*self._cli.build_command(), "--progress=plain", "-f", str(self._dockerfile)]
+        dockerfile = self._dockerfile
+        if job.dockerfile is not None:
+            dockerfile = self._write_dockerfile(f"Dockerfile.{job.index}", job.dockerfile)
+        command = [*self._cli.build_command(), "--progress=plain", "-f", str(dockerfile)]
         command += ["--target", job.target, "-t", str(job.tag)]
         command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         for ref in job.cache_from:

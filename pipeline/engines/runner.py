@@ -5,6 +5,11 @@ work they have in common, so a stage several targets need is built once. A stage
 is pushed as soon as it is built, so a later failure never loses it. A failed stage cancels the
 stages that depend on it and lets independent ones finish, or, with `fail_fast`, everything.
 Expected failures become results; only bugs escape the task group.
+
+On an engine that keeps a secret mounted on every later RUN of a build
+(`Session.isolates_secret_steps`, Dagger 0.21), a build that would run another stage's
+secret-mounting RUN waits for that stage instead, and builds on the image it just pushed:
+its own steps only, its own secrets only (`_isolated`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import anyio
 
 from pipeline.cache.explain import LABEL
 from pipeline.dockerfile.mounts import Mount, MountError, parse_mount
+from pipeline.dockerfile.rewrite import restorable
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
@@ -142,6 +148,10 @@ async def execute(
     limiter = anyio.CapacityLimiter(max(1, options.jobs))
     dependents = _dependents(plan, set(jobs))
     clock = time.monotonic
+    waits: dict[int, tuple[int, ...]] = {}
+    if session.isolates_secret_steps:
+        waits = _isolated(plan, set(jobs), options.push_cache, reporter)
+    warned: set[int] = set()
 
     def finish(result: StageResult) -> None:
         results[result.index] = result
@@ -157,16 +167,43 @@ async def execute(
         """Build and push in a job slot; the hint move that follows a push holds none."""
         with scopes[index]:
             try:
+                job = await on_pushed(index) if waits.get(index) else jobs[index]
                 async with limiter:
-                    result = await build_and_push(index, jobs[index])
+                    result = await build_and_push(index, job)
                 if result.status is Status.FAILED:
                     await settle_failure(index, result)
                     return
                 finish(result)
+                done[index].set()  # its digest is known: builds waiting for it need no more
                 if pushed is not None and result.cache_ref and result.digest:
                     await pushed(index, result.cache_ref, result.digest)
             finally:
                 done[index].set()
+
+    async def on_pushed(index: int) -> StageJob:
+        """The job once the dependencies it waits for are built and pushed, on their images.
+
+        One that failed or was cancelled has cancelled this job too (the cascade), so the
+        wait ends in its cancellation. One built without a pushed digest is built along, as
+        without isolation, and said once: its secrets may then leak into later steps.
+        """
+        job = jobs[index]
+        for dependency in waits[index]:
+            await done[dependency].wait()
+        built: dict[int, Reference] = {}
+        for dependency in waits[index]:
+            digest = results[dependency].digest
+            if digest is not None:
+                built[dependency] = plan.pinned(digest)
+            elif results[dependency].status is Status.BUILT and dependency not in warned:
+                warned.add(dependency)
+                waiting = [jobs[i].name for i in sorted(waits) if dependency in waits[i]]
+                reporter.warning(_built_along(plan, dependency, waiting, "its cache push failed"))
+        if not built:
+            return job
+        pinned = ", ".join(f"{jobs[i].name} as {ref}" for i, ref in sorted(built.items()))
+        reporter.log(job.name, f"builds on {pinned}: their RUN steps mount secrets")
+        return _on_images(plan, job, built, set(jobs))
 
     async def build_and_push(index: int, job: StageJob) -> StageResult:
         """Built with its cache pushed, or failed."""
@@ -224,6 +261,70 @@ async def execute(
     finally:
         cancel(set(jobs), "interrupted")
     return dict(sorted(results.items()))
+
+
+def _isolated(
+    plan: Plan, building: set[int], push_cache: bool, reporter: Reporter
+) -> dict[int, tuple[int, ...]]:
+    """For each job, the stages being built that it waits for and builds on the images of.
+
+    Those are the stages its build would run (`_needs`) whose own RUN steps mount a secret:
+    through `FROM`, the engine would keep those mounts on this build's later steps, and
+    through `COPY --from` its build would still be handed their secrets, which any of its
+    steps could then be made to read. A job with none of them starts at once, as everywhere.
+    Restoring a stage needs its pushed image, so with no cache repo, no cache push, or ONBUILD
+    triggers (`restorable`), that stage is built along, and said once here.
+    """
+    along: dict[int, list[str]] = {}
+    waits: dict[int, tuple[int, ...]] = {}
+    for index in sorted(building):
+        secret = sorted(
+            i for i in _needs(plan, index, building) - {index} if _secret_mounts(plan, i)
+        )
+        waits[index] = tuple(i for i in secret if _restore_blocker(plan, i, push_cache) is None)
+        for dependency in secret:
+            if dependency not in waits[index]:
+                along.setdefault(dependency, []).append(plan.stage(index).name)
+    for dependency, names in sorted(along.items()):
+        reason = _restore_blocker(plan, dependency, push_cache)
+        assert reason is not None
+        reporter.warning(_built_along(plan, dependency, names, reason))
+    return {index: found for index, found in waits.items() if found}
+
+
+def _restore_blocker(plan: Plan, index: int, push_cache: bool) -> str | None:
+    """Why a stage built in this run cannot be restored from the image it pushes, if so."""
+    if index not in plan.refs:
+        return "there is no cache repo"
+    if not push_cache:
+        return "the cache is not pushed"
+    if not restorable(plan.stage(index)):
+        return "it declares ONBUILD triggers, so its image cannot stand in for it"
+    return None
+
+
+def _built_along(plan: Plan, index: int, dependents: list[str], reason: str) -> str:
+    ids = dict.fromkeys(m.secret_id for m in _secret_mounts(plan, index) if m.secret_id)
+    secrets = ", ".join(f'"{i}"' for i in ids)
+    return (
+        f"{plan.stage(index).name}: built again in the build of {', '.join(dependents)}, as "
+        f"{reason}; on this engine their later RUN steps may read its secret {secrets}"
+    )
+
+
+def _on_images(
+    plan: Plan, job: StageJob, built: Mapping[int, Reference], building: set[int]
+) -> StageJob:
+    """The job with `built` restored from their pinned images: its own Dockerfile (its
+    unnamed stages named, as `BuildSpec.dockerfile`'s are, for `--target`), and the hints and
+    secret mounts of only the steps it still runs."""
+    runs = sorted(_needs(plan, job.index, building - built.keys()))
+    return replace(
+        job,
+        dockerfile=plan.rewritten(name_unnamed=True, built=built),
+        cache_from=tuple(plan.hints[i] for i in runs if i in plan.hints),
+        secret_mounts=tuple(m for i in runs for m in _secret_mounts(plan, i)),
+    )
 
 
 async def _push(

@@ -80,8 +80,15 @@ def test_every_missed_stage_is_a_docker_build_and_is_published(
         "dagger-stages-3",
         "deps",
     ]
+    # app and the last stage build on assets's pushed image, as its RUN mounts a secret
+    dockerfiles = {call.args["target"]: call.args["dockerfile"] for call in builds}
+    assert dockerfiles == {
+        "deps": ".dagger-stages/Dockerfile",
+        "assets": ".dagger-stages/Dockerfile",
+        "app": ".dagger-stages/2/Dockerfile",
+        "dagger-stages-3": ".dagger-stages/3/Dockerfile",
+    }
     for call in builds:
-        assert call.args["dockerfile"] == ".dagger-stages/Dockerfile"
         assert call.args["buildArgs"] == [{"name": "MODE", "value": "ci"}]
     assert fake_dagger.max_in_flight >= 2
     stages = report(project)
@@ -95,6 +102,11 @@ def test_every_missed_stage_is_a_docker_build_and_is_published(
     )
     names = [stage.name for stage in build_stages(parse_text(rewritten)).stages]
     assert names == ["deps", "assets", "app", "dagger-stages-3"]
+    files = {call.args["path"]: call.args["contents"] for call in fake_dagger.calls("withNewFile")}
+    own = build_stages(parse_text(files[".dagger-stages/3/Dockerfile"])).stages
+    assert [stage.name for stage in own] == names
+    assert own[1].base == f"{cache_repo}@{stages['assets']['digest']}"
+    assert files[".dagger-stages/3/Dockerfile.dockerignore"].endswith(".dagger-stages\n")
 
 
 def test_a_full_hit_builds_nothing(
@@ -173,8 +185,8 @@ def test_builds_get_only_their_secrets_and_the_test_command_none_unless_granted(
 
     builds = {c.args["target"]: c.args["secrets"] for c in fake_dagger.calls("dockerBuild")}
     given = {target: len(ids) for target, ids in builds.items()}
-    # deps runs no secret mount; app and the last stage build assets along, which does
-    assert given == {"deps": 0, "assets": 1, "app": 1, "dagger-stages-3": 1}
+    # deps runs no secret mount; app and the last stage build on assets's pushed image
+    assert given == {"deps": 0, "assets": 1, "app": 0, "dagger-stages-3": 0}
     [ran] = fake_dagger.ran
     assert ran.argv == ("/bin/sh", "-c", "npm test")
     assert ran.secret_paths == ()

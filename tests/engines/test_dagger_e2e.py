@@ -4,8 +4,7 @@ executor's end-to-end tests (tests/test_e2e_docker.py).
 
 The double's network is the host's here (as an engine started with the host network, or with
 localhost:5000 set insecure), so the cache at localhost:5000 is reachable; the rule that the
-engine's loopback is its own has a test of its own. The one scenario the engine itself
-defeats (a later RUN of the same build reads a secret, defect 3) is a strict xfail.
+engine's loopback is its own has a test of its own.
 """
 
 from __future__ import annotations
@@ -180,14 +179,11 @@ def test_the_secret_never_leaks_to_logs_reports_or_image_configs(
     assert length.stdout.strip() == str(len(SECRET))
 
 
-@pytest.mark.xfail(
-    reason="issue 11 defect 3: the engine keeps a secret mount on every later RUN of the same "
-    "build (util/llbtodagger/exec.go); still open",
-    strict=True,
-)
 def test_a_later_run_that_mounts_no_secret_cannot_read_it(
     project: Path, docker_env: DockerEnv, engine: EngineDouble
 ) -> None:
+    """The engine keeps app's secret mount on the later RUNs of a build that runs app's steps
+    (util/llbtodagger/exec.go), so test is built on app's pushed image, with no secret."""
     with_a_secret_reader(project)
     result = build(project, docker_env.cache_repo(), "--target", "test")
     assert result.returncode == 0, result.stderr

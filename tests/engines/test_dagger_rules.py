@@ -209,7 +209,14 @@ COPY --from=other /etc/passwd /other
 """
 
 
-def exposures(tmp_path: Path, text: str, restored: frozenset[int] = frozenset()) -> list[int]:
+def exposures(
+    tmp_path: Path,
+    text: str,
+    restored: frozenset[int] = frozenset(),
+    *,
+    cache_repo: Repository | None = None,
+    push_cache: bool = False,
+) -> list[int]:
     """The lines the rule names, planned offline, with `restored` stages hits."""
     path = tmp_path / "Dockerfile"
     path.write_text(text)
@@ -219,7 +226,7 @@ def exposures(tmp_path: Path, text: str, restored: frozenset[int] = frozenset())
     async def make() -> Plan:
         return await make_plan(
             graph,
-            cache_repo=None,
+            cache_repo=cache_repo,
             build_args={},
             platform=native_platform(),
             context=context,
@@ -232,7 +239,7 @@ def exposures(tmp_path: Path, text: str, restored: frozenset[int] = frozenset())
         for index, forecast in plan.forecasts.items()
     }
     plan = dataclasses.replace(plan, forecasts=forecasts)
-    found = secret_exposures(plan)
+    found = secret_exposures(plan, push_cache=push_cache)
     assert all('secret "token"' in f.reason and "--engine docker" in f.fix for f in found)
     return [f.line for f in found if f.line is not None]
 
@@ -248,6 +255,26 @@ def test_a_restored_stage_brings_no_secret(tmp_path: Path) -> None:
     """Its steps do not run, and its image has no mounts: only app's own later RUN is left."""
     assert exposures(tmp_path, SECRET_CHAIN, restored=frozenset({0})) == [7]
     assert exposures(tmp_path, SECRET_CHAIN, restored=frozenset({0, 1})) == []
+
+
+PARENT_MOUNTS = SECRET_CHAIN.replace(
+    "RUN --mount=type=secret,id=token echo mounts it itself", "RUN echo mounts nothing"
+)
+
+
+def test_a_parent_built_and_pushed_in_the_run_brings_no_secret(tmp_path: Path) -> None:
+    """The runner builds app on deps's pushed image: only deps's own later RUN is left."""
+    cache = Repository.parse("registry.test/x/cache")
+    assert exposures(tmp_path, PARENT_MOUNTS, cache_repo=cache, push_cache=True) == [4]
+    assert exposures(tmp_path, PARENT_MOUNTS, cache_repo=cache) == [4, 6, 7]
+
+
+def test_a_parent_with_onbuild_triggers_is_built_along_and_still_brings_its_secret(
+    tmp_path: Path,
+) -> None:
+    text = PARENT_MOUNTS.replace("RUN echo this step can read it", "ONBUILD RUN true")
+    cache = Repository.parse("registry.test/x/cache")
+    assert exposures(tmp_path, text, cache_repo=cache, push_cache=True) == [6, 7]
 
 
 def test_plan_on_dagger_warns_of_each_exposed_step(

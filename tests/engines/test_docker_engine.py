@@ -147,3 +147,23 @@ async def test_the_test_command_sees_only_the_secrets_granted_to_it(tmp_path: Pa
     assert "--mount" not in plain
     assert plain[plain.index("--platform") + 1] == "linux/arm64"
     assert not [arg for arg in granted + plain if "value" in arg]
+
+
+@pytest.mark.anyio
+async def test_a_job_with_its_own_dockerfile_is_built_from_it(tmp_path: Path) -> None:
+    """BuildKit reads `<dockerfile>.dockerignore` first, so the rules go beside each copy."""
+    docker = fake_docker(tmp_path)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    own = "FROM cache@sha256:" + "1" * 64 + " AS base\nFROM base AS web\n"
+    with_rules = replace(spec(tmp_path), ignore_file="node_modules\n")
+    async with executor.session(with_rules) as session:
+        await session.build(job(), lambda _: None)
+        await session.build(replace(job(), dockerfile=own), lambda _: None)
+        shared, private = (
+            Path(argv[argv.index("-f") + 1]) for argv in calls(tmp_path) if argv[0] == "build"
+        )
+        assert shared.read_text() == "FROM busybox AS web\n"
+        assert private.read_text() == own
+        assert private.parent == shared.parent
+        ignore = private.with_name(f"{private.name}.dockerignore")
+        assert ignore.read_text() == "node_modules\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +61,11 @@ class FakeSession:
         push_fails: frozenset[str] = frozenset(),
         quick: frozenset[str] = frozenset(),
         slow: frozenset[str] = frozenset(),
+        isolates_secret_steps: bool = False,
     ) -> None:
+        self.isolates_secret_steps = isolates_secret_steps
+        self.jobs: dict[str, StageJob] = {}
+        self.events: list[str] = []
         self.fail = fail
         self.quick = quick
         self.slow = slow
@@ -72,6 +77,8 @@ class FakeSession:
 
     async def build(self, job: StageJob, log: object) -> Image:
         self.started.append(job.name)
+        self.jobs[job.name] = job
+        self.events.append(f"build {job.name}")
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
@@ -87,7 +94,12 @@ class FakeSession:
         if image.job.name in self.push_fails:
             raise StageFailed("push failed", tail="retrying\nconnection reset\n")
         self.pushed.append(image.job.name)
-        return "sha256:" + "0" * 64
+        self.events.append(f"pushed {image.job.name}")
+        return digest_of(image.job.name)
+
+
+def digest_of(name: str) -> str:
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 class Recorder:
@@ -247,3 +259,136 @@ def test_a_build_gets_the_secret_mounts_of_the_steps_it_runs_and_no_other(tmp_pa
         ("cov", None, "COV"),
         ("npm", None, None),
     ]
+
+
+LEAKY_DOCKERFILE = """\
+FROM busybox AS deps
+RUN --mount=type=secret,id=npm npm ci
+FROM deps AS app
+RUN --mount=type=secret,id=token make
+FROM app AS test
+RUN make test
+FROM busybox AS assets
+RUN make assets
+FROM busybox AS site
+COPY --from=assets /x /x
+"""
+CACHE = "registry.test/x/cache"
+
+
+def leaky(
+    tmp_path: Path, session: FakeSession, **options: object
+) -> tuple[dict[str, StageResult], Recorder]:
+    plan = make(tmp_path, ("test", "site"), LEAKY_DOCKERFILE)
+    return run(plan, session, **options)
+
+
+def test_a_build_waits_for_its_secret_dependencies_and_builds_on_their_pushed_images(
+    tmp_path: Path,
+) -> None:
+    """On an engine that keeps secret mounts on later steps, test's build runs only its own
+    RUN, from app's pushed image, and is handed no secret."""
+    session = FakeSession(isolates_secret_steps=True)
+    results, recorder = leaky(tmp_path, session)
+    assert {r.status for r in results.values()} == {"built"}
+    assert recorder.warnings == []
+    events = session.events
+    assert events.index("build test") > events.index("pushed app") > events.index("pushed deps")
+    assert events.index("build app") > events.index("pushed deps")
+    assert {name: job.secret_ids for name, job in session.jobs.items()} == {
+        "deps": ("npm",),
+        "app": ("token",),
+        "test": (),
+        "assets": (),
+        "site": (),
+    }
+    test = session.jobs["test"].dockerfile
+    assert test is not None
+    assert f"FROM {CACHE}@{digest_of('deps')} AS deps" in test
+    assert f"FROM {CACHE}@{digest_of('app')} AS app" in test
+    assert "npm ci" not in test
+    assert "make test" in test
+    app = session.jobs["app"].dockerfile
+    assert app is not None
+    assert f"FROM {CACHE}@{digest_of('deps')} AS deps" in app
+    assert "RUN --mount=type=secret,id=token make" in app
+    assert [session.jobs[n].dockerfile for n in ("deps", "assets", "site")] == [None] * 3
+
+
+def test_builds_without_secret_dependencies_start_at_once(tmp_path: Path) -> None:
+    session = FakeSession(isolates_secret_steps=True)
+    leaky(tmp_path, session)
+    assert set(session.started[:3]) == {"deps", "assets", "site"}
+
+
+def test_an_engine_that_mounts_a_secret_only_where_asked_builds_everything_at_once(
+    tmp_path: Path,
+) -> None:
+    """BuildKit (the docker executor): no waiting, the shared Dockerfile, every secret its
+    build runs."""
+    session = FakeSession()
+    leaky(tmp_path, session)
+    assert session.peak == 5
+    assert {job.dockerfile for job in session.jobs.values()} == {None}
+    assert session.jobs["test"].secret_ids == ("npm", "token")
+
+
+def test_without_a_cache_push_the_secret_stages_are_built_along_and_said_once(
+    tmp_path: Path,
+) -> None:
+    session = FakeSession(isolates_secret_steps=True)
+    results, recorder = leaky(tmp_path, session, push_cache=False)
+    assert {r.status for r in results.values()} == {"built"}
+    assert session.peak == 5
+    assert {job.dockerfile for job in session.jobs.values()} == {None}
+    assert recorder.warnings == [
+        "deps: built again in the build of app, test, as the cache is not pushed; on this "
+        'engine their later RUN steps may read its secret "npm"',
+        "app: built again in the build of test, as the cache is not pushed; on this "
+        'engine their later RUN steps may read its secret "token"',
+    ]
+
+
+def test_a_failed_push_builds_that_dependency_along_and_says_so_once(tmp_path: Path) -> None:
+    session = FakeSession(isolates_secret_steps=True, push_fails=frozenset({"app"}))
+    results, recorder = leaky(tmp_path, session)
+    assert results["test"].status == "built"
+    test = session.jobs["test"]
+    assert test.dockerfile is not None
+    assert f"FROM {CACHE}@{digest_of('deps')} AS deps" in test.dockerfile
+    assert "RUN --mount=type=secret,id=token make" in test.dockerfile
+    assert test.secret_ids == ("token",)
+    along = [w for w in recorder.warnings if "built again" in w]
+    assert along == [
+        "app: built again in the build of test, as its cache push failed; on this engine "
+        'their later RUN steps may read its secret "token"'
+    ]
+
+
+def test_a_failed_secret_dependency_cancels_the_builds_waiting_for_it(tmp_path: Path) -> None:
+    session = FakeSession(isolates_secret_steps=True, fail=frozenset({"deps"}))
+    results, _ = leaky(tmp_path, session)
+    assert {n: (r.status, r.error) for n, r in results.items() if n in ("app", "test")} == {
+        "app": ("cancelled", "deps failed"),
+        "test": ("cancelled", "deps failed"),
+    }
+    assert "app" not in session.started
+    assert "test" not in session.started
+    assert (results["site"].status, results["assets"].status) == ("built", "built")
+
+
+def test_a_secret_stage_with_onbuild_triggers_is_built_along(tmp_path: Path) -> None:
+    """Its image would run the triggers itself instead of its children: it cannot stand in."""
+    text = LEAKY_DOCKERFILE.replace("npm ci\n", "npm ci\nONBUILD RUN true\n")
+    session = FakeSession(isolates_secret_steps=True)
+    results, recorder = run(make(tmp_path, ("test", "site"), text), session)
+    assert {r.status for r in results.values()} == {"built"}
+    assert session.jobs["app"].dockerfile is None
+    test = session.jobs["test"].dockerfile
+    assert test is not None
+    assert f"FROM {CACHE}@{digest_of('app')} AS app" in test
+    assert "FROM busybox AS deps" in test
+    assert [w.split(",", 1)[0] for w in recorder.warnings] == [
+        "deps: built again in the build of app"
+    ]
+    assert "ONBUILD triggers" in recorder.warnings[0]
