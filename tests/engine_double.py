@@ -1,7 +1,8 @@
 """An engine double that builds for real: the real dagger-io SDK drives it as it would drive
 a Dagger 0.21 engine under `dagger run`, and it executes on the local dockerd and registry.
 
-It serves GraphQL with `tests.fake_dagger`'s plumbing (the real schema from ../shared; IDs that
+It serves GraphQL with `tests.fake_dagger`'s plumbing (the real schema from ../shared, else the
+SDK's own from `tests.sdk_schema`, which is no validation against the real one; IDs that
 encode their call chain; the HTTP server) and validates every query.
 Objects are lazy as in Dagger: a chain runs when a query needs a value from it (`sync`,
 `publish`, command outputs, `exists`, `export`), once per session:
