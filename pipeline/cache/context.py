@@ -13,10 +13,13 @@ BuildKit (moby/buildkit 73ed6825) does with the local context:
 - `--exclude` patterns are matched relative to each copied source, as fsutil's copier and
   contenthash's `includedPaths` match them (not relative to the context root).
 
-A digest covers file contents, paths relative to the context root, the file type, the owner's
-executable bit and symlink targets; never mtimes, owners or where the context lives. Each file is
-read at most once per `BuildContext`, and directory listings are kept, because many instructions
-of one run look at the same files.
+A digest covers file contents, paths relative to the context root, the file type, the permission
+bits (`st_mode & 0o7777`) of files and directories, which BuildKit copies into the image, and
+symlink targets; never mtimes, owners or where the context lives. A symlink's own mode is 0:
+BuildKit copies the link itself and Linux ignores a link's mode. With `COPY --chmod=<octal>` the
+source's rwx bits of files never reach the image, so `digest(..., chmod=True)` leaves them out.
+Each file is read at most once per `BuildContext`, and directory listings are kept, because many
+instructions of one run look at the same files.
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ Kind = Literal["file", "dir", "symlink"]
 
 _CHUNK = 1 << 20
 _MAX_LINKS = 255
-_DIGEST_VERSION = b"dagger-stages context v1\0"
+_DIGEST_VERSION = b"dagger-stages context v2\0"
+_PERMISSIONS = 0o7777
+# What an octal `--chmod` replaces; setuid, setgid and sticky bits are still keyed.
+_CHMOD_REPLACES = 0o777
 _KINDS: dict[int, Kind] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
 # No `--exclude`: what the walk sends below a directory by the .dockerignore alone.
 _NO_RULES = IgnoreRules(())
@@ -65,18 +71,21 @@ def _normalize(source: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One selected path. `digest` is of the content, of a symlink's target text, or "" (dir)."""
+    """One selected path. `digest` is of the content, of a symlink's target text, or "" (dir).
+
+    `mode` is the permission part of `st_mode` (0 for a symlink), which BuildKit preserves.
+    """
 
     path: str
     kind: Kind
-    executable: bool
+    mode: int
     digest: str
 
 
 class _Node(NamedTuple):
     path: str
     kind: Kind
-    executable: bool
+    mode: int
     size: int
     ignored: bool
     info: MatchInfo
@@ -129,7 +138,7 @@ class BuildContext:
         self._states: dict[str, _State] = {}
         self._trees: dict[tuple[str, IgnoreRules], tuple[_Node, ...]] = {}
         self._sources: dict[tuple[str, tuple[str, ...], bool], tuple[Entry, ...]] = {}
-        self._source_digests: dict[tuple[str, tuple[str, ...], bool], bytes] = {}
+        self._source_digests: dict[tuple[str, tuple[str, ...], bool, bool], bytes] = {}
         self._excludes: dict[tuple[str, ...], IgnoreRules] = {}
 
     def select(self, sources: Sequence[str], *, excludes: Sequence[str] = ()) -> tuple[Entry, ...]:
@@ -140,25 +149,33 @@ class BuildContext:
                 chosen.setdefault(entry.path, entry)
         return tuple(sorted(chosen.values(), key=lambda entry: entry.path))
 
-    def digest(self, sources: Sequence[str], *, excludes: Sequence[str] = ()) -> str:
+    def digest(
+        self, sources: Sequence[str], *, excludes: Sequence[str] = (), chmod: bool = False
+    ) -> str:
         """Digest of one COPY/ADD's sources, in the order written, and what each selects.
 
         Order counts because a later source overwrites an earlier one at the destination.
+        `chmod` is for an octal `--chmod`, which replaces the rwx bits of every copied file, so
+        those bits cannot change the image and would only cause misses (say, across umasks).
         """
-        return self._digest(sources, tuple(excludes), wildcards=True)
+        return self._digest(sources, tuple(excludes), wildcards=True, chmod=chmod)
 
     def bind_digest(self, source: str = "") -> str:
         """Digest for `RUN --mount=type=bind,source=<source>` from the context; no wildcards."""
-        return self._digest([source], (), wildcards=False)
+        return self._digest([source], (), wildcards=False, chmod=False)
 
-    def _digest(self, sources: Sequence[str], excludes: tuple[str, ...], *, wildcards: bool) -> str:
+    def _digest(
+        self, sources: Sequence[str], excludes: tuple[str, ...], *, wildcards: bool, chmod: bool
+    ) -> str:
         digest = hashlib.sha256(_DIGEST_VERSION)
+        if chmod:
+            digest.update(b"chmod\0")
         for source in sources:
             normalized = _normalize(source)
-            key = (normalized, excludes, wildcards)
+            key = (normalized, excludes, wildcards, chmod)
             if key not in self._source_digests:
                 entries = self._source(normalized, excludes, wildcards=wildcards)
-                self._source_digests[key] = _entries_digest(entries)
+                self._source_digests[key] = _entries_digest(entries, chmod=chmod)
             digest.update(b"source\0" + os.fsencode(normalized) + b"\0")
             digest.update(self._source_digests[key])
         return "sha256:" + digest.hexdigest()
@@ -236,20 +253,20 @@ class BuildContext:
     ) -> list[Entry]:
         """The entries of one resolved source: a file, or a directory and all below it."""
         if not stat.S_ISDIR(st.st_mode):
-            executable = bool(st.st_mode & stat.S_IXUSR)
-            return [Entry(logical, "file", executable, self._content(real, st.st_size))]
+            mode = st.st_mode & _PERMISSIONS
+            return [Entry(logical, "file", mode, self._content(real, st.st_size))]
         cut = len(real) + 1 if real else 0
-        entries = [Entry(logical or ".", "dir", False, "")]
+        entries = [Entry(logical or ".", "dir", st.st_mode & _PERMISSIONS, "")]
         for node in self._tree(real, excludes):
             entries.append(self._entry(_join(logical, node.path[cut:]), node))
         return entries
 
     def _entry(self, path: str, node: _Node) -> Entry:
         if node.kind == "file":
-            return Entry(path, "file", node.executable, self._content(node.path, node.size))
+            return Entry(path, "file", node.mode, self._content(node.path, node.size))
         if node.kind == "symlink":
-            return Entry(path, "symlink", False, self._link(node.path))
-        return Entry(path, "dir", False, "")
+            return Entry(path, "symlink", 0, self._link(node.path))
+        return Entry(path, "dir", node.mode, "")
 
     def _content(self, rel: str, size: int) -> str:
         digest = self._hashes.get(rel)
@@ -370,8 +387,8 @@ class BuildContext:
                         continue
                     path = prefix + entry.name
                     ignored, child = step(path, info)
-                    executable = kind == "file" and bool(st.st_mode & stat.S_IXUSR)
-                    found.append(_Node(path, kind, executable, st.st_size, ignored, child))
+                    mode = 0 if kind == "symlink" else st.st_mode & _PERMISSIONS
+                    found.append(_Node(path, kind, mode, st.st_size, ignored, child))
         except OSError as exc:
             raise ContextError(f"cannot list {go_quote('/' + rel)}: {exc.strerror}") from None
         nodes = self._listings[rel] = tuple(found)
@@ -425,13 +442,22 @@ class BuildContext:
         return found
 
 
-def _entries_digest(entries: Iterable[Entry]) -> bytes:
-    """NUL-separated fields: no path, target or digest can contain NUL, so this is unambiguous."""
+def _entries_digest(entries: Iterable[Entry], *, chmod: bool = False) -> bytes:
+    """NUL-separated fields: no path, target or digest can contain NUL, so this is unambiguous.
+
+    Modes are octal text. Under `chmod`, a file keeps only the bits an octal `--chmod` leaves
+    alone; a directory keeps its whole mode, as not every BuildKit applies `--chmod` to one.
+    """
     digest = hashlib.sha256()
     digest.update(
         b"".join(
-            b"%s\0%s\0%d\0%s\0"
-            % (e.kind.encode(), os.fsencode(e.path), e.executable, e.digest.encode())
+            b"%s\0%s\0%o\0%s\0"
+            % (
+                e.kind.encode(),
+                os.fsencode(e.path),
+                e.mode & ~_CHMOD_REPLACES if chmod and e.kind == "file" else e.mode,
+                e.digest.encode(),
+            )
             for e in entries
         )
     )

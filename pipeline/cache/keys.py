@@ -33,6 +33,8 @@ __all__ = ["KEY_VERSION", "StageKey", "compute_keys", "external_images", "normal
 
 KEY_VERSION = 1
 _REMOTE = re.compile(r"^(https?://|git@|git://|ssh://)")
+# An octal `--chmod` as written; one with variables or symbols keeps the source modes keyed.
+_OCTAL_CHMOD = re.compile(r"[0-7]{1,4}")
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,8 @@ class _StageInputs:
             return
         excludes = instruction.flags.get("exclude", ())
         try:
-            digest = builder.context.digest(local, excludes=excludes)
+            chmod = _OCTAL_CHMOD.fullmatch(instruction.flag("chmod") or "") is not None
+            digest = builder.context.digest(local, excludes=excludes, chmod=chmod)
         except ContextError as exc:
             raise builder.fail(f"{instruction.cmd}: {exc}", instruction.line) from None
         self.context.append(

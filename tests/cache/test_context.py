@@ -49,7 +49,8 @@ def ctx(root: Path, *patterns: str) -> BuildContext:
 
 def test_a_file_selects_itself(project: Path) -> None:
     (entry,) = ctx(project).select(["a.txt"])
-    assert entry == Entry("a.txt", "file", False, "sha256:" + hashlib.sha256(b"a").hexdigest())
+    mode = (project / "a.txt").stat().st_mode & 0o7777
+    assert entry == Entry("a.txt", "file", mode, "sha256:" + hashlib.sha256(b"a").hexdigest())
 
 
 def test_a_directory_selects_itself_and_everything_below(project: Path) -> None:
@@ -62,7 +63,8 @@ def test_a_directory_selects_itself_and_everything_below(project: Path) -> None:
         "src/lib/y.py",
         "src/x.py",
     ]
-    assert ctx(project).select(["empty"]) == (Entry("empty", "dir", False, ""),)
+    (project / "empty").chmod(0o750)
+    assert ctx(project).select(["empty"]) == (Entry("empty", "dir", 0o750, ""),)
 
 
 def test_several_sources_sorted_and_deduplicated(project: Path) -> None:
@@ -76,8 +78,9 @@ def test_several_sources_sorted_and_deduplicated(project: Path) -> None:
 
 @pytest.mark.parametrize("root", [".", "./", "/", "", "src/.."])
 def test_the_root(project: Path, root: str) -> None:
+    project.chmod(0o755)
     entries = ctx(project).select([root])
-    assert Entry(".", "dir", False, "") in entries
+    assert Entry(".", "dir", 0o755, "") in entries
     assert {"Dockerfile", "a.txt", "src/lib/y.py", "empty", "**/x.py"} <= set(paths(entries))
 
 
@@ -319,7 +322,7 @@ def test_symlinks_inside_a_directory_are_recorded_not_followed(linked: Path) -> 
     entries = {e.path: e for e in ctx(linked).select(["src", "."])}
     link = entries["src/a-link"]
     assert link == Entry(
-        "src/a-link", "symlink", False, "sha256:" + hashlib.sha256(b"../a.txt").hexdigest()
+        "src/a-link", "symlink", 0, "sha256:" + hashlib.sha256(b"../a.txt").hexdigest()
     )
     assert entries["dangling"].kind == "symlink"
     assert "lib/x.py" not in entries
@@ -356,17 +359,56 @@ def test_digest_changes_with_an_empty_directory(project: Path) -> None:
     assert digest(project, ["src"]) != before
 
 
-def test_digest_changes_with_the_executable_bit_only(project: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "before", "after"),
+    [
+        ("src/x.py", 0o644, 0o600),
+        ("src/x.py", 0o644, 0o744),
+        ("src/x.py", 0o755, 0o4755),
+        ("src/lib", 0o755, 0o700),
+        ("src/lib", 0o755, 0o1755),
+        ("src", 0o755, 0o2755),
+    ],
+)
+def test_digest_changes_with_any_permission_bit(
+    project: Path, path: str, before: int, after: int
+) -> None:
+    """BuildKit copies every permission bit of files and directories into the image."""
+    (project / path).chmod(before)
+    old = digest(project, ["src"])
+    (project / path).chmod(after)
+    assert digest(project, ["src"]) != old
+    (project / path).chmod(before)
+    assert digest(project, ["src"]) == old
+
+
+def test_entries_carry_the_permission_bits(project: Path) -> None:
+    (project / "src/x.py").chmod(0o4750)
+    (project / "src/lib").chmod(0o700)
+    entries = {e.path: e.mode for e in ctx(project).select(["src"])}
+    assert entries["src/x.py"] == 0o4750
+    assert entries["src/lib"] == 0o700
+
+
+def test_an_octal_chmod_leaves_the_rwx_bits_of_files_out(project: Path) -> None:
+    """`COPY --chmod=<octal>` replaces them, so they cannot change the image."""
     path = project / "src/x.py"
     path.chmod(0o644)
-    before = digest(project, ["src"])
+    keyed = ctx(project).digest(["src"], chmod=True)
+    assert keyed != digest(project, ["src"])
     path.chmod(0o600)
-    assert digest(project, ["src"]) == before
-    path.chmod(0o744)
-    executable = digest(project, ["src"])
-    assert executable != before
-    path.chmod(0o755)
-    assert digest(project, ["src"]) == executable
+    assert ctx(project).digest(["src"], chmod=True) == keyed
+    path.chmod(0o4600)
+    assert ctx(project).digest(["src"], chmod=True) != keyed
+    path.chmod(0o644)
+    (project / "src/lib").chmod(0o700)
+    assert ctx(project).digest(["src"], chmod=True) != keyed
+
+
+def test_a_symlink_mode_never_counts(linked: Path) -> None:
+    """BuildKit copies the link itself, and Linux ignores a link's own mode."""
+    entries = {e.path: e for e in ctx(linked).select(["src"])}
+    assert entries["src/a-link"].mode == 0
 
 
 def test_digest_changes_with_a_symlink_target(linked: Path) -> None:

@@ -85,6 +85,52 @@ def test_a_file_no_stage_reads_changes_nothing(php: Path) -> None:
     assert changed(before, keys_of(php)) == set()
 
 
+@pytest.mark.parametrize(
+    ("path", "before", "after", "moved"),
+    [
+        ("src/index.php", 0o644, 0o600, {"app", "release", "dev-back", "test", "8"}),
+        ("src/index.php", 0o755, 0o4755, {"app", "release", "dev-back", "test", "8"}),
+        ("src", 0o755, 0o700, {"app", "release", "dev-back", "test", "8"}),
+        ("tests", 0o755, 0o2755, {"test"}),
+        (
+            "assets/app.css",
+            0o644,
+            0o664,
+            {"npm-build", "dev-front", "app", "release", "dev-back", "test", "8"},
+        ),
+    ],
+)
+def test_a_permission_change_moves_its_stage_and_dependents_only(
+    php: Path, path: str, before: int, after: int, moved: set[str]
+) -> None:
+    """BuildKit copies the mode of every file and directory, so a chmod changes the image."""
+    (php / path).chmod(before)
+    keys = keys_of(php)
+    (php / path).chmod(after)
+    assert changed(keys, keys_of(php)) == moved
+
+
+def test_a_permission_change_outside_what_is_copied_moves_nothing(php: Path) -> None:
+    (php / "README.md").write_text("hello")
+    (php / "README.md").chmod(0o644)
+    keys = keys_of(php)
+    (php / "README.md").chmod(0o600)
+    assert changed(keys, keys_of(php)) == set()
+
+
+def test_an_octal_chmod_copy_ignores_the_source_rwx_bits(tmp_path: Path) -> None:
+    """`COPY --chmod=<octal>` sets them in the image; a symbolic or variable one keeps them."""
+    (tmp_path / "run.sh").write_text("echo\n")
+    for flag, counts in [("--chmod=0755", False), ("--chmod=u+x", True), ("", True)]:
+        (tmp_path / "Dockerfile").write_text(f"FROM scratch AS s\nCOPY {flag} run.sh /run.sh\n")
+        (tmp_path / "run.sh").chmod(0o644)
+        keys = keys_of(tmp_path)
+        (tmp_path / "run.sh").chmod(0o600)
+        assert (keys_of(tmp_path) != keys) is counts, flag
+        (tmp_path / "run.sh").chmod(0o4644)
+        assert keys_of(tmp_path) != keys, flag
+
+
 def test_dockerignore_decides_what_counts(php: Path) -> None:
     (php / ".dockerignore").write_text("src/*.log\n")
     (php / "src" / "debug.log").write_text("1")
