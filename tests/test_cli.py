@@ -165,6 +165,20 @@ def test_duplicate_stage_warning_goes_to_stderr(
     ]
 
 
+def test_from_a_stage_in_uppercase_fails_offline_only_where_the_target_needs_it(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS builder\nFROM Builder AS app\nFROM alpine AS other\n"
+    )
+    assert main(["plan", "--offline", "--target", "app"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('Dockerfile:2: failed to parse stage name "Builder"')
+    assert 'did you mean the stage "builder"?' in err
+    assert "Traceback" not in err
+    assert main(["plan", "--offline", "--json", "--target", "other"]) == 0
+
+
 BAD_DOCKERFILES = [
     ("", "Dockerfile: the Dockerfile cannot be empty"),
     ("FROM a\nFROOM b\n", "Dockerfile:2: unknown instruction: FROOM (did you mean FROM?)"),
@@ -182,6 +196,12 @@ BAD_DOCKERFILES = [
     (
         "FROM a AS x\nFROM a\nCOPY --from=${S} / /\n",
         "Dockerfile:3: variable expansion is not supported",
+    ),
+    (
+        "FROM alpine AS builder\nFROM Builder\n",
+        'Dockerfile:2: failed to parse stage name "Builder": invalid reference format: '
+        "repository name (library/Builder) must be lowercase (did you mean the stage "
+        '"builder"? write FROM builder)',
     ),
 ]
 
