@@ -179,6 +179,28 @@ def test_from_a_stage_in_uppercase_fails_offline_only_where_the_target_needs_it(
     assert main(["plan", "--offline", "--json", "--target", "other"]) == 0
 
 
+def test_several_platforms_exit_2_until_multi_platform_lands(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM alpine AS a\n")
+    two = ["--platform", "linux/amd64", "--platform", "linux/arm64"]
+    assert main(["plan", "--offline", *two]) == 2
+    err = capsys.readouterr().err
+    assert "--platform given 2 platforms (linux/amd64, linux/arm64)" in err
+    assert "run once per platform (e.g. --platform linux/amd64)" in err
+    assert "Traceback" not in err
+    (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64, linux/arm64]\n")
+    assert main(["plan", "--offline"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "dagger-stages.yaml:1: platforms: 2 platforms (linux/amd64, linux/arm64), but a run "
+        "builds one platform for now; run once per platform (e.g. --platform linux/amd64); "
+        "keep one here"
+    )
+    (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64]\n")
+    assert main(["plan", "--offline", "--json", "--platform", "linux/arm64"]) == 0
+    assert json.loads(capsys.readouterr().out)["platform"] == "linux/arm64"
+
+
 BAD_DOCKERFILES = [
     ("", "Dockerfile: the Dockerfile cannot be empty"),
     ("FROM a\nFROOM b\n", "Dockerfile:2: unknown instruction: FROOM (did you mean FROM?)"),
