@@ -258,7 +258,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=SUPPRESS,
         metavar="OS/ARCH",
-        help="target platform; repeatable",
+        help="target platform; one per run until multi-platform builds land",
     )
     parser.add_argument(
         "--secret",

@@ -42,8 +42,10 @@ def test_plan_json_contract(
         "line": 5,
         "base": "composer:2",
         "base_stage": None,
+        "base_stage_index": None,
         "platform": None,
         "depends_on": [],
+        "depends_on_indices": [],
         "images": [],
         "needed": True,
         "wave": 0,
@@ -57,6 +59,9 @@ def test_plan_json_contract(
     assert app["base"] == "php-extensions-build"
     assert app["base_stage"] == "php-extensions-build"
     assert app["depends_on"] == ["composer-build", "npm-build", "php-extensions-build"]
+    assert (app["base_stage_index"], app["depends_on_indices"]) == (2, [0, 1, 2])
+    assert document["target_indices"] == [7]
+    assert document["wave_indices"] == [[0, 1, 2], [3], [5], [7]]
     release = document["stages"][4]
     assert (release["needed"], release["wave"], release["key"], release["action"]) == (
         False,
@@ -165,6 +170,67 @@ def test_duplicate_stage_warning_goes_to_stderr(
     ]
 
 
+def test_from_a_stage_in_uppercase_fails_offline_only_where_the_target_needs_it(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS builder\nFROM Builder AS app\nFROM alpine AS other\n"
+    )
+    assert main(["plan", "--offline", "--target", "app"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('Dockerfile:2: failed to parse stage name "Builder"')
+    assert 'did you mean the stage "builder"?' in err
+    assert "Traceback" not in err
+    assert main(["plan", "--offline", "--json", "--target", "other"]) == 0
+
+
+def test_several_platforms_exit_2_until_multi_platform_lands(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM alpine AS a\n")
+    two = ["--platform", "linux/amd64", "--platform", "linux/arm64"]
+    assert main(["plan", "--offline", *two]) == 2
+    err = capsys.readouterr().err
+    assert "--platform given 2 platforms (linux/amd64, linux/arm64)" in err
+    assert "run once per platform (e.g. --platform linux/amd64)" in err
+    assert "Traceback" not in err
+    (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64, linux/arm64]\n")
+    assert main(["plan", "--offline"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "dagger-stages.yaml:1: platforms: 2 platforms (linux/amd64, linux/arm64), but a run "
+        "builds one platform for now; run once per platform (e.g. --platform linux/amd64); "
+        "keep one here"
+    )
+    (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64]\n")
+    assert main(["plan", "--offline", "--json", "--platform", "linux/arm64"]) == 0
+    assert json.loads(capsys.readouterr().out)["platform"] == "linux/arm64"
+
+
+def test_duplicate_stage_names_are_told_apart_by_index(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS b\n"
+        "FROM alpine AS b\n"
+        "FROM b AS c\n"
+        "COPY --from=0 /x /x\n"
+        "COPY --from=b /y /y\n"
+    )
+    assert main(["plan", "--json", "--offline"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["waves"] == [["b", "b"], ["c"]]
+    assert document["wave_indices"] == [[0, 1], [2]]
+    assert (document["targets"], document["target_indices"]) == (["c"], [2])
+    c = document["stages"][2]
+    assert (c["base_stage"], c["base_stage_index"]) == ("b", 1)
+    assert (c["depends_on"], c["depends_on_indices"]) == (["b", "b"], [0, 1])
+    assert main(["plan", "--offline"]) == 0
+    table = capsys.readouterr().out
+    assert "  wave 0: b (0), b (1)\n  wave 1: c\n" in table
+    row = next(line for line in table.splitlines() if line.startswith("c "))
+    assert row.split()[:6] == ["c", "2", "b", "(1)", "b", "(0),"]
+
+
 BAD_DOCKERFILES = [
     ("", "Dockerfile: the Dockerfile cannot be empty"),
     ("FROM a\nFROOM b\n", "Dockerfile:2: unknown instruction: FROOM (did you mean FROM?)"),
@@ -182,6 +248,12 @@ BAD_DOCKERFILES = [
     (
         "FROM a AS x\nFROM a\nCOPY --from=${S} / /\n",
         "Dockerfile:3: variable expansion is not supported",
+    ),
+    (
+        "FROM alpine AS builder\nFROM Builder\n",
+        'Dockerfile:2: failed to parse stage name "Builder": invalid reference format: '
+        "repository name (library/Builder) must be lowercase (did you mean the stage "
+        '"builder"? write FROM builder)',
     ),
 ]
 

@@ -66,12 +66,43 @@ def select(
         extra = resolve_targets(dockerfile, also)
         targets = tuple({t.index: t for t in (*targets, *extra)}.values())
     needed = closure(dockerfile.stages, [t.index for t in targets])
+    _check_stage_case(dockerfile, needed)
     return Graph(
         dockerfile=dockerfile,
         targets=targets,
         needed=needed,
         waves=_waves(dockerfile.stages, needed),
     )
+
+
+def _check_stage_case(dockerfile: Dockerfile, needed: frozenset[int]) -> None:
+    """`FROM Builder` names the image `library/Builder`, not the stage `builder`.
+
+    BuildKit looks a FROM up exactly against lowercased stage names, so the miss falls through
+    to image-reference parsing, which rejects uppercase; it only dispatches needed stages, so
+    only they fail. Caught here so `plan` fails as the build would, offline too.
+    """
+    for index in sorted(needed):
+        stage = dockerfile.stages[index]
+        base = stage.base
+        if stage.base_stage is not None or base == base.lower():
+            continue
+        meant = dockerfile.stage_by_name(base)
+        if meant is None:
+            continue
+        if meant.index < stage.index:
+            hint = f'did you mean the stage "{meant.name}"? write FROM {meant.name}'
+        else:
+            hint = (
+                f'the stage "{meant.name}" is defined after this one, on line {meant.line}; '
+                f"FROM sees only earlier stages, so move it up and write FROM {meant.name}"
+            )
+        raise UsageError(
+            f'failed to parse stage name "{base}": invalid reference format: repository name '
+            f"(library/{base}) must be lowercase ({hint})",
+            path=dockerfile.path,
+            line=stage.line,
+        )
 
 
 def closure(stages: Sequence[Stage], roots: Iterable[int]) -> frozenset[int]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from pipeline.cache.plan import Plan
+    from pipeline.dockerfile.stages import Stage
     from pipeline.engines.dagger_rules import Finding
     from pipeline.oci.reference import Reference, Repository
     from pipeline.settings.resolve import Settings
@@ -17,7 +19,11 @@ __all__ = ["dumps", "plan_json", "plan_table"]
 
 
 def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) -> dict[str, Any]:
-    """`refusals` are what the Dagger engine would refuse: warnings here, `build` stops."""
+    """`refusals` are what the Dagger engine would refuse: warnings here, `build` stops.
+
+    Names alone are ambiguous when two stages share one (the later wins in BuildKit, but both
+    are listed), so every list of stages has an index-based twin (`*_index`, `*_indices`).
+    """
     graph = plan.graph
     names = {stage.index: stage.name for stage in graph.stages}
     stages = []
@@ -31,8 +37,10 @@ def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) 
                 "line": stage.line,
                 "base": stage.base,
                 "base_stage": None if stage.base_stage is None else names[stage.base_stage],
+                "base_stage_index": stage.base_stage,
                 "platform": stage.platform,
                 "depends_on": [names[i] for i in stage.depends_on],
+                "depends_on_indices": list(stage.depends_on),
                 "images": list(stage.images),
                 "needed": stage.index in graph.needed,
                 "wave": graph.wave_of(stage.index),
@@ -55,11 +63,13 @@ def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) 
         "dockerfile": settings.dockerfile,
         "context": settings.context,
         "targets": [stage.name for stage in graph.targets],
+        "target_indices": [stage.index for stage in graph.targets],
         "platform": None if settings.platform is None else str(settings.platform),
         "ci": settings.ci.to_json(),
         "cache_repo": _text(plan.cache_repo),
         "stages": stages,
         "waves": [[names[i] for i in wave] for wave in graph.waves],
+        "wave_indices": [list(wave) for wave in graph.waves],
         "warnings": warnings,
     }
 
@@ -74,9 +84,18 @@ def dumps(document: dict[str, Any]) -> str:
     return text
 
 
+def _labels(stages: Sequence[Stage]) -> dict[int, str]:
+    """Each stage's name, as `name (index)` where stages share it, so a reader can tell which."""
+    counts = Counter(stage.name for stage in stages)
+    return {
+        stage.index: stage.name if counts[stage.name] == 1 else f"{stage.name} ({stage.index})"
+        for stage in stages
+    }
+
+
 def plan_table(plan: Plan) -> str:
     graph = plan.graph
-    names = {stage.index: stage.name for stage in graph.stages}
+    names = _labels(graph.stages)
     header = ("STAGE", "INDEX", "BASE", "DEPENDS ON", "WAVE", "KEY", "CACHE", "ACTION")
     rows = []
     for stage in graph.stages:
@@ -87,7 +106,7 @@ def plan_table(plan: Plan) -> str:
             (
                 stage.name,
                 str(stage.index),
-                stage.base if stage.platform is None else f"{stage.base} ({stage.platform})",
+                _base(stage, names),
                 ", ".join(names[i] for i in stage.depends_on) or "-",
                 "-" if wave is None else str(wave),
                 "-" if key is None else key.key[:12],
@@ -100,7 +119,7 @@ def plan_table(plan: Plan) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in (header, *rows)
     ]
-    targets = ", ".join(stage.name for stage in graph.targets)
+    targets = ", ".join(names[stage.index] for stage in graph.targets)
     counts = ", ".join(
         f"{len(plan.indices(action))} to {action}" for action in ("build", "restore", "skip")
     )
@@ -116,6 +135,11 @@ def plan_table(plan: Plan) -> str:
         f"  {names[index]}: {reason}" for index, reasons in plan.why.items() for reason in reasons
     ]
     return "\n".join([*lines, "", summary, *waves, cache, *(["why missed:", *why] if why else [])])
+
+
+def _base(stage: Stage, names: dict[int, str]) -> str:
+    base = stage.base if stage.base_stage is None else names[stage.base_stage]
+    return base if stage.platform is None else f"{base} ({stage.platform})"
 
 
 def _text(value: Reference | Repository | None) -> str | None:

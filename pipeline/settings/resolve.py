@@ -199,6 +199,25 @@ def _build_args(items: Sequence[tuple[str, str | None]], env: Mapping[str, str])
     return args
 
 
+def several_platforms(platforms: Sequence[Platform]) -> str | None:
+    """Why several platforms are refused until multi-platform builds land (otherwise only the
+    first would be planned and built, silently), or None for one or none."""
+    if len(platforms) <= 1:
+        return None
+    listed = ", ".join(str(platform) for platform in platforms)
+    return (
+        f"{len(platforms)} platforms ({listed}), but a run builds one platform for now; "
+        f"run once per platform (e.g. --platform {platforms[0]})"
+    )
+
+
+def _one_platform(items: Sequence[Platform], _: Mapping[str, str]) -> tuple[Platform, ...]:
+    reason = several_platforms(items)
+    if reason is not None:
+        raise UsageError(f"--platform given {reason}")
+    return tuple(items)
+
+
 def _grouped(items: Sequence[tuple[str, str]], _: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     tags: dict[str, list[str]] = {}
     for stage, template in items:
@@ -301,7 +320,10 @@ class Settings:
         default="dagger", metadata=_meta(flag="--engine", key="engine", parse=parse_engine)
     )
     platforms: tuple[Platform, ...] = field(
-        default=(), metadata=_meta(flag="--platform", key="platforms", parse=parse_platform)
+        default=(),
+        metadata=_meta(
+            flag="--platform", key="platforms", parse=parse_platform, collect=_one_platform
+        ),
     )
     secrets: tuple[SecretSpec, ...] = field(
         default=(),

@@ -76,3 +76,29 @@ def test_wave_is_one_above_the_deepest_needed_dependency(dockerfile: WriteDocker
     assert named_waves(df, "c", "d") == [["a", "d"], ["b"], ["c"]]
     graph = select(df, ["c"])
     assert graph.wave_of(3) is None
+
+
+def test_from_a_stage_name_in_uppercase_is_an_image_buildkit_rejects(
+    dockerfile: WriteDockerfile,
+) -> None:
+    df = dockerfile("FROM alpine AS builder\nFROM Builder AS app\nFROM alpine AS other\n")
+    assert df.stages[1].base_stage is None
+    with pytest.raises(UsageError) as info:
+        select(df, ["app"])
+    assert info.value.line == 2
+    assert info.value.message.startswith(
+        'failed to parse stage name "Builder": invalid reference format: '
+        "repository name (library/Builder) must be lowercase"
+    )
+    assert 'did you mean the stage "builder"? write FROM builder' in info.value.message
+    assert select(df, ["other"]).needed == frozenset({2})
+
+
+def test_from_a_later_stage_name_in_uppercase_says_to_move_it(
+    dockerfile: WriteDockerfile,
+) -> None:
+    df = dockerfile("FROM Builder AS app\nFROM alpine AS builder\n")
+    with pytest.raises(UsageError) as info:
+        select(df, ["app"])
+    assert info.value.line == 1
+    assert "defined after this one, on line 2" in info.value.message

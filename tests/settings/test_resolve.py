@@ -169,6 +169,15 @@ def test_lists_are_replaced_whole() -> None:
     assert found.platform == Platform("linux", "arm64")
 
 
+def test_several_platforms_are_refused() -> None:
+    with pytest.raises(UsageError) as info:
+        settings({"platforms": ["linux/amd64", "linux/arm64"]})
+    assert info.value.message == (
+        "--platform given 2 platforms (linux/amd64, linux/arm64), but a run builds one platform "
+        "for now; run once per platform (e.g. --platform linux/amd64)"
+    )
+
+
 def test_switches() -> None:
     found = settings({"push_cache": False, "run_tests": False, "fail_fast": True, "push": True})
     assert (found.push_cache, found.run_tests, found.fail_fast, found.push) == (
