@@ -184,6 +184,16 @@ def test_from_a_stage_in_uppercase_fails_offline_only_where_the_target_needs_it(
     assert main(["plan", "--offline", "--json", "--target", "other"]) == 0
 
 
+def test_onbuild_with_a_heredoc_plans(chdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS base\nONBUILD RUN <<EOF\necho hi\nEOF\nFROM base AS child\n"
+    )
+    assert main(["plan", "--offline", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert json.loads(captured.out)["warnings"] == []
+
+
 def test_several_platforms_exit_2_until_multi_platform_lands(
     chdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
