@@ -184,6 +184,54 @@ def test_from_a_stage_in_uppercase_fails_offline_only_where_the_target_needs_it(
     assert main(["plan", "--offline", "--json", "--target", "other"]) == 0
 
 
+def test_onbuild_with_a_heredoc_plans(chdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS base\nONBUILD RUN <<EOF\necho hi\nEOF\nFROM base AS child\n"
+    )
+    assert main(["plan", "--offline", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert json.loads(captured.out)["warnings"] == []
+
+
+def test_a_later_stage_reference_fails_only_where_the_target_needs_it(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text(
+        "FROM alpine AS early\nCOPY --from=later /x /x\n"
+        "FROM alpine AS later\nRUN true\n"
+        "FROM alpine AS uses\nRUN --mount=from=mounted,target=/t true\n"
+        "FROM alpine AS mounted\n"
+    )
+    copy = 'cannot copy from stage "later", it needs to be defined before current stage "early"'
+    mount = (
+        'cannot mount from stage "mounted" to "/t", '
+        "stage needs to be defined before current command"
+    )
+    assert main(["plan", "--offline", "--json", "--target", "later"]) == 0
+    captured = capsys.readouterr()
+    skipped = [
+        (2, f'{copy} (not an error here: stage "early" is not needed by the target)'),
+        (6, f'{mount} (not an error here: stage "uses" is not needed by the target)'),
+    ]
+    assert captured.err == "".join(f"Dockerfile:{n}: warning: {m}\n" for n, m in skipped)
+    warnings = json.loads(captured.out)["warnings"]
+    assert warnings == [{"line": n, "message": m} for n, m in skipped]
+
+    assert main(["plan", "--offline", "--target", "early"]) == 2
+    assert capsys.readouterr().err.startswith(f"Dockerfile:2: {copy}")
+    assert main(["plan", "--offline", "--target", "uses"]) == 2
+    assert capsys.readouterr().err.startswith(f"Dockerfile:6: {mount}")
+
+
+def test_errors_buildkit_finds_in_every_stage_still_fail_unneeded_stages(
+    chdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (chdir / "Dockerfile").write_text("FROM alpine AS a\nCOPY --from=7 /x /x\nFROM alpine AS b\n")
+    assert main(["plan", "--offline", "--target", "b"]) == 2
+    assert capsys.readouterr().err.startswith("Dockerfile:2: invalid stage index 7")
+
+
 def test_several_platforms_exit_2_until_multi_platform_lands(
     chdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,7 +289,7 @@ BAD_DOCKERFILES = [
         'Dockerfile:1: invalid name for build stage: "9lives", name can\'t start',
     ),
     (
-        "FROM a AS y\nCOPY --from=x / /\nFROM a AS x\n",
+        "FROM a AS y\nCOPY --from=x / /\nFROM a AS x\nFROM y\n",
         'Dockerfile:2: cannot copy from stage "x", it needs to be defined before current stage "y"',
     ),
     ("FROM a AS x\nCOPY --from=x / /\n", "Dockerfile:2: circular dependency detected on stage: x"),

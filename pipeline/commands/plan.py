@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
     from pipeline.dockerfile.stages import Dockerfile
+    from pipeline.dockerfile.stages import Warning as StageWarning
     from pipeline.engines.dagger_rules import Finding
     from pipeline.oci.reference import Reference
     from pipeline.settings.resolve import Settings
@@ -116,15 +117,25 @@ def load_dockerfile(settings: Settings) -> Dockerfile:
         platform=settings.platform,
         target=target,
     )
-    for warning in dockerfile.warnings:
-        print(f"{dockerfile.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    _print_warnings(dockerfile.path, dockerfile.warnings)
     return dockerfile
 
 
+def _print_warnings(path: str, warnings: Iterable[StageWarning]) -> None:
+    for warning in warnings:
+        print(f"{path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+
+
 def load_graph(settings: Settings, *, tests: bool = True) -> Graph:
-    """The targets' graph, with a configured test stage too: `plan` shows what `build` does."""
+    """The targets' graph, with a configured test stage too: `plan` shows what `build` does.
+
+    Errors in stages the targets do not need are warnings, known only once the targets are.
+    """
     also = [settings.test.stage] if settings.test is not None and tests else []
-    return select(load_dockerfile(settings), settings.targets, also=also)
+    dockerfile = load_dockerfile(settings)
+    graph = select(dockerfile, settings.targets, also=also)
+    _print_warnings(dockerfile.path, graph.dockerfile.warnings[len(dockerfile.warnings) :])
+    return graph
 
 
 def dagger_findings(

@@ -5,9 +5,11 @@ Pure functions over `stages.Dockerfile`; no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.dockerfile.stages import Warning as StageWarning
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ def select(
         targets = tuple({t.index: t for t in (*targets, *extra)}.values())
     needed = closure(dockerfile.stages, [t.index for t in targets])
     _check_stage_case(dockerfile, needed)
+    dockerfile = _dispatch_errors(dockerfile, needed)
     return Graph(
         dockerfile=dockerfile,
         targets=targets,
@@ -105,6 +108,25 @@ def _check_stage_case(dockerfile: Dockerfile, needed: frozenset[int]) -> None:
         )
 
 
+def _dispatch_errors(dockerfile: Dockerfile, needed: frozenset[int]) -> Dockerfile:
+    """Errors of needed stages fail the plan as they fail the build; BuildKit never dispatches
+    the other stages, so theirs are only warnings, added to the Dockerfile's."""
+    for error in dockerfile.stage_errors:
+        if error.stage in needed:
+            raise UsageError(error.message, path=dockerfile.path, line=error.line)
+    skipped = tuple(
+        StageWarning(
+            error.line,
+            f"{error.message} (not an error here: stage "
+            f'"{dockerfile.stages[error.stage].name}" is not needed by the target)',
+        )
+        for error in dockerfile.stage_errors
+    )
+    if not skipped:
+        return dockerfile
+    return dataclasses.replace(dockerfile, warnings=dockerfile.warnings + skipped)
+
+
 def closure(stages: Sequence[Stage], roots: Iterable[int]) -> frozenset[int]:
     """The given stages and every stage they depend on, transitively."""
     needed: set[int] = set()
@@ -120,7 +142,7 @@ def closure(stages: Sequence[Stage], roots: Iterable[int]) -> frozenset[int]:
 def _waves(stages: Sequence[Stage], needed: frozenset[int]) -> tuple[tuple[int, ...], ...]:
     """Level 0 has no needed dependency; any other stage sits one above its deepest dependency.
 
-    Dependencies always come earlier in the file (stages.py rejects anything else), so one pass
+    Needed stages depend only on earlier ones (`select` rejects anything else), so one pass
     in index order sees every dependency's level before the stage itself.
     """
     level: dict[int, int] = {}

@@ -139,12 +139,13 @@ def parse_text(text: str, *, path: str = "Dockerfile") -> ParsedDockerfile:
     except _buildkit.GoParseError as exc:
         line = _error_line(text, str(exc))
         raise UsageError(f"dockerfile parse error: {exc}", path=path, line=line) from None
-    instructions = tuple(_instruction(node, path, directives.escape) for node in nodes)
+    lines = tuple(text.splitlines())
+    instructions = tuple(_instruction(node, path, directives.escape, lines) for node in nodes)
     return ParsedDockerfile(
         path=path,
         directives=directives,
         instructions=instructions,
-        lines=tuple(text.splitlines()),
+        lines=lines,
     )
 
 
@@ -186,7 +187,9 @@ def _read_directives(text: str, path: str) -> Directives:
     )
 
 
-def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction:
+def _instruction(
+    node: _buildkit.Command, path: str, escape: str, lines: tuple[str, ...] = ()
+) -> Instruction:
     cmd = (node.cmd or "").upper()
     line = node.start_line
     if not cmd:
@@ -197,7 +200,7 @@ def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction
         raise UsageError(_unknown_instruction(node.cmd), path=path, line=line)
     if node.heredocs and cmd not in ("RUN", "COPY", "ADD"):
         raise UsageError(f"{cmd} cannot accept a heredoc", path=path, line=line)
-    trigger = _onbuild_trigger(node, path, escape) if cmd == "ONBUILD" else None
+    trigger = _onbuild_trigger(node, path, escape, lines) if cmd == "ONBUILD" else None
     args = tuple(node.value)
     flags = _parse_flags(cmd, node.flags, path, line)
     _check_arguments(cmd, args, path, line)
@@ -207,7 +210,7 @@ def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction
         value = flags.get(name, ("",))[-1] if cmd == "HEALTHCHECK" else ""
         if value and not _GO_DURATION.match(value):
             raise UsageError(f'time: invalid duration "{value}"', path=path, line=line)
-    return Instruction(
+    instruction = Instruction(
         cmd=cmd,
         args=args,
         flags=flags,
@@ -218,10 +221,24 @@ def _instruction(node: _buildkit.Command, path: str, escape: str) -> Instruction
         trigger=trigger,
         heredocs=tuple(heredoc.content for heredoc in node.heredocs),
     )
+    if trigger is not None and trigger.heredocs:
+        # the parser leaves an ONBUILD's heredoc bodies out of `original`; keys hash the text
+        written = "\n".join(lines[node.start_line - 1 : node.end_line])
+        return dataclasses.replace(instruction, original=written, heredocs=trigger.heredocs)
+    return instruction
 
 
-def _onbuild_trigger(node: _buildkit.Command, path: str, escape: str) -> Instruction:
-    """BuildKit re-parses an ONBUILD expression as a Dockerfile of its own (initOnBuildTriggers)."""
+def _onbuild_trigger(
+    node: _buildkit.Command, path: str, escape: str, lines: tuple[str, ...]
+) -> Instruction:
+    """BuildKit re-parses an ONBUILD expression as a Dockerfile of its own (initOnBuildTriggers).
+
+    The expression is re-read from the lines as written, not from `original`, because the parser
+    leaves heredoc bodies out of an ONBUILD's `original`, and BuildKit's parseOnBuild keeps them
+    (testOnBuildHeredoc).
+    """
+    written = lines[node.start_line - 1 : node.end_line] if lines else (node.original,)
+    source = _ONBUILD_PREFIX.sub("", "\n".join(written), count=1)
     body = _ONBUILD_PREFIX.sub("", node.original, count=1)
     if not body.strip():
         raise UsageError("ONBUILD requires at least one argument", path=path, line=node.start_line)
@@ -233,10 +250,12 @@ def _onbuild_trigger(node: _buildkit.Command, path: str, escape: str) -> Instruc
         message = f"{keyword} isn't allowed as an ONBUILD trigger"
         raise UsageError(message, path=path, line=node.start_line)
     try:
-        (inner,) = _buildkit.parse_string(f"# escape={escape}\n{body}")
+        (inner,) = _buildkit.parse_string(f"# escape={escape}\n{source}")
     except (_buildkit.GoParseError, ValueError) as exc:
         raise UsageError(f"ONBUILD: {exc}", path=path, line=node.start_line) from None
     trigger = _instruction(inner, path, escape)
+    if trigger.heredocs:
+        trigger = dataclasses.replace(trigger, original=source)
     return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Edge",
     "Platform",
     "Stage",
+    "StageError",
     "Warning",
     "build_stages",
     "native_platform",
@@ -136,6 +137,18 @@ class Warning:
 
 
 @dataclass(frozen=True)
+class StageError:
+    """An error BuildKit raises only while dispatching the stage, so only if the target needs it.
+
+    Reported by `graph.select`: an error for a needed stage, a warning for any other.
+    """
+
+    stage: int
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
 class Dockerfile:
     path: str
     parsed: ParsedDockerfile
@@ -143,6 +156,7 @@ class Dockerfile:
     meta_args: Mapping[str, str]
     stages: tuple[Stage, ...]
     warnings: tuple[Warning, ...]
+    stage_errors: tuple[StageError, ...] = ()
 
     def stage_by_name(self, name: str) -> Stage | None:
         """BuildKit's findStateByName: case-insensitive, the last stage of that name wins."""
@@ -191,8 +205,7 @@ def build_stages(
         warnings=warnings,
     )
     _check_circular(dockerfile)
-    _check_order(dockerfile)
-    return dockerfile
+    return dataclasses.replace(dockerfile, stage_errors=_order_errors(dockerfile))
 
 
 def _split_stages(
@@ -437,7 +450,10 @@ def _check_circular(dockerfile: Dockerfile) -> None:
             )
 
 
-def _check_order(dockerfile: Dockerfile) -> None:
+def _order_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
+    """References to a later stage: BuildKit (≥ 1.7) finds them while dispatching, in file order,
+    and it dispatches only the stages the target needs."""
+    errors = []
     for stage in dockerfile.stages:
         for edge in stage.edges:
             if edge.stage is None or edge.stage < stage.index or edge.kind == "base":
@@ -453,4 +469,5 @@ def _check_order(dockerfile: Dockerfile) -> None:
                     f'cannot mount from stage "{other}" to "{edge.mount_target}", '
                     "stage needs to be defined before current command"
                 )
-            raise UsageError(message, path=dockerfile.path, line=edge.line)
+            errors.append(StageError(stage.index, edge.line, message))
+    return tuple(errors)

@@ -250,6 +250,21 @@ def test_onbuild_trigger_reads_context_in_the_child(tmp_path: Path) -> None:
     assert changed(before, keys_of(tmp_path, targets=("child",))) == {"child"}
 
 
+def test_onbuild_heredoc_body_reaches_the_child_key(tmp_path: Path) -> None:
+    def dockerfile(body: str) -> None:
+        (tmp_path / "Dockerfile").write_text(
+            f"FROM scratch AS base\nONBUILD RUN <<EOF\n{body}\nEOF\nFROM base AS child\n"
+        )
+
+    dockerfile("echo one")
+    before = keys_of(tmp_path, targets=("child",))
+    dockerfile("echo two")
+    after = keys_of(tmp_path, targets=("child",))
+    assert changed(before, after) == {"base", "child"}
+    dockerfile("echo two\n# a comment is part of the script")
+    assert changed(after, keys_of(tmp_path, targets=("child",))) == {"base", "child"}
+
+
 def test_bind_mount_of_the_context(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
         "FROM scratch AS a\nRUN --mount=type=bind,source=src,target=/src make\nFROM scratch AS b\n"

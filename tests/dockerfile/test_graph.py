@@ -102,3 +102,29 @@ def test_from_a_later_stage_name_in_uppercase_says_to_move_it(
         select(df, ["app"])
     assert info.value.line == 1
     assert "defined after this one, on line 2" in info.value.message
+
+
+def test_later_stage_reference_is_an_error_only_in_a_needed_stage(
+    dockerfile: WriteDockerfile,
+) -> None:
+    df = dockerfile(
+        "FROM alpine AS dup\nFROM alpine AS dup\n"
+        "FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nFROM a AS c\n"
+    )
+    graph = select(df, ["b"])
+    assert graph.needed == frozenset({3})
+    assert [(w.line, w.message) for w in graph.dockerfile.warnings] == [
+        (2, 'Duplicate stage name "dup", stage names should be unique'),
+        (
+            4,
+            'cannot copy from stage "b", it needs to be defined before current stage "a" '
+            '(not an error here: stage "a" is not needed by the target)',
+        ),
+    ]
+    for target in ("a", "c"):
+        with pytest.raises(UsageError) as info:
+            select(df, [target])
+        assert info.value.line == 4
+        assert info.value.message.startswith('cannot copy from stage "b"')
+    with pytest.raises(UsageError):
+        select(df, ["b"], also=["a"])

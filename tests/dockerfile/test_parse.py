@@ -112,6 +112,27 @@ def test_onbuild_trigger_is_parsed_as_an_instruction() -> None:
     )
 
 
+def test_onbuild_trigger_keeps_its_heredoc() -> None:
+    parsed = parse_text("FROM a\nONBUILD RUN <<EOF\necho hi\n# kept\nEOF\nFROM b\n")
+    onbuild = parsed.instructions[1]
+    trigger = onbuild.trigger
+    assert trigger is not None
+    assert (trigger.cmd, trigger.heredocs, trigger.line, trigger.end_line) == (
+        "RUN",
+        ("echo hi\n# kept\n",),
+        2,
+        5,
+    )
+    assert onbuild.original == "ONBUILD RUN <<EOF\necho hi\n# kept\nEOF"
+    assert parsed.instructions[2].cmd == "FROM"
+
+
+def test_onbuild_trigger_with_continuation_is_one_instruction() -> None:
+    trigger = parse_text("FROM a\nONBUILD RUN echo \\\n  hi\n").instructions[1].trigger
+    assert trigger is not None
+    assert (trigger.args, trigger.heredocs, trigger.end_line) == (("echo   hi",), (), 3)
+
+
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         parse_dockerfile(tmp_path / "Dockerfile")

@@ -216,21 +216,26 @@ def test_onbuild_from_adds_edges_to_direct_children_only(dockerfile: WriteDocker
     assert by["grandchild"].depends_on == (3,)
 
 
-def test_copy_from_a_later_stage(dockerfile: WriteDockerfile) -> None:
-    with pytest.raises(UsageError) as info:
-        dockerfile("FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\n")
-    assert (info.value.line, info.value.message) == (
-        2,
-        'cannot copy from stage "b", it needs to be defined before current stage "a"',
+def test_references_to_a_later_stage_are_kept_for_dispatch(dockerfile: WriteDockerfile) -> None:
+    df = dockerfile(
+        "FROM alpine AS a\nCOPY --from=b /x /x\nRUN --mount=from=b,target=/t true\n"
+        "FROM alpine AS b\n"
     )
+    assert [(e.stage, e.line, e.message) for e in df.stage_errors] == [
+        (0, 2, 'cannot copy from stage "b", it needs to be defined before current stage "a"'),
+        (
+            0,
+            3,
+            'cannot mount from stage "b" to "/t", stage needs to be defined before current command',
+        ),
+    ]
 
 
-def test_mount_from_a_later_stage(dockerfile: WriteDockerfile) -> None:
-    with pytest.raises(UsageError) as info:
-        dockerfile("FROM alpine AS a\nRUN --mount=from=b,target=/t true\nFROM alpine AS b\n")
-    assert info.value.message == (
-        'cannot mount from stage "b" to "/t", stage needs to be defined before current command'
+def test_onbuild_reference_to_a_later_stage_is_the_childs(dockerfile: WriteDockerfile) -> None:
+    df = dockerfile(
+        "FROM alpine AS a\nONBUILD COPY --from=c /x /x\nFROM a AS b\nFROM alpine AS c\n"
     )
+    assert [(e.stage, e.line) for e in df.stage_errors] == [(1, 2)]
 
 
 @pytest.mark.parametrize(
