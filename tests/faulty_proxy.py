@@ -4,6 +4,7 @@
 - `CuttingProxy`: a TCP proxy in front of a real registry that forwards every byte both ways,
   except that it cuts the connection (a TCP reset) once `cut_after` bytes of the body of a
   blob upload (a PATCH or PUT to `/blobs/uploads/`) have gone through.
+- `SilentRegistry`: a socket that accepts connections, reads what comes, and never answers.
 
 Docker talks plain HTTP to both, since 127.0.0.0/8 is an insecure registry for dockerd.
 """
@@ -22,7 +23,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["Cut", "CuttingProxy", "ErrorRegistry", "Request", "cutting_proxy", "error_registry"]
+__all__ = [
+    "Cut",
+    "CuttingProxy",
+    "ErrorRegistry",
+    "Request",
+    "SilentRegistry",
+    "cutting_proxy",
+    "error_registry",
+    "silent_registry",
+]
 
 _HEAD_LIMIT = 64 * 1024
 
@@ -107,6 +117,57 @@ def error_registry(delay: float = 0.0) -> Iterator[ErrorRegistry]:
         yield server
     finally:
         server.stop()
+
+
+class SilentRegistry:
+    """A registry host that takes every connection and never sends a byte back.
+
+    `connections` counts accepted connections: what a client that stops asking a dead
+    host saves is measured in them rather than in seconds.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._accepted: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._accepted)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._accepted.append(connection)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._listener.close()
+        with self._lock:
+            for connection in self._accepted:
+                _close(connection)
+
+
+@contextlib.contextmanager
+def silent_registry() -> Iterator[SilentRegistry]:
+    server = SilentRegistry()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @dataclass

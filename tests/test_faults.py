@@ -31,7 +31,7 @@ import pytest
 from pipeline.cli import main
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
-from tests.faulty_proxy import cutting_proxy, error_registry
+from tests.faulty_proxy import cutting_proxy, error_registry, silent_registry
 from tests.registry_server import RegistryServer, free_port, push_image
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -218,6 +218,29 @@ def test_a_dead_cache_registry_is_a_warning_and_everything_is_built(
         assert not [r for r in failing.requests if r.user_agent.startswith("docker/")], (
             "docker itself reached the failing registry"
         )
+
+
+def test_a_hanging_cache_registry_is_one_deadline_and_one_warning(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    """It takes connections and never answers: the plan gives up at its deadline, and the
+    build neither waits for it again nor lets docker reach it."""
+    with silent_registry() as silent:
+        cache_repo = f"{silent.host}/faults-{uuid.uuid4().hex[:12]}/cache"
+        result = build(project, docker_env, cache_repo, "--target", "test")
+        connections = silent.connections
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1, warnings
+    assert "the cache registry is unreachable" in warnings[0]
+    assert "did not answer within 15 s" in warnings[0]
+    assert "Traceback" not in result.stderr
+    report = json.loads((project / "report.json").read_text())
+    assert [(s["name"], s["status"], s["cache_ref"]) for s in report["stages"]] == [
+        (name, "built", None) for name in STAGES
+    ]
+    # one HEAD per stage, then only the retry of the first to time out (`retries` is 2)
+    assert connections <= len(STAGES) + 2
 
 
 def test_plan_against_a_registry_answering_500_is_unknown_and_exit_0(

@@ -4,6 +4,11 @@ This is the one step that talks to a registry before a build: it resolves extern
 digests (they are key inputs), then HEADs every needed stage's cache ref at once. A registry
 that cannot be reached is not an error: images stay unpinned, the cache is `unknown`, and
 everything is built.
+
+All of it (base images, cache HEADs, hint tags) shares one deadline, `PROBE_DEADLINE`, however
+many stages there are: a registry that accepts connections and never answers would otherwise
+cost a timeout per wave of requests. Past it, the plan goes on as if the registry were
+unreachable, with one warning.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
     from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["PROBE_DEADLINE", "Plan", "make_plan"]
+
+PROBE_DEADLINE = 15.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Plan:
     why: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     labels: Mapping[int, str] = field(default_factory=dict)
     pins: Mapping[str, str] = field(default_factory=dict)  # external image -> resolved digest
+    cache_warning: str | None = None  # the one of `warnings` that says why the cache is unknown
 
     def stage(self, index: int) -> Stage:
         return self.graph.stages[index]
@@ -86,18 +94,26 @@ async def make_plan(
     client: RegistryClient | None,
     no_cache: bool = False,
     branches: Sequence[str] = (),
+    deadline: float = PROBE_DEADLINE,
 ) -> Plan:
     """`client` None means offline: no image is pinned and the cache is not asked.
 
     `branches` (this build's branch, then the default branch) name the hint tags that a missed
     stage reuses layers from and is compared with to say why it missed. A stage whose base
     stage is built too reuses nothing from its hint, as all its layers sit on the new base:
-    it gets no hint to import, only the comparison.
+    it gets no hint to import, only the comparison. `deadline` (seconds) bounds every
+    registry question of the plan together.
     """
     warnings: list[str] = []
     dockerfile = graph.dockerfile
     images = external_images(dockerfile, graph.needed)
-    digests = await _resolve(client, images, warnings) if client else dict.fromkeys(images)
+    digests: dict[str, str | None] = dict.fromkeys(images)
+    until = anyio.current_time() + deadline
+    expired = False
+    if client is not None:
+        with anyio.move_on_at(until) as scope:
+            await _resolve(client, digests, warnings)
+        expired = scope.cancel_called
     keys = compute_keys(
         dockerfile,
         graph.needed,
@@ -111,29 +127,48 @@ async def make_plan(
         refs = {i: cache_repo.tag(cache_tag(graph.stages[i], keys[i].key)) for i in graph.needed}
     cache: dict[int, Cache] = {}
     found: dict[int, str] = {}
-    if refs and client is not None:
-        cache, found = await _probe(client, refs, warnings)
-    elif refs:
-        cache = dict.fromkeys(refs, "unknown")
+    cache_warning: str | None = None
+    if refs and client is not None and not expired:
+        with anyio.move_on_at(until) as scope:
+            cache_warning = await _probe(client, refs, cache, found)
+        expired = scope.cancel_called
+    if refs and (client is None or expired):
+        cache, found = dict.fromkeys(refs, "unknown"), {}
     forecasts = decide(graph, cache, found, no_cache=no_cache)
     building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
     hints: dict[int, Reference] = {}
     why: dict[int, tuple[str, ...]] = {}
+    labels: dict[int, str] = {}
     if (
         cache_repo is not None
         and client is not None
         and branches
         and not no_cache
+        and not expired
         and "unknown" not in cache.values()
     ):
-        names = {keys[i].key: graph.stages[i].name for i in keys}
-        hints, labels = await _hints(
-            client, cache_repo, [graph.stages[i] for i in building], branches
-        )
-        for index in building:
-            if forecasts[index].cache == "miss":
-                why[index] = tuple(explain(keys[index], labels.get(index), names, context))
-        hints = {i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building}
+        with anyio.move_on_at(until) as scope:
+            await _hints(
+                client, cache_repo, [graph.stages[i] for i in building], branches, hints, labels
+            )
+        expired = scope.cancel_called
+        if expired:
+            cache, found, hints = dict.fromkeys(refs, "unknown"), {}, {}
+            forecasts = decide(graph, cache, found, no_cache=no_cache)
+            building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+        else:
+            names = {keys[i].key: graph.stages[i].name for i in keys}
+            for index in building:
+                if forecasts[index].cache == "miss":
+                    why[index] = tuple(explain(keys[index], labels.get(index), names, context))
+            hints = {
+                i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building
+            }
+    if expired:
+        cache_warning = f"cache unknown, the registry did not answer within {deadline:g} s"
+        warnings.clear()
+    if cache_warning is not None:
+        warnings.append(cache_warning)
     return Plan(
         graph=graph,
         cache_repo=cache_repo,
@@ -145,6 +180,7 @@ async def make_plan(
         why=why,
         labels={i: key_label(keys[i], context) for i in building},
         pins={image: digest for image, digest in digests.items() if digest},
+        cache_warning=cache_warning,
     )
 
 
@@ -153,10 +189,13 @@ async def _hints(
     cache_repo: Repository,
     stages: Sequence[Stage],
     branches: Sequence[str],
-) -> tuple[dict[int, Reference], dict[int, str]]:
-    """For each stage to build, the first hint tag that exists, and its key-inputs label."""
-    hints: dict[int, Reference] = {}
-    labels: dict[int, str] = {}
+    hints: dict[int, Reference],
+    labels: dict[int, str],
+) -> None:
+    """For each stage to build, the first hint tag that exists, and its key-inputs label.
+
+    They are filled in place so that the caller keeps nothing half-known past the deadline.
+    """
 
     async def one(stage: Stage) -> None:
         for branch in dict.fromkeys(branches):
@@ -178,13 +217,12 @@ async def _hints(
     async with anyio.create_task_group() as group:
         for stage in stages:
             group.start_soon(one, stage)
-    return hints, labels
 
 
 async def _resolve(
-    client: RegistryClient, images: tuple[str, ...], warnings: list[str]
-) -> dict[str, str | None]:
-    digests: dict[str, str | None] = dict.fromkeys(images)
+    client: RegistryClient, digests: dict[str, str | None], warnings: list[str]
+) -> None:
+    """Each image's digest, filled into `digests` in place: those left None stay unpinned."""
 
     async def one(image: str) -> None:
         try:
@@ -195,17 +233,18 @@ async def _resolve(
             warnings.append(f"image {image}: {exc.message}; its key uses the tag, unpinned")
 
     async with anyio.create_task_group() as group:
-        for image in images:
+        for image in digests:
             group.start_soon(one, image)
-    return digests
 
 
 async def _probe(
-    client: RegistryClient, refs: Mapping[int, Reference], warnings: list[str]
-) -> tuple[dict[int, Cache], dict[int, str]]:
-    """One HEAD per needed stage, all at once."""
-    cache: dict[int, Cache] = {}
-    found: dict[int, str] = {}
+    client: RegistryClient,
+    refs: Mapping[int, Reference],
+    cache: dict[int, Cache],
+    found: dict[int, str],
+) -> str | None:
+    """One HEAD per needed stage, all at once, filling `cache` and `found` in place; the
+    warning that the cache is unknown, if a HEAD failed."""
     failures: list[str] = []
 
     async def one(index: int, ref: Reference) -> None:
@@ -223,5 +262,5 @@ async def _probe(
         for index, ref in refs.items():
             group.start_soon(one, index, ref)
     if failures:
-        warnings.append(f"cache unknown, the registry could not be asked: {failures[0]}")
-    return cache, found
+        return f"cache unknown, the registry could not be asked: {failures[0]}"
+    return None

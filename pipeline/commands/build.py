@@ -112,6 +112,7 @@ class BuildRun:
         self.test_outcome: TestOutcome | None = None
         self.published: list[Published] = []
         self.problems: list[str] = []
+        self.dead_reported: set[str] = set()  # registries that stopped answering, warned of once
         self.interrupted = False
 
     async def run(self) -> RunReport:
@@ -191,14 +192,18 @@ class BuildRun:
         if self.executor.name == "dagger":
             for exposure in secret_exposures(plan, push_cache=push_cache):
                 self.warning(f"{exposure.location}: {exposure.message}")
+        unreachable = plan.cache_repo is not None and not reachable
         for message in plan.warnings:
-            self.warning(message)
+            if not (unreachable and message == plan.cache_warning):
+                self.warning(message)
         for index, reasons in plan.why.items():
             for reason in reasons:
                 self.log(plan.stage(index).name, f"missed: {reason}")
-        if plan.cache_repo is not None and not reachable:
+        if unreachable:
+            why = f" ({plan.cache_warning})" if plan.cache_warning else ""
             self.warning(
-                "the cache registry is unreachable: building every needed stage, pushing no cache"
+                f"the cache registry is unreachable{why}:"
+                " building every needed stage, pushing no cache"
             )
         targets = build_targets(self.graph.dockerfile)
         jobs = jobs_for(plan, targets, _tags(plan, targets))
@@ -272,7 +277,12 @@ class BuildRun:
         try:
             await self.client.copy_image(plan.pinned(digest), hint)
         except RegistryError as exc:
-            self.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
+            host = plan.cache_repo.registry
+            if self.client.dead(host) is not exc:
+                self.warning(f"{plan.stage(index).name}: hint tag {hint} not moved: {exc.message}")
+            elif host not in self.dead_reported:
+                self.dead_reported.add(host)
+                self.warning(f"hint tags not moved, {exc.message}; it is asked nothing more")
 
     def _test_run(self) -> tuple[int, TestRun] | None:
         spec = self.settings.test

@@ -124,10 +124,13 @@ async def publish(
     """Publish each target that was built or restored; what was published, and what failed.
 
     A stage already in the cache is copied registry-side (its blobs are mounted, not moved);
-    one built without a cache push is pushed by the engine. A failure skips that ref only.
+    one built without a cache push is pushed by the engine. A failure skips that ref only;
+    the refs a registry that stopped answering refused share one failure, as they share
+    its one error.
     """
     published: list[Published] = []
     failures: list[str] = []
+    unanswered: dict[ToolError, list[str]] = {}  # a dead registry's one error, and its refs
     for item in pending:
         result = results[item.stage]
         try:
@@ -140,7 +143,12 @@ async def publish(
             else:
                 raise StageFailed(f"{result.name} has no image to publish")
         except ToolError as exc:
-            failures.append(f"publishing {item.ref} failed: {exc.message}")
+            if exc is client.dead(item.ref.registry):
+                unanswered.setdefault(exc, []).append(str(item.ref))
+            else:
+                failures.append(f"publishing {item.ref} failed: {exc.message}")
             continue
         published.append(Published(result.name, str(item.ref), digest))
+    for error, refs in unanswered.items():
+        failures.append(f"publishing {', '.join(refs)} failed: {error.message}")
     return published, failures

@@ -76,9 +76,14 @@ class RegistryError(ToolError):
 
 
 class RegistryUnavailable(RegistryError):
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    """`timed_out`: the registry took the connection or request and did not answer in time."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 class RegistryAuthError(RegistryError):
@@ -119,6 +124,11 @@ class RegistryClient:
     `retries` is how many times a request is repeated after a transient failure, so
     a request is sent at most `retries + 1` times. `max_concurrency` bounds requests
     in flight across all callers of this client.
+
+    A registry that accepts connections and never answers would cost every request its
+    timeout times its tries. So the first request to time out on its last try marks the
+    host dead for the client's life: every later or queued request to it raises that same
+    RegistryUnavailable at once, without opening a connection.
     """
 
     def __init__(
@@ -139,6 +149,8 @@ class RegistryClient:
         self._backoff = backoff
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._auth = RegistryAuth(credentials)
+        self._dead: dict[str, RegistryUnavailable] = {}
+        self._suspect: dict[str, anyio.Event] = {}
         inner = transport or _SchemeTransport()
         self._client = httpx.AsyncClient(
             transport=_CountingTransport(inner, self.stats),
@@ -162,6 +174,10 @@ class RegistryClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def dead(self, host: str) -> RegistryUnavailable | None:
+        """Why `host` is no longer asked, if a request to it timed out after its retries."""
+        return self._dead.get(host)
 
     async def head_manifest(self, ref: Reference) -> ManifestInfo | None:
         """The manifest's digest, type and size, or None if the tag or digest is unknown.
@@ -357,21 +373,40 @@ class RegistryClient:
             params=params,
             extensions={_SCOPE: f"repository:{ref.repository}:{action}"},
         )
+        host = ref.registry
+        owner = False
         attempt = 0
-        while True:
-            try:
-                return await self._attempt(build(), ref)
-            except RegistryUnavailable as error:
-                delay = self._delay(attempt, error.retry_after)
-                if attempt >= self._retries or delay is None:
-                    if attempt == 0:
+        try:
+            while True:
+                try:
+                    return await self._attempt(build(), ref, retrying_timeout=owner)
+                except RegistryUnavailable as error:
+                    if error is self._dead.get(host):
                         raise
-                    raise RegistryUnavailable(
-                        f"{error.message} (gave up after {attempt + 1} attempts)"
-                    ) from error
-                logger.debug("%s %s: %s; retrying in %.2f s", method, url, error.message, delay)
-            attempt += 1
-            await anyio.sleep(delay)
+                    if error.timed_out and not owner and host not in self._suspect:
+                        self._suspect[host] = anyio.Event()
+                        owner = True
+                    delay = self._delay(attempt, error.retry_after)
+                    if attempt >= self._retries or delay is None:
+                        raise self._give_up(host, error, attempt) from error
+                    logger.debug("%s %s: %s; retrying in %.2f s", method, url, error.message, delay)
+                attempt += 1
+                await anyio.sleep(delay)
+        finally:
+            if owner:
+                self._suspect.pop(host).set()
+
+    def _give_up(self, host: str, error: RegistryUnavailable, attempt: int) -> RegistryUnavailable:
+        """The error a request ends with; a timeout on its last try marks `host` dead."""
+        final = error
+        if attempt > 0:
+            final = RegistryUnavailable(
+                f"{error.message} (gave up after {attempt + 1} attempts)",
+                timed_out=error.timed_out,
+            )
+        if final.timed_out:
+            self._dead.setdefault(host, final)
+        return final
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
         """How long to wait before the next attempt; None when the registry asks for too long."""
@@ -380,15 +415,28 @@ class RegistryClient:
         base = self._backoff * 2.0**attempt
         return base + random.uniform(0, base / 2)
 
-    async def _attempt(self, request: httpx.Request, ref: Reference) -> httpx.Response:
-        """One exchange (with its auth round trips); transient failures as RegistryUnavailable."""
+    async def _attempt(
+        self, request: httpx.Request, ref: Reference, *, retrying_timeout: bool = False
+    ) -> httpx.Response:
+        """One exchange (with its auth round trips); transient failures as RegistryUnavailable.
+
+        While one request retries after a timeout, the others to that host wait for its
+        outcome instead of each spending a timeout of their own; `retrying_timeout` says
+        that this is that request.
+        """
         host = ref.registry
         try:
-            async with self._limiter:
+            await self._slot(host, retrying_timeout=retrying_timeout)
+            try:
+                if (dead := self._dead.get(host)) is not None:
+                    raise dead
                 response = await self._client.send(request)
+            finally:
+                self._limiter.release()
         except httpx.TimeoutException as exc:
             raise RegistryUnavailable(
-                f"registry {host} did not answer within {self._timeout:g} s ({type(exc).__name__})"
+                f"registry {host} did not answer within {self._timeout:g} s ({type(exc).__name__})",
+                timed_out=True,
             ) from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
             raise RegistryUnavailable(f"cannot reach registry {host}: {_describe(exc)}") from exc
@@ -407,6 +455,17 @@ class RegistryClient:
                 retry_after=retry_after,
             )
         return response
+
+    async def _slot(self, host: str, *, retrying_timeout: bool) -> None:
+        """A place under the concurrency limit, taken only while no timeout on `host` is being
+        retried: a waiter holding one could starve the very retry it waits for."""
+        while True:
+            while not retrying_timeout and (waiting := self._suspect.get(host)) is not None:
+                await waiting.wait()
+            await self._limiter.acquire()
+            if retrying_timeout or host not in self._suspect:
+                return
+            self._limiter.release()
 
     def _check(self, response: httpx.Response, ref: Reference, *, missing: str = "") -> None:
         """Raise the RegistryError for a non-2xx answer that the caller did not handle."""
