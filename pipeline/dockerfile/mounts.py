@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Mount", "MountError", "parse_mount"]
+    from pipeline.dockerfile.parse import Instruction
+
+__all__ = ["Mount", "MountError", "parse_mount", "run_mounts"]
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _KEYS = [
@@ -127,3 +129,17 @@ def _mount(values: dict[str, str]) -> Mount:
         if mount.source and mount.id:
             raise MountError("both source and id can't be set")
     return mount
+
+
+def run_mounts(instruction: Instruction) -> tuple[Mount, ...]:
+    """A RUN's mounts, as later passes read them: one the stage pass refused is left out, as
+    that pass has reported it already (an exit 2 where the stage is needed)."""
+    if instruction.cmd != "RUN":
+        return ()
+    mounts = []
+    for text in instruction.flags.get("mount", ()):
+        try:
+            mounts.append(parse_mount(text))
+        except MountError:
+            continue
+    return tuple(mounts)

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.dockerfile.mounts import MountError, parse_mount
+from pipeline.dockerfile.mounts import MountError, parse_mount, run_mounts
 from pipeline.dockerfile.rewrite import restorable
 from pipeline.errors import UsageError, location
 from pipeline.oci.reference import Reference, host_listed, is_insecure_host, is_loopback_host
@@ -343,15 +343,7 @@ def secret_exposures(plan: Plan, *, push_cache: bool = False) -> tuple[Finding, 
 
 
 def _secret_ids(instruction: Instruction) -> set[str]:
-    ids = set()
-    for text in instruction.flags.get("mount", ()):
-        try:
-            mount = parse_mount(text)
-        except MountError:
-            continue
-        if mount.secret_id is not None:
-            ids.add(mount.secret_id)
-    return ids
+    return {m.secret_id for m in run_mounts(instruction) if m.secret_id is not None}
 
 
 def _exposure(path: str, instruction: Instruction, secret: str, line: int) -> Finding:

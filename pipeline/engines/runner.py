@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from pipeline.cache.explain import LABEL
-from pipeline.dockerfile.mounts import Mount, MountError, parse_mount
+from pipeline.dockerfile.mounts import Mount, run_mounts
 from pipeline.dockerfile.rewrite import restorable
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
@@ -101,17 +101,12 @@ def _secret_mounts(plan: Plan, index: int) -> tuple[Mount, ...]:
     if stage.base_stage is not None:
         parent = plan.stage(stage.base_stage)
         instructions[:0] = [i.trigger for i in parent.instructions if i.trigger is not None]
-    found: list[Mount] = []
-    for instruction in instructions:
-        if instruction.cmd != "RUN":
-            continue
-        for text in instruction.flags.get("mount", ()):
-            try:
-                mount = parse_mount(text)
-            except MountError:
-                continue  # the key pass has refused it already
-            if mount.secret_id is not None:
-                found.append(mount)
+    found = [
+        mount
+        for instruction in instructions
+        for mount in run_mounts(instruction)
+        if mount.secret_id is not None
+    ]
     ids = set(plan.keys[index].inputs.get("secrets", ()))
     known = {m.secret_id for m in found}
     found += [Mount(type="secret", id=i) for i in sorted(ids - known)]
