@@ -7,12 +7,14 @@ A sample is the fenced block right after a marker line:
     <!-- sample: quickstart 3/4 -->
     <!-- sample: quickstart 4/4 summary -->
     <!-- sample: dagger-stages plan --json --offline --config examples/quickstart/… (fields) -->
+    <!-- sample: quickstart --report (fields) -->
 
 `dagger-stages ARGS` runs here, from the repository's root, outside any CI, with stderr merged
 into stdout as a terminal shows them. `quickstart SECTION [summary]` is the output of the section of
 `scripts/quickstart` whose title starts with SECTION (`== 3/4 …`), which needs the Docker
 daemon and a registry; `summary` keeps only the lines that are not one stage's log
-(`[stage] …`), which BuildKit's cache makes differ from one machine to the next. A JSON sample
+(`[stage] …`), which BuildKit's cache makes differ from one machine to the next.
+`quickstart --report` is the JSON report of its last build. A JSON sample
 abridged by hand ends in `(fields)`: it must show every field name the command prints, and
 `--write` leaves it to a person.
 
@@ -22,7 +24,8 @@ the order in which concurrent stages print, so these are masked before comparing
 (`normalise`); anything else that differs is drift.
 
     python scripts/readme_samples.py                  # check the samples that need no service
-    python scripts/readme_samples.py --quickstart-output FILE   # and the quickstart ones
+    python scripts/readme_samples.py --quickstart-output OUT --quickstart-report JSON   # and
+                                                      # the quickstart's, from a run of it
     python scripts/readme_samples.py --write          # rewrite all (runs scripts/quickstart)
 """
 
@@ -34,6 +37,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,18 +135,34 @@ def quickstart_section(output: str, command: str) -> str:
     raise SystemExit(f"scripts/quickstart printed no section {title!r}")
 
 
-def run_quickstart() -> str:
-    done = subprocess.run(
-        ["bash", "scripts/quickstart", "--python", sys.executable],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"scripts/quickstart failed ({done.returncode}):\n{done.stdout}")
-    return done.stdout
+@dataclass(frozen=True)
+class Quickstart:
+    """What a run of scripts/quickstart printed, and the report of its last build."""
+
+    output: str
+    report: str
+
+    def sample(self, command: str) -> str:
+        if command.split()[1] == "--report":
+            return self.report
+        return quickstart_section(self.output, command)
+
+
+def run_quickstart() -> Quickstart:
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        done = subprocess.run(
+            ["bash", "scripts/quickstart", "--python", sys.executable],
+            cwd=ROOT,
+            env={**os.environ, "QUICKSTART_REPORT": str(report), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"scripts/quickstart failed ({done.returncode}):\n{done.stdout}")
+        return Quickstart(done.stdout, report.read_text())
 
 
 def normalise(text: str, *, ordered: bool) -> list[str]:
@@ -179,10 +199,12 @@ def stale(sample: Sample, actual: str) -> bool:
     return normalise(sample.body, ordered=ordered) != normalise(actual, ordered=ordered)
 
 
-def actual_output(sample: Sample, quickstart: str | None) -> str | None:
+def actual_output(sample: Sample, quickstart: Quickstart | None) -> str | None:
     if not sample.is_quickstart:
         return run_command(sample.command)
-    return None if quickstart is None else quickstart_section(quickstart, sample.command)
+    return (
+        None if quickstart is None else quickstart.sample(sample.command.removesuffix(" (fields)"))
+    )
 
 
 def write(path: Path, outputs: dict[Sample, str]) -> None:
@@ -201,8 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="scripts/quickstart's output, to check (or write) its samples without running it",
     )
+    parser.add_argument(
+        "--quickstart-report",
+        type=Path,
+        metavar="FILE",
+        help="the report of that run's last build (QUICKSTART_REPORT)",
+    )
     args = parser.parse_args(argv)
-    quickstart = None if args.quickstart_output is None else args.quickstart_output.read_text()
+    quickstart = None
+    if args.quickstart_output is not None and args.quickstart_report is not None:
+        quickstart = Quickstart(
+            args.quickstart_output.read_text(), args.quickstart_report.read_text()
+        )
     found = {path: samples(path) for path in documents()}
     wanted = any(sample.is_quickstart for these in found.values() for sample in these)
     if args.write and quickstart is None and wanted:

@@ -48,13 +48,19 @@ def test_the_quickstart_builds_cold_warm_and_after_a_change(
     """The README's first command (less the install, which the test run has done) as CI runs it
     on a fresh clone; its output is also what the README's quickstart samples must match."""
     before = CHANGED.read_bytes()
+    report = tmp_path / "report.json"
     done = subprocess.run(
         ["bash", str(QUICKSTART), "--python", sys.executable],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # the summary is on stderr, the plans on stdout
         text=True,
-        env={**os.environ, "DAGGER_STAGES_DOCKER": docker_env.docker, "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "DAGGER_STAGES_DOCKER": docker_env.docker,
+            "PYTHONUNBUFFERED": "1",
+            "QUICKSTART_REPORT": str(report),
+        },
         check=False,
         timeout=300,
     )
@@ -75,5 +81,5 @@ def test_the_quickstart_builds_cold_warm_and_after_a_change(
 
     output = tmp_path / "quickstart.out"
     output.write_text(done.stdout)
-    checked = check_samples("--quickstart-output", str(output))
+    checked = check_samples("--quickstart-output", str(output), "--quickstart-report", str(report))
     assert checked.returncode == 0, checked.stderr
