@@ -10,13 +10,13 @@ A sample is the fenced block right after a marker line:
     <!-- sample: quickstart --report (fields) -->
 
 `dagger-stages ARGS` runs here, from the repository's root, outside any CI, with stderr merged
-into stdout as a terminal shows them. `quickstart SECTION [summary]` is the output of the section of
-`scripts/quickstart` whose title starts with SECTION (`== 3/4 …`), which needs the Docker
-daemon and a registry; `summary` keeps only the lines that are not one stage's log
+into stdout as a terminal shows them. `quickstart SECTION [summary]` is the output of the
+section of `scripts/quickstart` whose title starts with SECTION (`== 3/4 …`), which needs the
+Docker daemon and a registry; `summary` keeps only the lines that are not one stage's log
 (`[stage] …`), which BuildKit's cache makes differ from one machine to the next.
-`quickstart --report` is the JSON report of its last build. A JSON sample
-abridged by hand ends in `(fields)`: it must show every field name the command prints, and
-`--write` leaves it to a person.
+`quickstart --report` is the JSON report of its last build. A JSON sample abridged by hand ends
+in `(fields)`: it must show every field name the command prints, and `--write` leaves it to a
+person.
 
 Two honest runs differ in times, keys and digests, the quickstart's cache repository, its base
 image (public where Docker Hub answers, else local), the branch in hint tags, column widths and
