@@ -6,6 +6,7 @@ Exit codes are the table in `errors`; an unexpected exception is a crash notice 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -99,15 +100,40 @@ def _crash() -> int:
     return EXIT_INTERNAL
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Every flag's help ends with its default. Settings' flags have none of their own (only
+    the flags given reach the flag layer), so theirs is the `Settings` field's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.help == SUPPRESS:
+            return action.help
+        if action.nargs == 0:
+            return f"{text} (default: off)" if action.dest != "help" else action.help
+        value = _SETTING_DEFAULTS.get(action.dest, action.default)
+        shown = "none" if value in (None, SUPPRESS) or value in ((), {}) else str(value)
+        return f"{text} (default: {shown})"
+
+
+_SETTING_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dagger-stages",
         description="Build multi-stage Dockerfiles stage by stage, in parallel, cached per stage.",
+        formatter_class=_DefaultsShown,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
+    plan = commands.add_parser(
+        "plan",
+        formatter_class=_DefaultsShown,
+        help="show the stage graph and what a build would do",
+    )
     _add_common(plan)
     plan.add_argument(
         "--format",
@@ -123,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(handler=_plan)
 
-    build = commands.add_parser("build", help="build the needed stages, cached per stage")
+    build = commands.add_parser(
+        "build", formatter_class=_DefaultsShown, help="build the needed stages, cached per stage"
+    )
     _add_common(build)
     build.add_argument(
         "--jobs", default=SUPPRESS, metavar="N", help=f"stages built at once (default: {JOBS})"
@@ -148,7 +176,10 @@ def _parser() -> argparse.ArgumentParser:
         help="push no stage image to the cache repo",
     )
     build.add_argument(
-        "--docker", default=SUPPRESS, metavar="PATH", help="the docker CLI for --engine docker"
+        "--docker",
+        default=SUPPRESS,
+        metavar="PATH",
+        help="the docker CLI for --engine docker (default: $DAGGER_STAGES_DOCKER, else docker)",
     )
     build.add_argument(
         "--report", default=SUPPRESS, metavar="FILE", help="write the JSON report here"
@@ -186,7 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(handler=_build)
 
-    prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
+    prune = commands.add_parser(
+        "prune", formatter_class=_DefaultsShown, help="delete old stage images from the cache repo"
+    )
     _add_common(prune)
     prune.add_argument(
         "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
@@ -231,7 +264,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--cache-repo",
         default=SUPPRESS,
         metavar="REPO",
-        help="registry repository for stage images",
+        help="registry repository for stage images (default: from CI, else none)",
     )
     parser.add_argument(
         "--image-repo",
@@ -243,7 +276,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--engine",
         default=SUPPRESS,
         metavar="{" + ",".join(ENGINES) + "}",
-        help="executor",
+        help="what builds: auto is Dagger under `dagger run` or with its CLI on PATH, else Docker",
     )
     parser.add_argument(
         "--engine-reaches",
@@ -258,7 +291,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=SUPPRESS,
         metavar="OS/ARCH",
-        help="target platform; one per run until multi-platform builds land",
+        help="target platform; one per run until multi-platform builds land "
+        "(default: this machine's)",
     )
     parser.add_argument(
         "--secret",

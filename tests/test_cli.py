@@ -571,3 +571,33 @@ def test_a_build_whose_every_cache_push_fails_says_so_once_and_exits_0(
         for line in err.splitlines()
         if line.startswith("dagger-stages: warning: the cache was not filled")
     ]
+
+
+@pytest.mark.parametrize("command", ["plan", "build", "prune"])
+def test_every_flag_help_shows_its_default(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out.split("options:\n", 1)[1]
+    entries = [" ".join(entry.split()) for entry in text.split("\n  -")[1:]]
+    assert entries
+    for entry in entries:
+        assert entry.startswith("h, --help") or "default" in entry, entry
+    assert any(entry.startswith("-engine") and "(default: auto)" in entry for entry in entries)
+
+
+def test_the_default_engine_is_auto_and_docker_without_dagger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain `build` on a machine without Dagger uses the Docker daemon, not exit 3."""
+    from pipeline.commands.build import choose_executor
+    from pipeline.engines.dagger_engine import CLI_VARIABLE, SESSION_VARIABLES
+    from pipeline.engines.docker_engine import DockerExecutor
+    from pipeline.settings.resolve import Settings
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for name in (CLI_VARIABLE, *SESSION_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().engine == "auto"
+    assert isinstance(choose_executor(Settings()), DockerExecutor)

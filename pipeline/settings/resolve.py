@@ -316,8 +316,10 @@ class Settings:
     image_repo: Repository | None = field(
         default=None, metadata=_meta(flag="--image-repo", key="image_repo", parse=parse_repository)
     )
+    # `auto` (`engines.dagger_rules.engine_is_dagger`): Dagger under `dagger run` or with its CLI
+    # on PATH, else Docker, so that a plain `build` on a laptop uses the Docker daemon there.
     engine: Engine = field(
-        default="dagger", metadata=_meta(flag="--engine", key="engine", parse=parse_engine)
+        default="auto", metadata=_meta(flag="--engine", key="engine", parse=parse_engine)
     )
     platforms: tuple[Platform, ...] = field(
         default=(),

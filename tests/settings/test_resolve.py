@@ -56,7 +56,7 @@ def settings(
 def test_without_any_source_the_defaults_hold() -> None:
     found = settings(ci=CIContext(provider="local"))
     assert found == Settings()
-    assert (found.dockerfile, found.context, found.engine) == ("Dockerfile", ".", "dagger")
+    assert (found.dockerfile, found.context, found.engine) == ("Dockerfile", ".", "auto")
     assert (found.jobs, found.push_cache, found.run_tests) == (8, True, True)
     assert (found.cache_repo, found.image_repo, found.docker) == (None, None, None)
 
