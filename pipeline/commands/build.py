@@ -231,7 +231,7 @@ class BuildRun:
                 self.warning(message)
             images: dict[int, Image] = {}
             moved = functools.partial(self._move_hint, plan)
-            await execute(plan, session, jobs, run_options, self, images, moved)
+            await execute(plan, session, jobs, run_options, self, images, moved, self.client)
             if self.test is not None:
                 self.test_outcome = await self._run_test(plan, session, images, *self.test)
             await self._publish(plan, pending, images, session)
