@@ -1,0 +1,215 @@
+"""Two runs, one stage: the first writer of a cache tag wins, and whatever a run pinned by
+digest stays pullable when the tag moves under it.
+
+Real builds on dockerd through the docker executor, a real registry at 127.0.0.1:5000. The
+other run is put exactly where it must be by a hook, never by timing: between this run's plan
+and its push (the other run pushed first: this run adopts), or between this run's push and
+everything that follows it (the race window: the tag moved on after this run pushed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+
+import pipeline.commands.build as build_command
+from pipeline.cli import main
+from pipeline.engines.docker_engine import DockerSession
+from pipeline.oci.reference import Reference
+from tests.cli import run_cli
+from tests.docker_env import DockerEnv, read_report
+from tests.registry_server import push_image
+
+DOCKERFILE = """\
+ARG BASE={base}
+FROM $BASE AS deps
+COPY deps.txt /deps/
+RUN cp /deps/deps.txt /deps/installed.txt
+FROM deps AS app
+COPY src/ /app/src/
+RUN ls -R /app > /app.list
+"""
+ACCEPT = (
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Its source is unique to the test, so no engine cache is shared with another test."""
+    directory = tmp_path / "project"
+    directory.mkdir()
+    (directory / "Dockerfile").write_text(DOCKERFILE.format(base=docker_env.base))
+    (directory / "deps.txt").write_text(f"deps {uuid.uuid4().hex}\n")
+    (directory / "src").mkdir()
+    (directory / "src" / "main.py").write_text(f"print({uuid.uuid4().hex!r})\n")
+    monkeypatch.chdir(directory)
+    return directory
+
+
+def manifest(repository: str, reference: str) -> bytes | None:
+    """The manifest `reference` (a tag or a digest) names in the repository, None if nothing:
+    a GET from the registry, as a pull starts."""
+    name = repository.split("/", 1)[1]
+    response = httpx.get(
+        f"http://127.0.0.1:5000/v2/{name}/manifests/{reference}",
+        headers={"Accept": ACCEPT},
+        timeout=30,
+        trust_env=False,
+    )
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.content
+
+
+def digest_of(repository: str, reference: str) -> str | None:
+    body = manifest(repository, reference)
+    return None if body is None else "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def pullable(docker_env: DockerEnv, repository: str, digest: str) -> bool:
+    """The registry serves the manifest by digest, and dockerd pulls it by digest."""
+    if digest_of(repository, digest) != digest:
+        return False
+    return docker_env.run("pull", "--quiet", f"{repository}@{digest}", check=False).returncode == 0
+
+
+def cache_tags(docker_env: DockerEnv, cache_repo: str) -> dict[str, str]:
+    """Every tag of the cache repo, and the digest it holds."""
+    found = {}
+    for tag in docker_env.tags(cache_repo):
+        digest = digest_of(cache_repo, tag)
+        assert digest is not None, tag
+        found[tag] = digest
+    return found
+
+
+def report(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def test_a_run_finding_its_tag_written_by_another_run_adopts_that_image(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run B plans app as a miss; run A then builds and pushes app completely; B then builds
+    app, and finds its tag written: it leaves A's tag as it is and uses A's image throughout.
+
+    On one daemon the two app images differ, as on two engines: A builds app along with deps
+    (`--no-cache`), while B builds it on the deps image it restored.
+    """
+    cache_repo = docker_env.cache_repo()
+    image_repo = cache_repo.replace("/cache", "/image")
+    common = ["build", "--engine", "docker", "--docker", docker_env.docker]
+    common += ["--cache-repo", cache_repo]
+    warm = run_cli(*common, "--target", "deps", cwd=project)
+    assert warm.returncode == 0, warm.stderr
+    after_a: dict[str, str] = {}
+    real_plan = build_command.plan_for
+
+    async def plan_then_run_a(*args: Any, **kwargs: Any) -> Any:
+        plan = await real_plan(*args, **kwargs)
+        command = [*common, "--target", "app", "--no-cache", "--report", "a.json"]
+        run_a = await anyio.to_thread.run_sync(lambda: run_cli(*command, cwd=project))
+        assert run_a.returncode == 0, run_a.stderr
+        after_a.update(cache_tags(docker_env, cache_repo))
+        return plan
+
+    monkeypatch.setattr(build_command, "plan_for", plan_then_run_a)
+    code = main(
+        [
+            *common,
+            "--target",
+            "app",
+            "--report",
+            "b.json",
+            "--push",
+            "--image-repo",
+            image_repo,
+            "--publish",
+            "app=race-b",
+        ]
+    )
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr
+
+    a, b = read_report(project / "a.json"), read_report(project / "b.json")
+    assert (a["app"]["status"], a["app"]["adopted"]) == ("built", False)
+    assert (a["deps"]["status"], a["deps"]["adopted"]) == ("built", True)  # the warm run's
+    assert a["deps"]["digest"] == after_a[a["deps"]["cache_ref"].rpartition(":")[2]]
+    theirs = a["app"]["digest"]
+    app_tag = a["app"]["cache_ref"].rpartition(":")[2]
+    assert after_a[app_tag] == theirs
+    assert b["deps"]["status"] == "cached"
+    assert (b["app"]["status"], b["app"]["adopted"]) == ("built", True)
+    assert (b["app"]["digest"], b["app"]["cache_ref"]) == (theirs, a["app"]["cache_ref"])
+    assert f"already written by another run; adopted {theirs}" in stderr
+    # B's own app image, left under the local name both runs built it as, is another image
+    built = docker_env.run("image", "inspect", "--format", "{{.Id}}", a["app"]["cache_ref"])
+    config = json.loads(manifest(cache_repo, theirs) or b"{}")["config"]["digest"]
+    assert built.stdout.strip() != config
+    # A's tags are as A left them: B moved none of them, and added only its hint tag, on A's app
+    assert cache_tags(docker_env, cache_repo) == {**after_a, "app--local": theirs}
+    published = report(project / "b.json")["published"]
+    assert published == [{"stage": "app", "ref": f"{image_repo}:race-b", "digest": theirs}]
+    assert pullable(docker_env, image_repo, theirs)
+    assert pullable(docker_env, cache_repo, theirs)
+
+
+def test_what_a_run_pinned_stays_pullable_after_another_run_moves_the_tag(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The race window: both runs found the tag absent and both pushed. Here the other run's
+    push lands right after this run's, before this run moves its hint and publishes; this run
+    keeps using the digest it pushed, which the registry still serves."""
+    cache_repo = docker_env.cache_repo()
+    image_repo = cache_repo.replace("/cache", "/image")
+    repository = Reference.parse(cache_repo + ":x").repository
+    other: dict[str, str] = {}
+    real_push = DockerSession.push
+
+    async def push_then_the_other_run(self: DockerSession, image: Any, ref: Any, log: Any) -> str:
+        digest = await real_push(self, image, ref, log)
+        if str(ref).startswith(f"{cache_repo}:app-") and not other:
+            config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
+            other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
+        return digest
+
+    monkeypatch.setattr(DockerSession, "push", push_then_the_other_run)
+    code = main(
+        [
+            *["build", "--engine", "docker", "--docker", docker_env.docker],
+            *["--cache-repo", cache_repo, "--target", "app", "--report", "b.json"],
+            *["--push", "--image-repo", image_repo, "--publish", "app=race-b"],
+        ]
+    )
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr
+    app = read_report(project / "b.json")["app"]
+    ours = app["digest"]
+    tag = app["cache_ref"].rpartition(":")[2]
+    assert (app["status"], app["adopted"]) == ("built", False)
+    assert other[tag] != ours
+    tags = cache_tags(docker_env, cache_repo)
+    assert tags[tag] == other[tag]  # the last writer holds the tag
+    assert tags["app--local"] == ours  # the hint moved to what this run pushed
+    published = report(project / "b.json")["published"]
+    assert published == [{"stage": "app", "ref": f"{image_repo}:race-b", "digest": ours}]
+    assert digest_of(image_repo, "race-b") == ours
+    assert pullable(docker_env, cache_repo, ours)
+    assert pullable(docker_env, image_repo, ours)
