@@ -21,10 +21,13 @@ import pytest
 
 import pipeline.commands.build as build_command
 from pipeline.cli import main
+from pipeline.engines.dagger_engine import DaggerSession
 from pipeline.engines.docker_engine import DockerSession
 from pipeline.oci.reference import Reference
 from tests.cli import run_cli
 from tests.docker_env import DockerEnv, read_report
+from tests.e2e_project import SECRET, write_project
+from tests.engine_double import EngineDouble
 from tests.registry_server import push_image
 
 DOCKERFILE = """\
@@ -213,3 +216,102 @@ def test_what_a_run_pinned_stays_pullable_after_another_run_moves_the_tag(
     assert digest_of(image_repo, "race-b") == ours
     assert pullable(docker_env, cache_repo, ours)
     assert pullable(docker_env, image_repo, ours)
+
+
+# --- the Dagger executor (engine double): stages built on a pushed image pin its digest -----
+
+
+@pytest.fixture
+def engine(engine_double: EngineDouble, monkeypatch: pytest.MonkeyPatch) -> EngineDouble:
+    """The double on the host's network, so that localhost:5000 is the registry, as
+    tests/engines/test_dagger_e2e.py has it."""
+    engine_double.host_network = True
+    monkeypatch.setenv("DAGGER_STAGES_ENGINE_REACHES", "*")
+    monkeypatch.setenv("TOKEN", SECRET)
+    return engine_double
+
+
+@pytest.fixture
+def secret_project(tmp_path: Path, docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`app` mounts a secret, so on Dagger `test` builds on app's pushed image, by digest."""
+    (tmp_path / "secret-project").mkdir()
+    directory = write_project(tmp_path / "secret-project", docker_env.base)
+    (directory / "src" / "main.py").write_text(f"print({uuid.uuid4().hex!r})\n")
+    monkeypatch.chdir(directory)
+    return directory
+
+
+def dagger_build(cache_repo: str, *args: str) -> list[str]:
+    return [
+        *["build", "--engine", "dagger", "--cache-repo", cache_repo],
+        *["--secret", "id=token,env=TOKEN", "--target", "test", "--report", "b.json", *args],
+    ]
+
+
+def built_on(engine: EngineDouble, target: str) -> tuple[str, ...]:
+    return next(build.images for build in engine.builds if build.target == target)
+
+
+def test_on_dagger_a_stage_built_on_an_adopted_image_builds_on_that_digest(
+    secret_project: Path,
+    docker_env: DockerEnv,
+    engine: EngineDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run B (Dagger) plans; run A (docker) builds and pushes everything; B adopts A's app, and
+    builds test on it."""
+    cache_repo = docker_env.cache_repo()
+    real_plan = build_command.plan_for
+
+    async def plan_then_run_a(*args: Any, **kwargs: Any) -> Any:
+        plan = await real_plan(*args, **kwargs)
+        command = [*docker_env.build_args("--cache-repo", cache_repo, "--target", "test")]
+        command += ["--secret", "id=token,env=TOKEN", "--report", "a.json"]
+        run_a = await anyio.to_thread.run_sync(lambda: run_cli(*command, cwd=secret_project))
+        assert run_a.returncode == 0, run_a.stderr
+        return plan
+
+    monkeypatch.setattr(build_command, "plan_for", plan_then_run_a)
+    code = main(dagger_build(cache_repo))
+    assert code == 0, capsys.readouterr().err
+    a, b = read_report(secret_project / "a.json"), read_report(secret_project / "b.json")
+    assert {name: stage["adopted"] for name, stage in b.items()} == dict.fromkeys(b, True)
+    assert {name: stage["digest"] for name, stage in b.items()} == {
+        name: stage["digest"] for name, stage in a.items()
+    }
+    assert f"{cache_repo}@{a['app']['digest']}" in built_on(engine, "test")
+    assert engine.published == {}  # B pushed nothing
+
+
+def test_on_dagger_a_stage_built_on_a_pushed_image_still_pulls_it_after_the_tag_moved(
+    secret_project: Path,
+    docker_env: DockerEnv,
+    engine: EngineDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The race window on Dagger: app's tag moves right after this run pushed app, before test,
+    which waits for that push, builds on app's image by its digest."""
+    cache_repo = docker_env.cache_repo()
+    repository = Reference.parse(cache_repo + ":x").repository
+    other: dict[str, str] = {}
+    real_push = DaggerSession.push
+
+    async def push_then_the_other_run(self: DaggerSession, image: Any, ref: Any, log: Any) -> str:
+        digest = await real_push(self, image, ref, log)
+        if str(ref).startswith(f"{cache_repo}:app-"):
+            config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
+            other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
+        return digest
+
+    monkeypatch.setattr(DaggerSession, "push", push_then_the_other_run)
+    code = main(dagger_build(cache_repo))
+    assert code == 0, capsys.readouterr().err
+    b = read_report(secret_project / "b.json")
+    ours = b["app"]["digest"]
+    tag = b["app"]["cache_ref"].rpartition(":")[2]
+    assert b["test"]["status"] == "built"
+    assert digest_of(cache_repo, tag) == other[tag] != ours
+    assert f"{cache_repo}@{ours}" in built_on(engine, "test")
+    assert pullable(docker_env, cache_repo, ours)
