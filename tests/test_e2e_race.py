@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
@@ -29,6 +29,9 @@ from tests.docker_env import DockerEnv, read_report
 from tests.e2e_project import SECRET, write_project
 from tests.engine_double import EngineDouble
 from tests.registry_server import push_image
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DOCKERFILE = """\
 ARG BASE={base}
@@ -101,6 +104,41 @@ def report(path: Path) -> dict[str, Any]:
     return document
 
 
+def after_the_plan(monkeypatch: pytest.MonkeyPatch, other_run: Callable[[], None]) -> None:
+    """This run's `build` runs `other_run` to its end once its plan is made, before building."""
+    real_plan = build_command.plan_for
+
+    async def plan_then_the_other_run(*args: Any, **kwargs: Any) -> Any:
+        plan = await real_plan(*args, **kwargs)
+        await anyio.to_thread.run_sync(other_run)
+        return plan
+
+    monkeypatch.setattr(build_command, "plan_for", plan_then_the_other_run)
+
+
+def after_the_push(
+    monkeypatch: pytest.MonkeyPatch,
+    session: type[DockerSession | DaggerSession],
+    cache_repo: str,
+    stage: str,
+) -> dict[str, str]:
+    """Once this run has pushed the stage's cache tag, another run pushes another image to it;
+    returns {tag: the other run's digest}."""
+    repository = Reference.parse(cache_repo + ":x").repository
+    other: dict[str, str] = {}
+    real_push = session.push
+
+    async def push_then_the_other_run(self: Any, image: Any, ref: Reference, log: Any) -> str:
+        digest = await real_push(self, image, ref, log)
+        if str(ref).startswith(f"{cache_repo}:{stage}-") and ref.tag is not None:
+            config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
+            other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
+        return digest
+
+    monkeypatch.setattr(session, "push", push_then_the_other_run)
+    return other
+
+
 def test_a_run_finding_its_tag_written_by_another_run_adopts_that_image(
     project: Path,
     docker_env: DockerEnv,
@@ -120,17 +158,14 @@ def test_a_run_finding_its_tag_written_by_another_run_adopts_that_image(
     warm = run_cli(*common, "--target", "deps", cwd=project)
     assert warm.returncode == 0, warm.stderr
     after_a: dict[str, str] = {}
-    real_plan = build_command.plan_for
 
-    async def plan_then_run_a(*args: Any, **kwargs: Any) -> Any:
-        plan = await real_plan(*args, **kwargs)
+    def run_a() -> None:
         command = [*common, "--target", "app", "--no-cache", "--report", "a.json"]
-        run_a = await anyio.to_thread.run_sync(lambda: run_cli(*command, cwd=project))
-        assert run_a.returncode == 0, run_a.stderr
+        done = run_cli(*command, cwd=project)
+        assert done.returncode == 0, done.stderr
         after_a.update(cache_tags(docker_env, cache_repo))
-        return plan
 
-    monkeypatch.setattr(build_command, "plan_for", plan_then_run_a)
+    after_the_plan(monkeypatch, run_a)
     code = main(
         [
             *common,
@@ -182,18 +217,7 @@ def test_what_a_run_pinned_stays_pullable_after_another_run_moves_the_tag(
     keeps using the digest it pushed, which the registry still serves."""
     cache_repo = docker_env.cache_repo()
     image_repo = cache_repo.replace("/cache", "/image")
-    repository = Reference.parse(cache_repo + ":x").repository
-    other: dict[str, str] = {}
-    real_push = DockerSession.push
-
-    async def push_then_the_other_run(self: DockerSession, image: Any, ref: Any, log: Any) -> str:
-        digest = await real_push(self, image, ref, log)
-        if str(ref).startswith(f"{cache_repo}:app-") and not other:
-            config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
-            other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
-        return digest
-
-    monkeypatch.setattr(DockerSession, "push", push_then_the_other_run)
+    other = after_the_push(monkeypatch, DockerSession, cache_repo, "app")
     code = main(
         [
             *["build", "--engine", "docker", "--docker", docker_env.docker],
@@ -262,17 +286,14 @@ def test_on_dagger_a_stage_built_on_an_adopted_image_builds_on_that_digest(
     """Run B (Dagger) plans; run A (docker) builds and pushes everything; B adopts A's app, and
     builds test on it."""
     cache_repo = docker_env.cache_repo()
-    real_plan = build_command.plan_for
 
-    async def plan_then_run_a(*args: Any, **kwargs: Any) -> Any:
-        plan = await real_plan(*args, **kwargs)
+    def run_a() -> None:
         command = [*docker_env.build_args("--cache-repo", cache_repo, "--target", "test")]
         command += ["--secret", "id=token,env=TOKEN", "--report", "a.json"]
-        run_a = await anyio.to_thread.run_sync(lambda: run_cli(*command, cwd=secret_project))
-        assert run_a.returncode == 0, run_a.stderr
-        return plan
+        done = run_cli(*command, cwd=secret_project)
+        assert done.returncode == 0, done.stderr
 
-    monkeypatch.setattr(build_command, "plan_for", plan_then_run_a)
+    after_the_plan(monkeypatch, run_a)
     code = main(dagger_build(cache_repo))
     assert code == 0, capsys.readouterr().err
     a, b = read_report(secret_project / "a.json"), read_report(secret_project / "b.json")
@@ -294,18 +315,7 @@ def test_on_dagger_a_stage_built_on_a_pushed_image_still_pulls_it_after_the_tag_
     """The race window on Dagger: app's tag moves right after this run pushed app, before test,
     which waits for that push, builds on app's image by its digest."""
     cache_repo = docker_env.cache_repo()
-    repository = Reference.parse(cache_repo + ":x").repository
-    other: dict[str, str] = {}
-    real_push = DaggerSession.push
-
-    async def push_then_the_other_run(self: DaggerSession, image: Any, ref: Any, log: Any) -> str:
-        digest = await real_push(self, image, ref, log)
-        if str(ref).startswith(f"{cache_repo}:app-"):
-            config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
-            other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
-        return digest
-
-    monkeypatch.setattr(DaggerSession, "push", push_then_the_other_run)
+    other = after_the_push(monkeypatch, DaggerSession, cache_repo, "app")
     code = main(dagger_build(cache_repo))
     assert code == 0, capsys.readouterr().err
     b = read_report(secret_project / "b.json")
