@@ -225,6 +225,7 @@ class BuildRun:
             jobs=self.settings.jobs,
             fail_fast=self.settings.fail_fast,
             push_cache=push_cache,
+            first_writer_wins=not self.settings.no_cache,
         )
         async with self.executor.session(spec) as session:
             for message in session.warnings:

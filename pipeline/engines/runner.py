@@ -66,6 +66,9 @@ class RunOptions:
     jobs: int = JOBS
     fail_fast: bool = False
     push_cache: bool = True
+    # a cache tag another run wrote meanwhile is adopted, not pushed over; `--no-cache` turns
+    # it off: such a run uses and pushes its own images, which is how a cache image is replaced
+    first_writer_wins: bool = True
 
 
 def jobs_for(
@@ -230,7 +233,8 @@ async def execute(
             )
         ref = plan.refs.get(index)
         digest = error = adopted = None
-        if options.push_cache and ref is not None and client is not None:
+        adopt = options.push_cache and options.first_writer_wins
+        if adopt and ref is not None and client is not None:
             digest = adopted = await _written(client, ref, job, reporter)
         if adopted is None and images is not None:
             images[index] = image

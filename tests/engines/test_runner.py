@@ -433,7 +433,7 @@ class Logs(Recorder):
 
 
 def run_with_registry(
-    plan: Plan, session: FakeSession, registry: WrittenTags
+    plan: Plan, session: FakeSession, registry: WrittenTags, options: RunOptions | None = None
 ) -> tuple[dict[str, StageResult], Logs, dict[int, Image], list[tuple[str, str]]]:
     recorder = Logs()
     jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict(plan.refs))
@@ -446,8 +446,8 @@ def run_with_registry(
     async def go() -> dict[int, StageResult]:
         transport = httpx.MockTransport(registry)
         async with RegistryClient(transport=transport, retries=0) as client:
-            options = RunOptions()
-            return await execute(plan, session, jobs, options, recorder, images, hint, client)  # type: ignore[arg-type]
+            chosen = options or RunOptions()
+            return await execute(plan, session, jobs, chosen, recorder, images, hint, client)  # type: ignore[arg-type]
 
     results = anyio.run(go)
     return {r.name: r for r in results.values()}, recorder, images, moved
@@ -503,3 +503,15 @@ def test_a_tag_that_cannot_be_read_is_pushed_to_as_before(tmp_path: Path) -> Non
         stage == "c" and line.startswith("cache tag ") and "not checked before the push" in line
         for stage, line in recorder.lines
     )
+
+
+def test_without_first_writer_wins_a_run_pushes_its_own_images(tmp_path: Path) -> None:
+    """`--no-cache`: the run uses and pushes what it built, replacing the tag; it asks nothing."""
+    session = FakeSession()
+    registry = WrittenTags({"c": OTHER})
+    options = RunOptions(first_writer_wins=False)
+    results, _, images, _ = run_with_registry(make(tmp_path), session, registry, options)
+    assert sorted(session.pushed) == ["a", "b", "c", "d", "e", "top"]
+    assert (results["c"].digest, results["c"].adopted) == (digest_of("c"), False)
+    assert len(images) == 6
+    assert registry.requests == []
