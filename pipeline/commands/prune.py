@@ -17,10 +17,11 @@ one kept tag keeps all the tags that share its digest.
 Runs write while prune lists, so just before deleting, the tags are looked at again
 (`_unchanged`): a digest goes only if every tag to go still points at it and no other tag
 has come to point at it since the listing. A cache tag that moved was rewritten by a run
-(two runs raced on it), and the image it moved away from may be what the other run pinned,
-so that digest stays. Only digests seen behind a tag are ever deleted: an untagged manifest
-(such as the one a raced tag moved away from) is left to the registry's own garbage
-collection, which must not run while builds push (docs/cache-keys.md, "Two runs, one stage").
+(two runs raced on it, or a `--no-cache` run replaced it), and the image it moved away from
+may be what another run pinned, so that digest stays. Only digests seen behind a tag are ever
+deleted: an untagged manifest (such as the one a raced tag moved away from) is left to the
+registry's own garbage collection, which must not run while builds push (docs/cache-keys.md,
+"Two runs, one stage").
 """
 
 from __future__ import annotations
