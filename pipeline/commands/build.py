@@ -225,13 +225,14 @@ class BuildRun:
             jobs=self.settings.jobs,
             fail_fast=self.settings.fail_fast,
             push_cache=push_cache,
+            first_writer_wins=not self.settings.no_cache,
         )
         async with self.executor.session(spec) as session:
             for message in session.warnings:
                 self.warning(message)
             images: dict[int, Image] = {}
             moved = functools.partial(self._move_hint, plan)
-            await execute(plan, session, jobs, run_options, self, images, moved)
+            await execute(plan, session, jobs, run_options, self, images, moved, self.client)
             if self.test is not None:
                 self.test_outcome = await self._run_test(plan, session, images, *self.test)
             await self._publish(plan, pending, images, session)

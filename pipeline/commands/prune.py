@@ -13,6 +13,15 @@ stays, and so does a tag whose age is unknown.
 The distribution API deletes manifests, by digest, and a deleted manifest takes every tag
 pointing at it along. So a digest is deleted only when every tag pointing at it is to go:
 one kept tag keeps all the tags that share its digest.
+
+Runs write while prune lists, so just before deleting, the tags are looked at again
+(`_unchanged`): a digest goes only if every tag to go still points at it and no other tag
+has come to point at it since the listing. A cache tag that moved was rewritten by a run
+(two runs raced on it, or a `--no-cache` run replaced it), and the image it moved away from
+may be what another run pinned, so that digest stays. Only digests seen behind a tag are ever
+deleted: an untagged manifest (such as the one a raced tag moved away from) is left to the
+registry's own garbage collection, which must not run while builds push (docs/cache-keys.md,
+"Two runs, one stage").
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ _AGE_UNITS = {
 }
 _ATTESTATION = "attestation-manifest"
 _RESTORED = "kept: the current plan restores it"
+_CHANGED = "kept: its digest's tags changed since the listing"
 
 
 @dataclass(frozen=True)
@@ -242,9 +252,9 @@ async def apply(
 ) -> list[str]:
     """Delete what `decisions` say, each digest once; the tags deleted, in decision order.
 
-    A digest that any kept decision points to is never deleted. A manifest already gone
-    counts as deleted. A registry that refuses deletes raises RegistryUnsupported saying how
-    to enable them.
+    A digest that any kept decision points to is never deleted, nor one whose tags changed
+    since the listing (`_unchanged`). A manifest already gone counts as deleted. A registry
+    that refuses deletes raises RegistryUnsupported saying how to enable them.
     """
     kept = {d.tag.digest for d in decisions if not d.delete}
     doomed: dict[str, list[str]] = defaultdict(list)
@@ -256,6 +266,8 @@ async def apply(
         else:
             doomed[decision.tag.digest].append(decision.tag.tag)
     total = sum(len(tags) for tags in doomed.values())
+    if doomed:
+        doomed = await _unchanged(client, repo, decisions, doomed, concurrency=concurrency)
     gone: set[str] = set()
 
     async def delete(digest: str) -> None:
@@ -279,6 +291,50 @@ async def apply(
             raise
         raise type(exc)(f"{exc.message} ({_count(len(gone), total)} deleted before that)") from exc
     return [d.tag.tag for d in decisions if d.delete and d.tag.tag in gone]
+
+
+async def _unchanged(
+    client: RegistryClient,
+    repo: Repository,
+    decisions: Sequence[PruneDecision],
+    doomed: dict[str, list[str]],
+    *,
+    concurrency: int,
+) -> dict[str, list[str]]:
+    """`doomed` without the digests whose tags changed since the listing.
+
+    One more listing, and a HEAD of each tag to go and of each tag that may have moved onto
+    one of their digests meanwhile: a new tag, or a hint or other tag (cache tags move only
+    in a race, which the tags to go show). A tag to go that is gone now still counts.
+    """
+    listed = {decision.tag.tag for decision in decisions}
+    going = {tag for tags in doomed.values() for tag in tags}
+    asked = [
+        tag
+        for tag in await client.list_tags(repo)
+        if tag in going or tag not in listed or stage_of(tag) is None
+    ]
+    now: dict[str, str] = {}
+
+    async def head(tag: str) -> None:
+        info = await client.head_manifest(Reference(repo.registry, repo.path, tag))
+        if info is not None:
+            now[tag] = info.digest
+
+    await _each(asked, head, concurrency)
+    unchanged: dict[str, list[str]] = {}
+    for digest, tags in doomed.items():
+        moved = [tag for tag in tags if now.get(tag, digest) != digest]
+        joined = [tag for tag, held in now.items() if held == digest and tag not in tags]
+        if moved or joined:
+            logger.warning(
+                "not deleting %s: %s since the listing",
+                ", ".join(tags),
+                f"{', '.join(moved)} moved" if moved else f"{', '.join(joined)} now points at it",
+            )
+        else:
+            unchanged[digest] = tags
+    return unchanged
 
 
 def render(
@@ -339,7 +395,11 @@ async def run_prune(
             tags, older_than=older_than, keep=keep, now=datetime.now(UTC), protected=protected
         )
         if yes:
-            await apply(client, repo, decisions)
+            deleted = set(await apply(client, repo, decisions))
+            decisions = [
+                d if not d.delete or d.tag.tag in deleted else PruneDecision(d.tag, False, _CHANGED)
+                for d in decisions
+            ]
     print(render(decisions, dry_run=not yes))
     return 0
 

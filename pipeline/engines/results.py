@@ -54,6 +54,9 @@ class StageResult:
     tail: str = ""
     started: float | None = None
     push_error: str | None = None  # why its cache push failed, for a stage built all the same
+    # built, but another run had written its cache tag meanwhile: `digest` is that run's image,
+    # which stands for the stage from then on (first writer wins); this run's was not pushed
+    adopted: bool = False
 
     def __post_init__(self) -> None:
         """A status given as its word (tests, old callers) becomes the enum member."""
@@ -64,6 +67,11 @@ class StageResult:
         seconds = f" in {self.seconds:.1f}s" if self.seconds is not None else ""
         if self.status is Status.CACHED:
             return f"cached: restored from {self.cache_ref}"
+        if self.status is Status.BUILT and self.adopted:
+            return (
+                f"built{seconds}, cache tag {self.cache_ref} already written by another run;"
+                f" adopted {self.digest}"
+            )
         if self.status is Status.BUILT:
             pushed = f", cache pushed to {self.cache_ref}" if self.digest else ""
             return f"built{seconds}{pushed}"

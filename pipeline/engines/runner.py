@@ -10,6 +10,13 @@ On an engine that keeps a secret mounted on every later RUN of a build
 (`Session.isolates_secret_steps`, Dagger 0.21), a build that would run another stage's
 secret-mounting RUN waits for that stage instead, and builds on the image it just pushed:
 its own steps only, its own secrets only (`_isolated`).
+
+The first writer of a cache tag wins (`_written`): runs on two engines build the same stage
+into images that differ (timestamps), so a run about to push a stage whose tag another run
+wrote since this run's plan adopts that image instead of moving the tag, and uses its digest
+from then on, as if it had restored it. Two runs that both find the tag absent both push, and
+the tag ends on the last; each run keeps using the digest it pushed, which the registry keeps
+by digest (docs/cache-keys.md, "Two runs, one stage").
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pipeline.dockerfile.rewrite import restorable
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
+from pipeline.oci.registry import RegistryError
 from pipeline.settings.resolve import JOBS
 
 if TYPE_CHECKING:
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from pipeline.cache.plan import Plan
     from pipeline.engines.base import Image, Session
     from pipeline.oci.reference import Reference
+    from pipeline.oci.registry import RegistryClient
 
 __all__ = [
     "Reporter",
@@ -57,6 +66,9 @@ class RunOptions:
     jobs: int = JOBS
     fail_fast: bool = False
     push_cache: bool = True
+    # a cache tag another run wrote meanwhile is adopted, not pushed over; `--no-cache` turns
+    # it off: such a run uses and pushes its own images, which is how a cache image is replaced
+    first_writer_wins: bool = True
 
 
 def jobs_for(
@@ -133,8 +145,13 @@ async def execute(
     reporter: Reporter,
     images: dict[int, Image] | None = None,
     pushed: Callable[[int, str, str], Awaitable[None]] | None = None,
+    client: RegistryClient | None = None,
 ) -> dict[int, StageResult]:
-    """Results for every needed stage, in index order; `images` collects what was built."""
+    """Results for every needed stage, in index order; `images` collects what was built and
+    stands for its stage from then on (not a stage whose cache tag it adopted).
+
+    With `client`, each cache push is preceded by one HEAD of its tag (`_written`).
+    """
     results = initial_results(plan)
     for result in results.values():
         reporter.update(result)
@@ -214,11 +231,14 @@ async def execute(
                 error=exc.message,
                 tail=exc.tail,
             )
-        if images is not None:
-            images[index] = image
         ref = plan.refs.get(index)
-        digest = error = None
-        if options.push_cache and ref is not None:
+        digest = error = adopted = None
+        adopt = options.push_cache and options.first_writer_wins
+        if adopt and ref is not None and client is not None:
+            digest = adopted = await _written(client, ref, job, reporter)
+        if adopted is None and images is not None:
+            images[index] = image
+        if options.push_cache and ref is not None and adopted is None:
             digest, error = await _push(session, image, ref, job, reporter)
         return replace(
             results[index],
@@ -227,6 +247,7 @@ async def execute(
             digest=digest,
             cache_ref=str(ref) if digest else None,
             push_error=error,
+            adopted=adopted is not None,
         )
 
     async def settle_failure(index: int, failure: StageResult) -> None:
@@ -320,6 +341,27 @@ def _on_images(
         cache_from=tuple(plan.hints[i] for i in runs if i in plan.hints),
         secret_mounts=tuple(m for i in runs for m in _secret_mounts(plan, i)),
     )
+
+
+async def _written(
+    client: RegistryClient, ref: Reference, job: StageJob, reporter: Reporter
+) -> str | None:
+    """The digest another run pushed under the stage's cache tag since this run's plan, if any.
+
+    One HEAD per pushed stage, on the critical path: the push is the engine's, so there is no
+    request of ours to fold it into. A tag that cannot be read is pushed to, as before.
+    """
+    try:
+        found = await client.head_manifest(ref)
+    except RegistryError as exc:
+        reporter.log(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
+        return None
+    if found is None:
+        return None
+    reporter.log(
+        job.name, f"cache tag {ref} already written by another run; adopted {found.digest}"
+    )
+    return found.digest
 
 
 async def _push(

@@ -78,6 +78,7 @@ class RunReport:
                     "key": r.key,
                     "cache_ref": r.cache_ref if r.status.has_image else None,
                     "digest": r.digest,
+                    "adopted": r.adopted,
                     "seconds": None if r.seconds is None else round(r.seconds, 3),
                     "error": None if r.error is None else mask(r.error),
                     "why": list(self.why.get(r.name, ())),

@@ -363,14 +363,50 @@ def client_for(handler: httpx.MockTransport) -> RegistryClient:
     return RegistryClient(transport=handler, backoff=0.0, retries=0)
 
 
+class Listed:
+    """A mock cache repo holding `tags` (tag -> digest) as the listing saw them; records every
+    request, and answers each DELETE with `delete` (a 404 for a digest in `gone`)."""
+
+    def __init__(
+        self,
+        tags: dict[str, str],
+        *,
+        delete: httpx.Response | None = None,
+        gone: str | None = None,
+    ) -> None:
+        self.tags = tags
+        self.delete = delete or httpx.Response(202)
+        self.gone = gone
+        self.seen: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.method} {request.url.path}")
+        name = request.url.path.rpartition("/")[2]
+        if request.method == "GET" and name == "list":
+            return httpx.Response(200, json={"name": "team/cache", "tags": sorted(self.tags)})
+        if request.method == "HEAD":
+            if name not in self.tags:
+                return httpx.Response(404)
+            headers = {
+                "Docker-Content-Digest": self.tags[name],
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                "Content-Length": "10",
+            }
+            return httpx.Response(200, headers=headers)
+        if request.method == "DELETE" and name == self.gone:
+            return httpx.Response(404)
+        return self.delete
+
+    def deletes(self) -> list[str]:
+        return sorted(line for line in self.seen if line.startswith("DELETE "))
+
+
+def listed(decisions: list[PruneDecision]) -> dict[str, str]:
+    return {d.tag.tag: d.tag.digest for d in decisions}
+
+
 @pytest.mark.anyio
 async def test_apply_deletes_each_digest_once_and_never_a_kept_one() -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(f"{request.method} {request.url.path}")
-        return httpx.Response(404 if digest_of("gone") in request.url.path else 202)
-
     shared, kept = digest_of("shared"), digest_of("kept")
     decisions = [
         PruneDecision(tag(A[0], 30, digest=shared), True, "old"),
@@ -380,12 +416,40 @@ async def test_apply_deletes_each_digest_once_and_never_a_kept_one() -> None:
         PruneDecision(tag(A[2], 30, digest=digest_of("gone")), True, "old"),
         PruneDecision(tag(A[3], 1), False, "kept: among the newest"),
     ]
-    async with client_for(httpx.MockTransport(handler)) as client:
+    registry = Listed(listed(decisions), gone=digest_of("gone"))
+    async with client_for(httpx.MockTransport(registry)) as client:
         deleted = await apply(client, REPO, decisions)
     assert deleted == [A[0], B[0], A[2]], "in decision order, the one already gone included"
-    assert sorted(seen) == sorted(
+    assert registry.deletes() == sorted(
         f"DELETE /v2/team/cache/manifests/{digest}" for digest in (shared, digest_of("gone"))
     )
+    # looked at again right before: the tags to go, and the tag that is not a cache tag
+    heads = sorted(line for line in registry.seen if line.startswith("HEAD "))
+    assert heads == sorted(
+        f"HEAD /v2/team/cache/manifests/{name}" for name in (A[0], B[0], A[2], "latest")
+    )
+
+
+@pytest.mark.anyio
+async def test_apply_never_deletes_a_digest_whose_tags_changed_since_the_listing() -> None:
+    """A tag to go that a run rewrote (a race), or a tag that came to point at a digest to go
+    (a new tag, a moved hint): that digest stays."""
+    decisions = [
+        PruneDecision(tag(A[0], 30), True, "old"),
+        PruneDecision(tag(A[1], 30), True, "old"),
+        PruneDecision(tag(B[0], 30), True, "old"),
+        PruneDecision(
+            tag("app--main", 30, digest=digest_of("hint")), False, "kept: not a cache tag"
+        ),
+    ]
+    now = listed(decisions)
+    now[A[0]] = digest_of("the run that raced")
+    now["app--feature"] = digest_of(A[1])
+    registry = Listed(now)
+    async with client_for(httpx.MockTransport(registry)) as client:
+        deleted = await apply(client, REPO, decisions)
+    assert deleted == [B[0]]
+    assert registry.deletes() == [f"DELETE /v2/team/cache/manifests/{digest_of(B[0])}"]
 
 
 @pytest.mark.anyio
@@ -399,12 +463,10 @@ async def test_apply_nothing_to_delete_sends_nothing() -> None:
 
 @pytest.mark.anyio
 async def test_apply_says_how_to_enable_deletes() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]}
-        return httpx.Response(405, json=body)
-
+    body = {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]}
     decisions = [PruneDecision(tag(A[0], 30), True, "old")]
-    async with client_for(httpx.MockTransport(handler)) as client:
+    registry = Listed(listed(decisions), delete=httpx.Response(405, json=body))
+    async with client_for(httpx.MockTransport(registry)) as client:
         with pytest.raises(RegistryUnsupported) as caught:
             await apply(client, REPO, decisions)
     message = str(caught.value)
@@ -417,11 +479,10 @@ async def test_apply_says_how_to_enable_deletes() -> None:
 
 @pytest.mark.anyio
 async def test_apply_other_errors_pass_through() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "no"}]})
-
+    denied = httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "no"}]})
     decisions = [PruneDecision(tag(A[0], 30), True, "old")]
-    async with client_for(httpx.MockTransport(handler)) as client:
+    registry = Listed(listed(decisions), delete=denied)
+    async with client_for(httpx.MockTransport(registry)) as client:
         with pytest.raises(RegistryError, match=re.escape("denied DELETE")):
             await apply(client, REPO, decisions)
 
@@ -538,6 +599,32 @@ async def test_real_registry_keeps_protected_and_shared_digests(registry: Regist
         assert reasons[protected] == "kept: the current plan restores it"
         assert await apply(client, repo, decisions) == [old]
         assert await tags_of(client, repo) == sorted(set(before) - {old})
+
+
+@pytest.mark.anyio
+async def test_real_registry_a_tag_rewritten_after_the_listing_keeps_both_images(
+    registry: RegistryServer,
+) -> None:
+    """Runs push while prune lists: a tag to go that a run rewrote, and a hint moved onto an
+    image to go, keep those images (a run may have pinned them); the rest goes."""
+    repo = unique_repo(registry)
+    now = datetime.now(UTC).replace(microsecond=0)
+    raced, hinted, old = (f"app-{key()}" for _ in "123")
+    first = push(registry, repo, raced, now - 30 * DAY)
+    on_hint = push(registry, repo, hinted, now - 31 * DAY)
+    push(registry, repo, old, now - 32 * DAY)
+    push(registry, repo, f"app-{key()}", now)
+    async with RegistryClient() as client:
+        decisions = decide(
+            await inventory(client, repo), older_than=14 * DAY, keep=1, now=now, protected=[]
+        )
+        assert sorted(d.tag.tag for d in decisions if d.delete) == sorted([raced, hinted, old])
+        last = push(registry, repo, raced, now, content="the run that pushed last")
+        assert push(registry, repo, "app--main", now - 31 * DAY, content=hinted) == on_hint
+        assert await apply(client, repo, decisions) == [old]
+        for digest in (first, last, on_hint):
+            assert (await client.head_manifest(repo.pinned(digest))) is not None
+        assert old not in await tags_of(client, repo)
 
 
 @pytest.mark.anyio

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from pipeline.cache.context import BuildContext
@@ -21,6 +22,7 @@ from pipeline.engines.results import StageResult
 from pipeline.engines.runner import RunOptions, execute, jobs_for
 from pipeline.errors import StageFailed
 from pipeline.oci.reference import Reference, Repository
+from pipeline.oci.registry import RegistryClient
 
 DOCKERFILE = """\
 FROM busybox AS a
@@ -392,3 +394,124 @@ def test_a_secret_stage_with_onbuild_triggers_is_built_along(tmp_path: Path) -> 
         "deps: built again in the build of app"
     ]
     assert "ONBUILD triggers" in recorder.warnings[0]
+
+
+# --- first writer wins: a cache tag another run wrote meanwhile is adopted, not overwritten --
+
+
+class WrittenTags:
+    """A registry that holds `written` (tag -> digest) in the cache repo; records requests."""
+
+    def __init__(self, written: dict[str, str], *, broken: bool = False) -> None:
+        self.written = written
+        self.broken = broken
+        self.requests: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path))
+        if self.broken:
+            return httpx.Response(500)
+        tag = request.url.path.rpartition("/")[2]
+        stage = tag.rpartition("-")[0]
+        if request.method != "HEAD" or stage not in self.written:
+            return httpx.Response(404)
+        headers = {
+            "Docker-Content-Digest": self.written[stage],
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Content-Length": "100",
+        }
+        return httpx.Response(200, headers=headers)
+
+
+class Logs(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, str]] = []
+
+    def log(self, stage: str, line: str) -> None:
+        self.lines.append((stage, line))
+
+
+def run_with_registry(
+    plan: Plan, session: FakeSession, registry: WrittenTags, options: RunOptions | None = None
+) -> tuple[dict[str, StageResult], Logs, dict[int, Image], list[tuple[str, str]]]:
+    recorder = Logs()
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict(plan.refs))
+    images: dict[int, Image] = {}
+    moved: list[tuple[str, str]] = []
+
+    async def hint(index: int, ref: str, digest: str) -> None:
+        moved.append((plan.stage(index).name, digest))
+
+    async def go() -> dict[int, StageResult]:
+        transport = httpx.MockTransport(registry)
+        async with RegistryClient(transport=transport, retries=0) as client:
+            chosen = options or RunOptions()
+            return await execute(plan, session, jobs, chosen, recorder, images, hint, client)  # type: ignore[arg-type]
+
+    results = anyio.run(go)
+    return {r.name: r for r in results.values()}, recorder, images, moved
+
+
+OTHER = "sha256:" + "0" * 64
+
+
+def test_a_tag_another_run_wrote_since_the_plan_is_adopted_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    plan = make(tmp_path)
+    registry = WrittenTags({"c": OTHER})
+    session = FakeSession()
+    results, recorder, images, moved = run_with_registry(plan, session, registry)
+    assert sorted(session.pushed) == ["a", "b", "d", "e", "top"]
+    c = results["c"]
+    assert (c.status, c.digest, c.adopted) == ("built", OTHER, True)
+    assert c.cache_ref == str(plan.refs[c.index])
+    assert not any(r.adopted for n, r in results.items() if n != "c")
+    assert results["d"].digest == digest_of("d")
+    # the image built here no longer stands for c: tests and publishing use the adopted one
+    assert c.index not in images
+    assert len(images) == 5
+    assert ("c", OTHER) in moved
+    assert ("c", f"cache tag {c.cache_ref} already written by another run; adopted {OTHER}") in (
+        recorder.lines
+    )
+    # one HEAD per pushed stage, and nothing else
+    assert sorted(method for method, _ in registry.requests) == ["HEAD"] * 6
+
+
+def test_a_child_built_on_a_pushed_parent_builds_on_the_adopted_image(tmp_path: Path) -> None:
+    session = FakeSession(isolates_secret_steps=True)
+    plan = make(tmp_path, ("test", "site"), LEAKY_DOCKERFILE)
+    results, _, _, _ = run_with_registry(plan, session, WrittenTags({"app": OTHER}))
+    assert results["app"].adopted
+    assert "app" not in session.pushed
+    test = session.jobs["test"].dockerfile
+    assert test is not None
+    assert f"FROM {CACHE}@{OTHER} AS app" in test
+
+
+def test_a_tag_that_cannot_be_read_is_pushed_to_as_before(tmp_path: Path) -> None:
+    session = FakeSession()
+    results, recorder, _, _ = run_with_registry(
+        make(tmp_path), session, WrittenTags({"c": OTHER}, broken=True)
+    )
+    assert sorted(session.pushed) == ["a", "b", "c", "d", "e", "top"]
+    assert not any(r.adopted for r in results.values())
+    assert results["c"].digest == digest_of("c")
+    assert any(
+        stage == "c" and line.startswith("cache tag ") and "not checked before the push" in line
+        for stage, line in recorder.lines
+    )
+
+
+def test_without_first_writer_wins_a_run_pushes_its_own_images(tmp_path: Path) -> None:
+    """`--no-cache`: the run uses and pushes what it built, replacing the tag; it asks nothing."""
+    session = FakeSession()
+    registry = WrittenTags({"c": OTHER})
+    options = RunOptions(first_writer_wins=False)
+    results, _, images, _ = run_with_registry(make(tmp_path), session, registry, options)
+    assert sorted(session.pushed) == ["a", "b", "c", "d", "e", "top"]
+    assert (results["c"].digest, results["c"].adopted) == (digest_of("c"), False)
+    assert len(images) == 6
+    assert registry.requests == []

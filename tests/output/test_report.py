@@ -61,6 +61,7 @@ def test_report_json_contract() -> None:
         "key": "k1",
         "cache_ref": "r/c:app-k1",
         "digest": "sha256:" + "b" * 64,
+        "adopted": False,
         "seconds": 2.345,
         "error": None,
         "why": ["COPY src/ changed"],
@@ -124,6 +125,16 @@ def test_published_and_test_in_the_report() -> None:
         "artifacts_dir": "artifacts",
         "artifacts": ["/out/junit.xml"],
     }
+
+
+def test_a_stage_that_adopted_another_runs_cache_image_says_so() -> None:
+    digest = "sha256:" + "f" * 64
+    adopted = StageResult(1, "app", Status.BUILT, "k1", "r/c:app-k1", digest, 2.0, adopted=True)
+    assert adopted.describe() == (
+        f"built in 2.0s, cache tag r/c:app-k1 already written by another run; adopted {digest}"
+    )
+    stage = report(stages=(adopted,)).to_json(Masker())["stages"][0]
+    assert (stage["adopted"], stage["digest"], stage["cache_ref"]) == (True, digest, "r/c:app-k1")
 
 
 def pushed(name: str, error: str | None) -> StageResult:
