@@ -8,6 +8,9 @@ and compared, input by input, which names what changed:
     app: COPY src/ changed: 3 files (src/a.php, src/b.php, src/c.php)
     deps: build arg PHP_VERSION 7.3 → 8.3
     base: base php:8.3-apache moved to sha256:…
+
+A volatile stage (`keys.Volatile`) has nothing to compare: it is always built, and
+`always_built` says why.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.cache.context import BuildContext
-    from pipeline.cache.keys import StageKey
+    from pipeline.cache.keys import StageKey, Volatile
 
-__all__ = ["LABEL", "explain", "key_label"]
+__all__ = ["LABEL", "always_built", "explain", "key_label"]
 
 LABEL = "dev.dagger-stages.key-inputs"
 MAX_FILES = 300
@@ -40,6 +43,16 @@ def key_label(key: StageKey, context: BuildContext) -> str:
             }
     document = {"key": key.key, "inputs": key.inputs, "files": files}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def always_built(volatile: Volatile, index: int, names: Mapping[int, str]) -> str:
+    """Why stage `index` is built whatever the cache holds; `names` maps indices to names."""
+    if volatile.stage == index:
+        return f"line {volatile.line}: ADD {volatile.source} {volatile.reason}"
+    return (
+        f"built on {names[volatile.stage]}, whose ADD {volatile.source} (line {volatile.line})"
+        f" {volatile.reason}"
+    )
 
 
 def explain(
