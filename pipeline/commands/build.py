@@ -223,6 +223,7 @@ class BuildRun:
             secrets=self.secrets,
             platform=str(self.settings.platform or native_platform()),  # as the keys were made
             logins=await self._logins(plan, [p.ref for p in pending]),
+            no_cache=self.settings.no_cache,
         )
         run_options = RunOptions(
             jobs=self.settings.jobs,
