@@ -36,7 +36,9 @@ def key_label(key: StageKey, context: BuildContext) -> str:
     files: dict[str, dict[str, str]] = {}
     for entry in key.inputs.get("context", []):
         sources = [entry["bind"]] if "bind" in entry else entry["sources"]
-        selected = context.select(sources, excludes=entry.get("excludes", ()))
+        selected = context.select(
+            sources, excludes=entry.get("excludes", ()), parents=entry.get("parents", False)
+        )
         if len(selected) <= MAX_FILES:
             files[str(entry["at"])] = {
                 e.path: e.digest.removeprefix("sha256:")[:16] for e in selected if e.kind != "dir"
@@ -168,7 +170,9 @@ def _changed_files(
     sources = [entry["bind"]] if "bind" in entry else entry["sources"]
     now = {
         e.path: e.digest.removeprefix("sha256:")[:16]
-        for e in context.select(sources, excludes=entry.get("excludes", ()))
+        for e in context.select(
+            sources, excludes=entry.get("excludes", ()), parents=entry.get("parents", False)
+        )
         if e.kind != "dir"
     }
     changed = sorted(path for path in set(old) | set(now) if old.get(path) != now.get(path))

@@ -265,14 +265,16 @@ class _StageInputs:
         if not local:
             return
         excludes = instruction.flags.get("exclude", ())
+        parents = instruction.cmd == "COPY" and instruction.flag("parents") == "true"
         try:
             chmod = _OCTAL_CHMOD.fullmatch(instruction.flag("chmod") or "") is not None
-            digest = builder.context.digest(local, excludes=excludes, chmod=chmod)
+            digest = builder.context.digest(local, excludes=excludes, chmod=chmod, parents=parents)
         except ContextError as exc:
             raise builder.fail(f"{instruction.cmd}: {exc}", instruction.line) from None
-        self.context.append(
-            {"at": position, "sources": local, "excludes": list(excludes), "digest": digest}
-        )
+        entry = {"at": position, "sources": local, "excludes": list(excludes), "digest": digest}
+        if parents:
+            entry["parents"] = True
+        self.context.append(entry)
 
     def _run(self, position: int, instruction: Instruction) -> None:
         builder = self.builder
