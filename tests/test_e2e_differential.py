@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import tarfile
 import uuid
 from collections.abc import Callable
@@ -190,21 +189,10 @@ def test_a_changed_input_rebuilds_exactly_when_a_clean_build_differs(
         build(root, docker_env, cache_repo)
         scenario.change(root)
         assert build(root, docker_env, cache_repo)["s"] == scenario.expected
-        original = subprocess.run(
-            [docker_env.docker, "build", "-q", "--no-cache", "--target", "s", "-t", clean, "."],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "DOCKER_BUILDKIT": "1"},
-            timeout=300,
-            check=False,
-        )
-        assert original.returncode == 0, original.stderr
+        docker_env.clean_build(root, "s", clean)
         via_cache = read_report(root / "report.json")["s"]["cache_ref"]
         expected = snapshot(docker_env, clean)
         assert expected, "the clean build has files under /out"
         assert snapshot(docker_env, via_cache) == expected
     finally:
-        images = docker_env.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-        ours = [image for image in images if image.startswith(f"{cache_repo}:")]
-        docker_env.run("rmi", "-f", clean, *ours, check=False)
+        docker_env.remove_images(cache_repo, clean)
