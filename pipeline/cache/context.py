@@ -257,17 +257,16 @@ class BuildContext:
             rel = node.path[cut:]
             parent = rel.rpartition("/")[0]
             hit, infos[rel] = includes.walk_match(rel, infos.get(parent))
-            entry = self._entry(_join(logical, rel), node)
             if node.kind == "dir" and not hit:
-                pending[rel] = entry
+                pending[rel] = self._entry(_join(logical, rel), node)
                 continue
             if not hit:
-                continue
+                continue  # never read: a file the pattern leaves out is not hashed
             above = parent
             while above and above in pending:
                 kept[above] = pending.pop(above)
                 above = above.rpartition("/")[0]
-            kept[rel] = entry
+            kept[rel] = self._entry(_join(logical, rel), node)
         root = Entry(logical or ".", "dir", st.st_mode & _PERMISSIONS, "", self._xattrs(real))
         return (root, *sorted(kept.values(), key=lambda entry: entry.path))
 
