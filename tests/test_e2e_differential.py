@@ -5,9 +5,9 @@ A change that BuildKit puts in the image must rebuild the stage (`built`); one i
 must restore it (`cached`). Either way the files under /out must be the clean build's: path,
 type, permission bits, owner, size, symlink target and content (never mtimes, which BuildKit
 does not key either, nor hard-link counts, which contenthash does not key). One test per input
-of docs/cache-keys.md's audit that dockerd 20.10's built-in frontend can build; the others
-(`--parents`, `--exclude`, `--link`, ADD of git or URLs) are tested at key level in
-tests/cache/test_audit.py.
+of docs/cache-keys.md's audit that dockerd 20.10's built-in frontend can build; the others are
+tested at key level in tests/cache/test_audit.py: `--parents`, `--exclude` and `--link` (that
+frontend fails with "Unknown flag"), and ADD of git or URLs (no network here).
 """
 
 from __future__ import annotations
