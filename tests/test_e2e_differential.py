@@ -12,16 +12,21 @@ frontend fails with "Unknown flag"), and ADD of git or URLs (no network here).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import tarfile
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from pipeline.cache.tags import local_tag
 from tests.cli import run_cli
 from tests.docker_env import DockerEnv, read_report
 
@@ -196,3 +201,60 @@ def test_a_changed_input_rebuilds_exactly_when_a_clean_build_differs(
         assert snapshot(docker_env, via_cache) == expected
     finally:
         docker_env.remove_images(cache_repo, clean)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on the host's loopback, which dockerd's BuildKit fetches from."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_a_url_without_checksum_is_fetched_anew_on_every_build(
+    tmp_path: Path, docker_env: DockerEnv, served: tuple[Path, str]
+) -> None:
+    """Its key holds the URL only, so the stage and the one built on it are never restored
+    nor pushed: a changed download reaches the image, as in a clean build."""
+    folder, url = served
+    (folder / "tool.txt").write_text("v1\n")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "Dockerfile").write_text(
+        f"FROM {docker_env.base} AS tool\nADD {url}/tool.txt /out/tool.txt\n"
+        f"FROM {docker_env.base} AS s\nCOPY --from=tool /out/tool.txt /out/copied.txt\n"
+    )
+    cache_repo = docker_env.cache_repo()
+    clean = f"e2e-differential-{uuid.uuid4().hex[:12]}:clean"
+    built: list[str] = []
+    try:
+        for version in ("v1\n", "v2\n"):
+            (folder / "tool.txt").write_text(version)
+            assert build(root, docker_env, cache_repo) == {"tool": "built", "s": "built"}
+            report = read_report(root / "report.json")
+            assert {stage["cache_ref"] for stage in report.values()} == {None}
+            image = str(local_tag("s", report["s"]["key"]))
+            built.append(image)
+            assert snapshot(docker_env, image)[-1].startswith(md5(version))
+        assert [tag for tag in docker_env.tags(cache_repo) if "--" not in tag] == []
+        docker_env.clean_build(root, "s", clean)
+        assert snapshot(docker_env, built[-1]) == snapshot(docker_env, clean)
+    finally:
+        docker_env.remove_images(cache_repo, clean, *built)
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
