@@ -166,7 +166,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-cache",
         action="store_true",
         default=SUPPRESS,
-        help="restore nothing: build every needed stage",
+        help="restore nothing and bypass the engine's own cache too: every needed stage is built"
+        " and every RUN step runs again, as with docker build --no-cache (the cache is still"
+        " pushed)",
     )
     build.add_argument(
         "--no-push-cache",

@@ -61,6 +61,26 @@ class DockerEnv:
         config: dict[str, Any] = httpx.get(f"{base}/blobs/{digest}", timeout=10).json()
         return config
 
+    def clean_build(self, root: Path, target: str, tag: str, *args: str) -> None:
+        """`docker build --no-cache` of `root` as it is: what a differential compares with."""
+        built = subprocess.run(
+            [self.docker, "build", "-q", "--no-cache", "--target", target, "-t", tag, *args, "."],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            timeout=300,
+            check=False,
+        )
+        assert built.returncode == 0, built.stderr
+
+    def remove_images(self, cache_repo: str, *images: str) -> None:
+        """`images` and this test's images under `cache_repo`, never another test's."""
+        listed = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        ours = [image for image in listed if image.startswith(f"{cache_repo}:")]
+        if ours or images:
+            self.run("rmi", "-f", *images, *ours, check=False)
+
     def wipe_engine_cache(self, cache_repo: str) -> None:
         """What a fresh CI runner has: no BuildKit cache, and none of this test's images.
 
@@ -69,10 +89,7 @@ class DockerEnv:
         push (or their hint pull and their build) made those runs fail.
         """
         self.run("builder", "prune", "-af")
-        images = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-        ours = [image for image in images if image.startswith(f"{cache_repo}:")]
-        if ours:
-            self.run("rmi", "-f", *ours, check=False)
+        self.remove_images(cache_repo)
 
 
 def _unavailable(reason: str) -> None:

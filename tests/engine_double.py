@@ -9,7 +9,9 @@ Objects are lazy as in Dagger: a chain runs when a query needs a value from it (
 
 - `Host.directory(path, exclude)` snapshots the files into a temp dir and counts the bytes;
 - `Directory.dockerBuild` runs `DOCKER_BUILDKIT=1 docker build` on exactly that snapshot,
-  with the target, build args, secrets (0600 files) and platform; `withLabel` relabels;
+  with the target, build args, secrets (0600 files) and platform, never `--no-cache` (the
+  engine has no such argument): dockerd's BuildKit replays the steps of the same inputs, as
+  the engine caches them; `withLabel` relabels;
 - `Container.publish` tags and pushes; `Container.from` pulls;
 - `Container.withExec` runs the command (`docker run`, then `docker commit`), its result
   memoized by its inputs engine-wide;

@@ -55,6 +55,7 @@ def test_plan_json_contract(
         "unpinned": ["composer:2"],
         "hint": None,
         "why": [],
+        "always_built": None,
     }
     assert app["base"] == "php-extensions-build"
     assert app["base_stage"] == "php-extensions-build"

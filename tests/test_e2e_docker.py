@@ -287,3 +287,35 @@ def test_layers_are_reused_on_every_change_not_every_second_one(
         step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 1", result.stderr)
         assert step is not None, result.stderr
         assert f"#{step.group(1)} CACHED" in result.stderr, f"change {change}:\n{result.stderr}"
+
+
+STAMPED = """\
+FROM {base} AS stamp
+RUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /stamp
+"""
+
+
+def stamp_of(docker_env: DockerEnv, root: Path) -> str:
+    ref = read_report(root / "report.json")["stamp"]["cache_ref"]
+    return docker_env.run("run", "--rm", ref, "cat", "/stamp").stdout
+
+
+def test_no_cache_runs_every_step_again_as_docker_build_no_cache_does(
+    tmp_path: Path, docker_env: DockerEnv
+) -> None:
+    """The engine's own cache is bypassed too: a RUN writing a random value gives a new one."""
+    (tmp_path / "Dockerfile").write_text(STAMPED.format(base=docker_env.base))
+    cache_repo = docker_env.cache_repo()
+    command = [*docker_env.build_args("--cache-repo", cache_repo, "--no-cache")]
+    command += ["--report", str(tmp_path / "report.json")]
+    stamps = []
+    try:
+        for _ in range(2):
+            result = run_cli(*command, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert statuses(tmp_path) == {"stamp": "built"}
+            stamps.append(stamp_of(docker_env, tmp_path))
+    finally:
+        docker_env.remove_images(cache_repo)
+    assert len(stamps[0]) == 32
+    assert stamps[0] != stamps[1]

@@ -12,10 +12,17 @@ BuildKit (moby/buildkit 73ed6825) does with the local context:
   with contenthash's `"/path": not found`.
 - `--exclude` patterns are matched relative to each copied source, as fsutil's copier and
   contenthash's `includedPaths` match them (not relative to the context root).
+- `COPY --parents` selects as dockerfile2llb asks fsutil's copier to: a source `a/./b/*.go`
+  copies from `a` what the include pattern `b/*.go` matches (patternmatcher, so `**` spans
+  directories; a directory that matches brings all below it), with the directories on the way;
+  without `/./` the pattern is the whole source, from the context root. A source without
+  wildcards must exist (`RequiredPaths`); one with wildcards may match nothing.
 
 A digest covers file contents, paths relative to the context root, the file type, the permission
 bits (`st_mode & 0o7777`) of files and directories, which BuildKit copies into the image, and
-symlink targets; never mtimes, owners or where the context lives. A symlink's own mode is 0:
+symlink targets, and the extended attributes contenthash keys (`v1TarHeaderSelect`: all but
+`security.*` and `system.*`, with `security.capability` kept), which the copier copies into the
+image; never mtimes, owners or where the context lives. A symlink's own mode is 0:
 BuildKit copies the link itself and Linux ignores a link's mode. With `COPY --chmod=<octal>` the
 source's rwx bits of files never reach the image, so `digest(..., chmod=True)` leaves them out.
 Each file is read at most once per `BuildContext`, and directory listings are kept, because many
@@ -56,6 +63,7 @@ _PERMISSIONS = 0o7777
 # What an octal `--chmod` replaces; setuid, setgid and sticky bits are still keyed.
 _CHMOD_REPLACES = 0o777
 _KINDS: dict[int, Kind] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
+_UNKEYED_XATTRS = ("security.", "system.")
 # No `--exclude`: what the walk sends below a directory by the .dockerignore alone.
 _NO_RULES = IgnoreRules(())
 
@@ -80,6 +88,7 @@ class Entry:
     kind: Kind
     mode: int
     digest: str
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
 
 class _Node(NamedTuple):
@@ -89,6 +98,24 @@ class _Node(NamedTuple):
     size: int
     ignored: bool
     info: MatchInfo
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    """The extended attributes contenthash keys, sorted; none where the filesystem has none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    found = []
+    for name in sorted(names):
+        if name.startswith(_UNKEYED_XATTRS) and name != "security.capability":
+            continue
+        try:
+            found.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return tuple(found)
 
 
 class _State(NamedTuple):
@@ -141,23 +168,40 @@ class BuildContext:
         self._source_digests: dict[tuple[str, tuple[str, ...], bool, bool], bytes] = {}
         self._excludes: dict[tuple[str, ...], IgnoreRules] = {}
 
-    def select(self, sources: Sequence[str], *, excludes: Sequence[str] = ()) -> tuple[Entry, ...]:
+    def select(
+        self, sources: Sequence[str], *, excludes: Sequence[str] = (), parents: bool = False
+    ) -> tuple[Entry, ...]:
         """Every entry one COPY/ADD reads from the context, sorted by path and deduplicated."""
         chosen: dict[str, Entry] = {}
         for source in sources:
-            for entry in self._source(_normalize(source), tuple(excludes), wildcards=True):
+            for entry in self._selected(source, tuple(excludes), parents=parents):
                 chosen.setdefault(entry.path, entry)
         return tuple(sorted(chosen.values(), key=lambda entry: entry.path))
 
     def digest(
-        self, sources: Sequence[str], *, excludes: Sequence[str] = (), chmod: bool = False
+        self,
+        sources: Sequence[str],
+        *,
+        excludes: Sequence[str] = (),
+        chmod: bool = False,
+        parents: bool = False,
     ) -> str:
         """Digest of one COPY/ADD's sources, in the order written, and what each selects.
 
         Order counts because a later source overwrites an earlier one at the destination.
         `chmod` is for an octal `--chmod`, which replaces the rwx bits of every copied file, so
         those bits cannot change the image and would only cause misses (say, across umasks).
+        `parents` is `COPY --parents`, whose sources are include patterns (module docstring).
         """
+        if parents:
+            digest = hashlib.sha256(_DIGEST_VERSION + b"parents\0")
+            if chmod:
+                digest.update(b"chmod\0")
+            for source in sources:
+                entries = self._selected(source, tuple(excludes), parents=True)
+                digest.update(b"source\0" + os.fsencode(source) + b"\0")
+                digest.update(_entries_digest(entries, chmod=chmod))
+            return "sha256:" + digest.hexdigest()
         return self._digest(sources, tuple(excludes), wildcards=True, chmod=chmod)
 
     def bind_digest(self, source: str = "") -> str:
@@ -179,6 +223,52 @@ class BuildContext:
             digest.update(b"source\0" + os.fsencode(normalized) + b"\0")
             digest.update(self._source_digests[key])
         return "sha256:" + digest.hexdigest()
+
+    def _selected(
+        self, source: str, excludes: tuple[str, ...], *, parents: bool
+    ) -> tuple[Entry, ...]:
+        base, pivot, pattern = source.partition("/./")
+        if not parents or (pivot and has_wildcards(base)):
+            return self._source(_normalize(source), excludes, wildcards=True)
+        if not pivot:
+            base, pattern = "/", source
+        return self._parents(_normalize(base), _normalize(pattern).lstrip("/"), excludes)
+
+    def _parents(self, base: str, pattern: str, excludes: tuple[str, ...]) -> tuple[Entry, ...]:
+        """`COPY --parents`: what include `pattern` matches below `base`, parents included."""
+        logical = base.lstrip("/")
+        real = self._resolve(logical)
+        st = None if real is None else self._lookup(real)
+        if real is None or st is None:
+            raise _not_found(logical)
+        if not has_wildcards(pattern):
+            required = _join(logical, pattern)
+            target = self._resolve(required)
+            if target is None or self._lookup(target) is None:
+                raise _not_found(required)
+        if not stat.S_ISDIR(st.st_mode):
+            return ()
+        includes = self._rules_for((pattern,))
+        cut = len(real) + 1 if real else 0
+        infos: dict[str, MatchInfo] = {}
+        kept: dict[str, Entry] = {}
+        pending: dict[str, Entry] = {}  # directories kept only if something below them is
+        for node in self._tree(real, self._rules_for(excludes)):
+            rel = node.path[cut:]
+            parent = rel.rpartition("/")[0]
+            hit, infos[rel] = includes.walk_match(rel, infos.get(parent))
+            if node.kind == "dir" and not hit:
+                pending[rel] = self._entry(_join(logical, rel), node)
+                continue
+            if not hit:
+                continue  # never read: a file the pattern leaves out is not hashed
+            above = parent
+            while above and above in pending:
+                kept[above] = pending.pop(above)
+                above = above.rpartition("/")[0]
+            kept[rel] = self._entry(_join(logical, rel), node)
+        root = Entry(logical or ".", "dir", st.st_mode & _PERMISSIONS, "", self._xattrs(real))
+        return (root, *sorted(kept.values(), key=lambda entry: entry.path))
 
     def _source(
         self, normalized: str, excludes: tuple[str, ...], *, wildcards: bool
@@ -252,21 +342,25 @@ class BuildContext:
         self, logical: str, real: str, st: os.stat_result, excludes: IgnoreRules
     ) -> list[Entry]:
         """The entries of one resolved source: a file, or a directory and all below it."""
+        xattrs = self._xattrs(real)
         if not stat.S_ISDIR(st.st_mode):
             mode = st.st_mode & _PERMISSIONS
-            return [Entry(logical, "file", mode, self._content(real, st.st_size))]
+            return [Entry(logical, "file", mode, self._content(real, st.st_size), xattrs)]
         cut = len(real) + 1 if real else 0
-        entries = [Entry(logical or ".", "dir", st.st_mode & _PERMISSIONS, "")]
+        entries = [Entry(logical or ".", "dir", st.st_mode & _PERMISSIONS, "", xattrs)]
         for node in self._tree(real, excludes):
             entries.append(self._entry(_join(logical, node.path[cut:]), node))
         return entries
 
     def _entry(self, path: str, node: _Node) -> Entry:
         if node.kind == "file":
-            return Entry(path, "file", node.mode, self._content(node.path, node.size))
+            return Entry(path, "file", node.mode, self._content(node.path, node.size), node.xattrs)
         if node.kind == "symlink":
-            return Entry(path, "symlink", 0, self._link(node.path))
-        return Entry(path, "dir", node.mode, "")
+            return Entry(path, "symlink", 0, self._link(node.path), node.xattrs)
+        return Entry(path, "dir", node.mode, "", node.xattrs)
+
+    def _xattrs(self, rel: str) -> tuple[tuple[str, bytes], ...]:
+        return _xattrs(self._abs(rel))
 
     def _content(self, rel: str, size: int) -> str:
         digest = self._hashes.get(rel)
@@ -388,7 +482,8 @@ class BuildContext:
                     path = prefix + entry.name
                     ignored, child = step(path, info)
                     mode = 0 if kind == "symlink" else st.st_mode & _PERMISSIONS
-                    found.append(_Node(path, kind, mode, st.st_size, ignored, child))
+                    xattrs = _xattrs(entry.path)
+                    found.append(_Node(path, kind, mode, st.st_size, ignored, child, xattrs))
         except OSError as exc:
             raise ContextError(f"cannot list {go_quote('/' + rel)}: {exc.strerror}") from None
         nodes = self._listings[rel] = tuple(found)
@@ -445,18 +540,22 @@ class BuildContext:
 def _entries_digest(entries: Iterable[Entry], *, chmod: bool = False) -> bytes:
     """NUL-separated fields: no path, target or digest can contain NUL, so this is unambiguous.
 
+    Extended attributes follow their entry, values in hex, only where there are any: a tree
+    without them digests as it did before they were keyed.
+
     Modes are octal text. Under `chmod`, a file keeps only the bits an octal `--chmod` leaves
     alone; a directory keeps its whole mode, as not every BuildKit applies `--chmod` to one.
     """
     digest = hashlib.sha256()
     digest.update(
         b"".join(
-            b"%s\0%s\0%o\0%s\0"
+            b"%s\0%s\0%o\0%s\0%s"
             % (
                 e.kind.encode(),
                 os.fsencode(e.path),
                 e.mode & ~_CHMOD_REPLACES if chmod and e.kind == "file" else e.mode,
                 e.digest.encode(),
+                b"".join(b"xattr\0%s\0%s\0" % (n.encode(), v.hex().encode()) for n, v in e.xattrs),
             )
             for e in entries
         )

@@ -8,6 +8,9 @@ and compared, input by input, which names what changed:
     app: COPY src/ changed: 3 files (src/a.php, src/b.php, src/c.php)
     deps: build arg PHP_VERSION 7.3 → 8.3
     base: base php:8.3-apache moved to sha256:…
+
+A volatile stage (`keys.Volatile`) has nothing to compare: it is always built, and
+`always_built` says why.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.cache.context import BuildContext
-    from pipeline.cache.keys import StageKey
+    from pipeline.cache.keys import StageKey, Volatile
 
-__all__ = ["LABEL", "explain", "key_label"]
+__all__ = ["LABEL", "always_built", "explain", "key_label"]
 
 LABEL = "dev.dagger-stages.key-inputs"
 MAX_FILES = 300
@@ -33,13 +36,25 @@ def key_label(key: StageKey, context: BuildContext) -> str:
     files: dict[str, dict[str, str]] = {}
     for entry in key.inputs.get("context", []):
         sources = [entry["bind"]] if "bind" in entry else entry["sources"]
-        selected = context.select(sources, excludes=entry.get("excludes", ()))
+        selected = context.select(
+            sources, excludes=entry.get("excludes", ()), parents=entry.get("parents", False)
+        )
         if len(selected) <= MAX_FILES:
             files[str(entry["at"])] = {
                 e.path: e.digest.removeprefix("sha256:")[:16] for e in selected if e.kind != "dir"
             }
     document = {"key": key.key, "inputs": key.inputs, "files": files}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def always_built(volatile: Volatile, index: int, names: Mapping[int, str]) -> str:
+    """Why stage `index` is built whatever the cache holds; `names` maps indices to names."""
+    if volatile.stage == index:
+        return f"line {volatile.line}: ADD {volatile.source} {volatile.reason}"
+    return (
+        f"built on {names[volatile.stage]}, whose ADD {volatile.source} (line {volatile.line})"
+        f" {volatile.reason}"
+    )
 
 
 def explain(
@@ -155,7 +170,9 @@ def _changed_files(
     sources = [entry["bind"]] if "bind" in entry else entry["sources"]
     now = {
         e.path: e.digest.removeprefix("sha256:")[:16]
-        for e in context.select(sources, excludes=entry.get("excludes", ()))
+        for e in context.select(
+            sources, excludes=entry.get("excludes", ()), parents=entry.get("parents", False)
+        )
         if e.kind != "dir"
     }
     changed = sorted(path for path in set(old) | set(now) if old.get(path) != now.get(path))

@@ -5,6 +5,10 @@ the ARG values in effect, its base (the parent stage's key, or the image digest)
 stages and digests of images it reads with `--from`, the context files it copies or binds, its
 platform, and the ids (never the values) of its secrets and SSH sockets. Because a parent's key
 is an input of its children's keys, a change ripples down exactly to the stages that depend on it.
+
+A stage that ADDs a remote source fetched anew (`pipeline.dockerfile.remote`: a URL without
+`--checksum`, a git branch or tag) has a key that cannot say what its image holds, and neither
+do the keys of the stages built on it: `StageKey.volatile` says so, and why.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pipeline.cache.ignore import ContextError
 from pipeline.dockerfile.graph import closure
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, parse_mount
+from pipeline.dockerfile.remote import remote_source
 from pipeline.dockerfile.stages import arg_declarations
 from pipeline.errors import UsageError
 
@@ -29,12 +34,32 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.parse import Instruction, ParsedDockerfile
     from pipeline.dockerfile.stages import Dockerfile, Platform, Stage
 
-__all__ = ["KEY_VERSION", "StageKey", "compute_keys", "external_images", "normalized_text"]
+__all__ = [
+    "KEY_VERSION",
+    "StageKey",
+    "Volatile",
+    "compute_keys",
+    "external_images",
+    "normalized_text",
+]
 
 KEY_VERSION = 1
-_REMOTE = re.compile(r"^(https?://|git@|git://|ssh://)")
 # An octal `--chmod` as written; one with variables or symbols keeps the source modes keyed.
 _OCTAL_CHMOD = re.compile(r"[0-7]{1,4}")
+
+
+@dataclass(frozen=True)
+class Volatile:
+    """Why a stage's image cannot be known before it is built: a remote source fetched anew.
+
+    `stage` is the stage whose ADD (at `line`) reads `source`; for a stage built on that one,
+    through `FROM`, `--from` or a mount, it is that other stage.
+    """
+
+    source: str
+    reason: str
+    stage: int
+    line: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,7 @@ class StageKey:
     index: int
     key: str
     inputs: Mapping[str, Any] = field(repr=False)
+    volatile: Volatile | None = None
 
     @property
     def unpinned(self) -> tuple[str, ...]:
@@ -99,7 +125,7 @@ class _KeyBuilder:
         document = inputs.document()
         text = _canonical(document)
         digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
-        self.keys[stage.index] = StageKey(stage.index, digest, document)
+        self.keys[stage.index] = StageKey(stage.index, digest, document, inputs.volatile())
         self.envs[stage.index] = inputs.env
 
     def image(self, ref: str) -> dict[str, Any]:
@@ -131,6 +157,19 @@ class _StageInputs:
         self.urls: list[dict[str, str | None]] = []
         self.secrets: set[str] = set()
         self.ssh: set[str] = set()
+        self.moving: Volatile | None = None
+        self.read_stages: list[int] = []
+
+    def volatile(self) -> Volatile | None:
+        """Its own first remote source fetched anew, else the first stage it reads that has one."""
+        if self.moving is not None:
+            return self.moving
+        parents = [self.stage.base_stage] if self.stage.base_stage is not None else []
+        for index in [*parents, *self.read_stages]:
+            inherited = self.builder.keys[index].volatile
+            if inherited is not None:
+                return inherited
+        return None
 
     def document(self) -> dict[str, Any]:
         builder, stage = self.builder, self.stage
@@ -215,22 +254,27 @@ class _StageInputs:
             if raw.startswith("<<"):
                 continue
             value = builder.expand(raw, self.env, instruction.line)
-            if instruction.cmd == "ADD" and _REMOTE.match(value):
-                checksum = instruction.flag("checksum")
-                self.urls.append({"url": value, "checksum": checksum})
-            else:
+            checksum = instruction.flag("checksum")
+            remote = remote_source(value, checksum) if instruction.cmd == "ADD" else None
+            if remote is None:
                 local.append(value)
+                continue
+            self.urls.append({"url": value, "checksum": checksum})
+            if remote.moving is not None and self.moving is None:
+                self.moving = Volatile(value, remote.moving, self.stage.index, instruction.line)
         if not local:
             return
         excludes = instruction.flags.get("exclude", ())
+        parents = instruction.cmd == "COPY" and instruction.flag("parents") == "true"
         try:
             chmod = _OCTAL_CHMOD.fullmatch(instruction.flag("chmod") or "") is not None
-            digest = builder.context.digest(local, excludes=excludes, chmod=chmod)
+            digest = builder.context.digest(local, excludes=excludes, chmod=chmod, parents=parents)
         except ContextError as exc:
             raise builder.fail(f"{instruction.cmd}: {exc}", instruction.line) from None
-        self.context.append(
-            {"at": position, "sources": local, "excludes": list(excludes), "digest": digest}
-        )
+        entry = {"at": position, "sources": local, "excludes": list(excludes), "digest": digest}
+        if parents:
+            entry["parents"] = True
+        self.context.append(entry)
 
     def _run(self, position: int, instruction: Instruction) -> None:
         builder = self.builder
@@ -268,6 +312,7 @@ class _StageInputs:
             self.images[ref] = self.builder.image(ref)
         else:
             self.stages[ref] = self.builder.keys[index].key
+            self.read_stages.append(index)
 
 
 def _canonical(document: Mapping[str, Any]) -> str:

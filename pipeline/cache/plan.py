@@ -9,6 +9,10 @@ All of it (base images, cache HEADs, hint tags) shares one deadline, `PROBE_DEAD
 many stages there are: a registry that accepts connections and never answers would otherwise
 cost a timeout per wave of requests. Past it, the plan goes on as if the registry were
 unreachable, with one warning.
+
+A volatile stage (`keys.Volatile`: it ADDs a URL without a checksum or a moving git ref, or is
+built on such a stage) gets no cache ref: it is never probed, so never restored, and its image
+is never pushed under a key that does not identify it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import anyio
 
 from pipeline.cache.explain import LABEL, explain, key_label
 from pipeline.cache.forecast import Cache, Forecast, decide
-from pipeline.cache.keys import StageKey, compute_keys, external_images
+from pipeline.cache.keys import StageKey, Volatile, compute_keys, external_images
 from pipeline.cache.tags import cache_tag, hint_tag
 from pipeline.dockerfile.rewrite import rewrite
 from pipeline.oci.reference import Reference
@@ -122,9 +126,18 @@ async def make_plan(
         image_digests=digests,
         context=context,
     )
+    volatile: dict[int, Volatile] = {}
+    for index in graph.needed:
+        moving = keys[index].volatile
+        if moving is not None:
+            volatile[index] = moving
     refs: dict[int, Reference] = {}
     if cache_repo is not None:
-        refs = {i: cache_repo.tag(cache_tag(graph.stages[i], keys[i].key)) for i in graph.needed}
+        refs = {
+            i: cache_repo.tag(cache_tag(graph.stages[i], keys[i].key))
+            for i in graph.needed
+            if i not in volatile
+        }
     cache: dict[int, Cache] = {}
     found: dict[int, str] = {}
     cache_warning: str | None = None
@@ -134,7 +147,7 @@ async def make_plan(
         expired = scope.cancel_called
     if refs and (client is None or expired):
         cache, found = dict.fromkeys(refs, "unknown"), {}
-    forecasts = decide(graph, cache, found, no_cache=no_cache)
+    forecasts = decide(graph, cache, found, no_cache=no_cache, volatile=volatile)
     building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
     hints: dict[int, Reference] = {}
     why: dict[int, tuple[str, ...]] = {}
@@ -154,12 +167,12 @@ async def make_plan(
         expired = scope.cancel_called
         if expired:
             cache, found, hints = dict.fromkeys(refs, "unknown"), {}, {}
-            forecasts = decide(graph, cache, found, no_cache=no_cache)
+            forecasts = decide(graph, cache, found, no_cache=no_cache, volatile=volatile)
             building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
         else:
             names = {keys[i].key: graph.stages[i].name for i in keys}
             for index in building:
-                if forecasts[index].cache == "miss":
+                if forecasts[index].cache == "miss" and index not in volatile:
                     why[index] = tuple(explain(keys[index], labels.get(index), names, context))
             hints = {
                 i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building

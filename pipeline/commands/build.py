@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from pipeline.cache.explain import always_built
 from pipeline.cache.keys import external_images
 from pipeline.cache.tags import hint_tag, local_tag
 from pipeline.commands.plan import (
@@ -199,6 +200,8 @@ class BuildRun:
         for index, reasons in plan.why.items():
             for reason in reasons:
                 self.log(plan.stage(index).name, f"missed: {reason}")
+        for index, reason in _always_built(plan).items():
+            self.log(plan.stage(index).name, f"always built: {reason}")
         if unreachable:
             why = f" ({plan.cache_warning})" if plan.cache_warning else ""
             self.warning(
@@ -220,6 +223,7 @@ class BuildRun:
             secrets=self.secrets,
             platform=str(self.settings.platform or native_platform()),  # as the keys were made
             logins=await self._logins(plan, [p.ref for p in pending]),
+            no_cache=self.settings.no_cache,
         )
         run_options = RunOptions(
             jobs=self.settings.jobs,
@@ -353,7 +357,11 @@ class BuildRun:
 
     def _report(self, seconds: float) -> RunReport:
         plan = self.plan
-        why = {} if plan is None else {plan.stage(i).name: r for i, r in plan.why.items()}
+        why: dict[str, tuple[str, ...]] = {}
+        if plan is not None:
+            why = {plan.stage(i).name: r for i, r in plan.why.items()}
+            for index, reason in _always_built(plan).items():
+                why[plan.stage(index).name] = (f"always built: {reason}",)
         return RunReport(
             engine=self.executor.name,
             targets=tuple(stage.name for stage in self.graph.targets),
@@ -382,6 +390,16 @@ class BuildRun:
                 results, self.plan, start=started, seconds=report.seconds, masker=masker
             )
             _append(summary_file, text)
+
+
+def _always_built(plan: Plan) -> dict[int, str]:
+    """Why each volatile stage to build is built whatever the cache holds."""
+    names = {stage.index: stage.name for stage in plan.graph.stages}
+    return {
+        index: always_built(forecast.volatile, index, names)
+        for index, forecast in sorted(plan.forecasts.items())
+        if forecast.volatile is not None and forecast.action == "build"
+    }
 
 
 def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:

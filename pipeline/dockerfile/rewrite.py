@@ -5,18 +5,25 @@ Every stage keeps its position, so `COPY --from=<index>` still points where it d
 directives, global ARGs and comments before the first stage are kept as written. A restored
 stage keeps its name and its ARG lines: ARG values are not part of an image, yet BuildKit passes
 a stage's ARGs on to stages built `FROM` it, so dropping them would change those children.
+
+`rerun_every_run` is `build --no-cache` for an engine that has no such switch (Dagger's
+`dockerBuild`): every stage declares one more ARG, given a new value each run.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipeline.dockerfile.parse import parse_text
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.dockerfile.stages import Dockerfile, Stage
 
-__all__ = ["build_targets", "restorable", "rewrite"]
+__all__ = ["NO_CACHE_ARG", "build_targets", "rerun_every_run", "restorable", "rewrite"]
+
+NO_CACHE_ARG = "DAGGER_STAGES_NO_CACHE"
 
 
 def restorable(stage: Stage) -> bool:
@@ -86,6 +93,24 @@ def rewrite(
                 out.extend(lines[instruction.line - 1 : instruction.end_line])
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def rerun_every_run(text: str) -> str:
+    """`text` with `ARG DAGGER_STAGES_NO_CACHE` declared first in every stage.
+
+    BuildKit keys a RUN step by the build args in scope, its environment, so a new value of
+    that ARG per run makes every RUN step run again, which is what `docker build --no-cache`
+    does; COPY and ADD are keyed by content and give the same files either way. An ARG never
+    reaches the image's `Env`. Only ONBUILD triggers of a base image, which run before the
+    first line of a stage, stay cached. Content keys are made from the Dockerfile as written,
+    never from this text.
+    """
+    parsed = parse_text(text)
+    lines = list(parsed.lines)
+    ends = [i.end_line for i in parsed.instructions if i.cmd == "FROM"]
+    for end in reversed(ends):
+        lines.insert(end, f"ARG {NO_CACHE_ARG}")
+    return "\n".join(lines) + "\n"
 
 
 def _pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:

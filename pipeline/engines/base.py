@@ -53,6 +53,8 @@ class BuildSpec:
     secrets: Secrets  # resolved once for the run; executors never read them from elsewhere
     platform: str | None  # the platform the keys were made for; None: the client's own
     logins: tuple[RegistryLogin, ...] = ()
+    # `build --no-cache`: every step runs again, as with `docker build --no-cache`
+    no_cache: bool = False
 
 
 @dataclass(frozen=True)

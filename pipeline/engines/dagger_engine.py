@@ -8,7 +8,9 @@ logins registered so far. The context is uploaded without what its ignore rules 
 rewritten Dockerfile and its ignore rules go into it at a private path that the rules hide
 from `COPY`, and so does a job's own Dockerfile, at a path of its own with its own copy of the
 rules, since the engine reads `<dockerfile>.dockerignore` first. Every build is for the
-platform the cache keys were made for, never the engine's.
+platform the cache keys were made for, never the engine's. `dockerBuild` has no `noCache`, so
+`build --no-cache` declares an ARG in every stage and gives it a new value each run
+(`rewrite.rerun_every_run`): every RUN step runs again, as the engine's own cache-busting idiom.
 
 The engine keeps a secret mounted on every later RUN of a build (`isolates_secret_steps`), so
 the runner builds a stage on the pushed images of its dependencies whose RUNs mount secrets.
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 
 from pipeline.cache.ignore import IgnoreRules
+from pipeline.dockerfile.rewrite import NO_CACHE_ARG, rerun_every_run
 from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
@@ -257,10 +260,14 @@ class DaggerSession:
 
         self._spec = spec
         self._platform = spec.platform or str(native_platform())
+        # dockerBuild has no noCache: a new value of an ARG every stage declares reruns its RUNs
+        self._build_args = dict(spec.build_args)
+        if spec.no_cache:
+            self._build_args[NO_CACHE_ARG] = uuid.uuid4().hex
         self._context = (
             dag.host()
             .directory(str(spec.context.absolute()), exclude=upload_excludes(spec.ignore_file))
-            .with_new_file(DOCKERFILE, spec.dockerfile)
+            .with_new_file(DOCKERFILE, self._dockerfile_text(spec.dockerfile))
             .with_new_file(DOCKERIGNORE, ignore_rules(spec.ignore_file))
         )
         self._secrets = {name: dag.set_secret(name, value) for name, value in spec.secrets.items()}
@@ -296,6 +303,9 @@ class DaggerSession:
                     f"{_first_line(str(exc))}"
                 ) from exc
 
+    def _dockerfile_text(self, text: str) -> str:
+        return rerun_every_run(text) if self._spec.no_cache else text
+
     def _docker_build(self, job: StageJob) -> dagger.Container:
         import dagger
 
@@ -304,13 +314,14 @@ class DaggerSession:
         context, dockerfile = self._context, DOCKERFILE
         if job.dockerfile is not None:
             dockerfile = f"{PRIVATE_DIR}/{job.index}/Dockerfile"
-            context = context.with_new_file(dockerfile, job.dockerfile).with_new_file(
+            text = self._dockerfile_text(job.dockerfile)
+            context = context.with_new_file(dockerfile, text).with_new_file(
                 f"{dockerfile}.dockerignore", ignore_rules(spec.ignore_file)
             )
         container = context.docker_build(
             dockerfile=dockerfile,
             target=job.target,
-            build_args=[dagger.BuildArg(name=k, value=v) for k, v in spec.build_args.items()],
+            build_args=[dagger.BuildArg(name=k, value=v) for k, v in self._build_args.items()],
             secrets=list(secrets.values()),
             platform=dagger.Platform(self._platform),
         )

@@ -249,6 +249,8 @@ class DockerSession:
         command = [*self._cli.build_command(), "--progress=plain", "-f", str(dockerfile)]
         command += ["--target", job.target, "-t", str(job.tag)]
         command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        if spec.no_cache:
+            command.append("--no-cache")
         for ref in job.cache_from:
             command += ["--cache-from", str(ref)]
         for name, value in job.labels.items():

@@ -310,6 +310,8 @@ def _isolated(
 
 def _restore_blocker(plan: Plan, index: int, push_cache: bool) -> str | None:
     """Why a stage built in this run cannot be restored from the image it pushes, if so."""
+    if plan.keys[index].volatile is not None:
+        return "its image, fetched anew from a remote source, is not pushed to the cache"
     if index not in plan.refs:
         return "there is no cache repo"
     if not push_cache:

@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from pipeline.cache.explain import always_built
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -51,6 +53,7 @@ def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) 
                 "unpinned": [] if key is None else list(key.unpinned),
                 "hint": _text(plan.hints.get(stage.index)),
                 "why": list(plan.why.get(stage.index, ())),
+                "always_built": _always_built(plan, stage.index, names),
             }
         )
     warnings = [{"line": w.line, "message": w.message} for w in graph.dockerfile.warnings]
@@ -72,6 +75,13 @@ def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) 
         "wave_indices": [list(wave) for wave in graph.waves],
         "warnings": warnings,
     }
+
+
+def _always_built(plan: Plan, index: int, names: dict[int, str]) -> str | None:
+    forecast = plan.forecasts.get(index)
+    if forecast is None or forecast.volatile is None:
+        return None
+    return always_built(forecast.volatile, index, names)
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -134,7 +144,22 @@ def plan_table(plan: Plan) -> str:
     why = [
         f"  {names[index]}: {reason}" for index, reasons in plan.why.items() for reason in reasons
     ]
-    return "\n".join([*lines, "", summary, *waves, cache, *(["why missed:", *why] if why else [])])
+    volatile = [
+        f"  {names[index]}: {reason}"
+        for index in sorted(plan.forecasts)
+        if (reason := _always_built(plan, index, names)) is not None
+    ]
+    return "\n".join(
+        [
+            *lines,
+            "",
+            summary,
+            *waves,
+            cache,
+            *(["why missed:", *why] if why else []),
+            *(["always built (content known only once fetched):", *volatile] if volatile else []),
+        ]
+    )
 
 
 def _base(stage: Stage, names: dict[int, str]) -> str:

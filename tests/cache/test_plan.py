@@ -239,3 +239,61 @@ def test_prune_through_the_cli_keeps_what_the_plan_restores(
     capsys.readouterr()
     remaining = httpx.get(f"{registry.url}/v2/prune-cli/cache/tags/list", timeout=10).json()
     assert sorted(remaining["tags"]) == sorted([current_app, old[-1]])
+
+
+def test_a_stage_fetching_a_url_without_checksum_is_always_built_with_its_dependents(
+    project: Path, registry: RegistryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its key holds the URL only, so a hit could hold a stale download: never restored,
+    never pushed (no cache ref), and neither are the stages built on it."""
+    text = (project / "Dockerfile").read_text()
+    (project / "Dockerfile").write_text(
+        text.replace(
+            "COPY deps.txt /deps.txt\n",
+            "COPY deps.txt /deps.txt\nADD https://downloads.invalid/tool.tgz /opt/\n",
+        )
+    )
+    cache_repo = f"{registry.host}/volatile/cache"
+    before = by_name(plan(capsys, "--cache-repo", cache_repo))
+    assert [before[name]["cache_ref"] for name in ("deps", "app", "test")] == [None] * 3
+    assets_tag = before["assets"]["cache_ref"].rsplit(":", 1)[1]
+    push_image(registry.url, "volatile/cache", assets_tag, config={"stage": "assets"})
+    after = by_name(plan(capsys, "--cache-repo", cache_repo))
+    assert {name: (s["cache"], s["action"], s["cache_ref"]) for name, s in after.items()} == {
+        "deps": (None, "build", None),
+        "assets": ("hit", "restore", before["assets"]["cache_ref"]),
+        "app": (None, "build", None),
+        "test": (None, "build", None),
+    }
+    assert after["deps"]["always_built"] == (
+        "line 5: ADD https://downloads.invalid/tool.tgz has no --checksum:"
+        " its content is known once fetched"
+    )
+    assert after["app"]["always_built"] == (
+        "built on deps, whose ADD https://downloads.invalid/tool.tgz (line 5) has no"
+        " --checksum: its content is known once fetched"
+    )
+    assert after["assets"]["always_built"] is None
+
+    assert main(["plan", "--target", "test", "--engine", "docker", "--cache-repo", cache_repo]) == 0
+    table = capsys.readouterr().out
+    assert "always built (content known only once fetched):\n  deps: line 5: ADD" in table
+
+
+def test_a_url_with_a_checksum_is_restored(
+    project: Path, registry: RegistryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (project / "Dockerfile").read_text()
+    checksum = "sha256:" + "0" * 64
+    (project / "Dockerfile").write_text(
+        text.replace(
+            "COPY deps.txt /deps.txt\n",
+            f"COPY deps.txt /deps.txt\nADD --checksum={checksum} https://x.invalid/t.tgz /opt/\n",
+        )
+    )
+    cache_repo = f"{registry.host}/pinned-url/cache"
+    before = by_name(plan(capsys, "--cache-repo", cache_repo, "--target", "app"))
+    tag = before["app"]["cache_ref"].rsplit(":", 1)[1]
+    push_image(registry.url, "pinned-url/cache", tag, config={"stage": "app"})
+    after = by_name(plan(capsys, "--cache-repo", cache_repo, "--target", "app"))
+    assert (after["app"]["action"], after["app"]["always_built"]) == ("restore", None)

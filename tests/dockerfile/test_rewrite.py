@@ -5,7 +5,7 @@ import pytest
 from pipeline.cache.forecast import Cache, decide
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
-from pipeline.dockerfile.rewrite import restorable, rewrite
+from pipeline.dockerfile.rewrite import rerun_every_run, restorable, rewrite
 from pipeline.dockerfile.stages import Dockerfile, build_stages
 from tests.conftest import FIXTURES
 
@@ -163,3 +163,19 @@ def test_external_bases_are_pinned_to_the_digests_of_the_keys() -> None:
     )
     assert build_stages(parse_text(text)).stages[1].base_stage == 0
     assert rewrite(df, {}) == original
+
+
+def test_rerun_every_run_declares_the_nonce_arg_first_in_every_stage() -> None:
+    text = (
+        "# syntax=docker/dockerfile:1\nARG BASE=busybox\n"
+        "FROM $BASE \\\n  AS a\nRUN date > /d\n"
+        "FROM a\nONBUILD RUN true\nRUN echo\n"
+    )
+    busted = rerun_every_run(text)
+    assert busted == (
+        "# syntax=docker/dockerfile:1\nARG BASE=busybox\n"
+        "FROM $BASE \\\n  AS a\nARG DAGGER_STAGES_NO_CACHE\nRUN date > /d\n"
+        "FROM a\nARG DAGGER_STAGES_NO_CACHE\nONBUILD RUN true\nRUN echo\n"
+    )
+    again = build_stages(parse_text(busted))
+    assert [(s.name, s.base) for s in again.stages] == [("a", "busybox"), ("1", "a")]

@@ -303,3 +303,29 @@ def test_a_frontend_the_engine_refuses_is_exit_2_when_the_plan_is_made(
     assert "--engine docker" in result.stderr
     assert "Traceback" not in result.stderr
     assert engine.builds == []
+
+
+def test_no_cache_runs_every_step_again_though_the_engine_caches_them(
+    tmp_path: Path, docker_env: DockerEnv, engine: EngineDouble
+) -> None:
+    """dockerBuild has no noCache: an ARG with a new value per run makes each RUN new, and it
+    reaches neither the image's Env nor the keys."""
+    stamped = "FROM {base} AS stamp\nRUN head -c 16 /dev/urandom | od -An -tx1 > /stamp\n"
+    (tmp_path / "Dockerfile").write_text(stamped.format(base=docker_env.base))
+    cache_repo = docker_env.cache_repo()
+    report = str(tmp_path / "report.json")
+    stamps, keys = [], []
+    for args in ((), ("--no-cache",), ("--no-cache",)):
+        command = build_args(cache_repo, "--report", report, *args)
+        result = run_cli(*command, cwd=tmp_path, env={"TOKEN": SECRET})
+        assert result.returncode == 0, result.stderr
+        stage = read_report(Path(report))["stamp"]
+        keys.append(stage["key"])
+        stamps.append(docker_env.run("run", "--rm", stage["cache_ref"], "cat", "/stamp").stdout)
+        env = docker_env.image_config(stage["cache_ref"])["config"].get("Env") or []
+        assert not [e for e in env if e.startswith("DAGGER_STAGES")]
+    assert len(set(stamps)) == 3
+    assert len(set(keys)) == 1
+    nonces = [b.build_args.get("DAGGER_STAGES_NO_CACHE") for b in engine.builds]
+    assert nonces[0] is None
+    assert len(set(nonces[1:])) == 2

@@ -396,6 +396,27 @@ def test_a_secret_stage_with_onbuild_triggers_is_built_along(tmp_path: Path) -> 
     assert "ONBUILD triggers" in recorder.warnings[0]
 
 
+def test_a_secret_stage_fetching_a_url_anew_is_built_along_and_never_pushed(
+    tmp_path: Path,
+) -> None:
+    """Its image is not pushed (its key does not identify it), so nothing can build on it."""
+    text = LEAKY_DOCKERFILE.replace("npm ci\n", "npm ci\nADD https://example.test/x.tgz /x\n")
+    session = FakeSession(isolates_secret_steps=True)
+    results, recorder = run(make(tmp_path, ("test", "site"), text), session)
+    assert {r.status for r in results.values()} == {"built"}
+    assert {n: r.cache_ref for n, r in results.items() if n in ("deps", "app", "test")} == {
+        "deps": None,
+        "app": None,
+        "test": None,
+    }
+    assert session.jobs["test"].dockerfile is None
+    assert [w.split(",", 1)[0] for w in recorder.warnings] == [
+        "deps: built again in the build of app",
+        "app: built again in the build of test",
+    ]
+    assert "fetched anew from a remote source" in recorder.warnings[0]
+
+
 # --- first writer wins: a cache tag another run wrote meanwhile is adopted, not overwritten --
 
 
