@@ -64,6 +64,15 @@ def _not_found(path: str) -> ContextError:
     return ContextError(f"{go_quote('/' + path)}: not found")
 
 
+def _pivot(source: str) -> str:
+    """A `COPY --parents` source as `<base>/./<pattern>`, each normalised; without a `/./`
+    pivot the base is the root."""
+    base, pivot, pattern = source.partition("/./")
+    if not pivot:
+        base, pattern = "/", source
+    return f"{_normalize(base).rstrip('/')}/./{_normalize(pattern).lstrip('/')}"
+
+
 def _normalize(source: str) -> str:
     """`system.NormalizePath("/", source)`: '/a', '../a', './a/' and 'a' are all '/a'."""
     return posixpath.normpath("/" + source.lstrip("/"))
@@ -150,14 +159,22 @@ class BuildContext:
         return tuple(sorted(chosen.values(), key=lambda entry: entry.path))
 
     def digest(
-        self, sources: Sequence[str], *, excludes: Sequence[str] = (), chmod: bool = False
+        self,
+        sources: Sequence[str],
+        *,
+        excludes: Sequence[str] = (),
+        chmod: bool = False,
+        parents: bool = False,
     ) -> str:
         """Digest of one COPY/ADD's sources, in the order written, and what each selects.
 
         Order counts because a later source overwrites an earlier one at the destination.
         `chmod` is for an octal `--chmod`, which replaces the rwx bits of every copied file, so
         those bits cannot change the image and would only cause misses (say, across umasks).
+        `parents` is `COPY --parents`, which selects differently (`_parents_source`).
         """
+        if parents:
+            sources = [_pivot(source) for source in sources]
         return self._digest(sources, tuple(excludes), wildcards=True, chmod=chmod)
 
     def bind_digest(self, source: str = "") -> str:
@@ -171,10 +188,13 @@ class BuildContext:
         if chmod:
             digest.update(b"chmod\0")
         for source in sources:
-            normalized = _normalize(source)
+            normalized = source if "/./" in source else _normalize(source)
             key = (normalized, excludes, wildcards, chmod)
             if key not in self._source_digests:
-                entries = self._source(normalized, excludes, wildcards=wildcards)
+                if "/./" in normalized:
+                    entries = self._parents_source(normalized, excludes)
+                else:
+                    entries = self._source(normalized, excludes, wildcards=wildcards)
                 self._source_digests[key] = _entries_digest(entries, chmod=chmod)
             digest.update(b"source\0" + os.fsencode(normalized) + b"\0")
             digest.update(self._source_digests[key])
@@ -197,6 +217,29 @@ class BuildContext:
             entries = tuple(sorted(found, key=lambda entry: entry.path))
             self._sources[key] = entries
         return entries
+
+    def _parents_source(self, pivoted: str, excludes: tuple[str, ...]) -> tuple[Entry, ...]:
+        """`COPY --parents <base>/./<pattern>`: what is below `base` and matches `pattern`.
+
+        BuildKit copies `base` with `pattern` as an include pattern (convert_copy.go), matched
+        as .dockerignore patterns are, a path or one of its parents, so `**` spans folders;
+        the folders on the way to a match are copied too.
+        """
+        base, _, pattern = pivoted.partition("/./")
+        include = self._rules_for((pattern,))
+        entries = self._source(base or "/", excludes, wildcards=True)
+        prefix = base.lstrip("/")
+        root, cut = prefix or ".", len(prefix) + 1 if prefix else 0
+        matched = [e for e in entries if e.path != root and include.excluded(e.path[cut:])]
+        if not matched:
+            return ()
+        keep = {root}
+        for entry in matched:
+            path = entry.path
+            while path and path not in keep:
+                keep.add(path)
+                path = posixpath.dirname(path)
+        return tuple(e for e in entries if e.path in keep)
 
     def _rules_for(self, excludes: tuple[str, ...]) -> IgnoreRules:
         rules = self._excludes.get(excludes)

@@ -225,7 +225,8 @@ class _StageInputs:
         excludes = instruction.flags.get("exclude", ())
         try:
             chmod = _OCTAL_CHMOD.fullmatch(instruction.flag("chmod") or "") is not None
-            digest = builder.context.digest(local, excludes=excludes, chmod=chmod)
+            parents = instruction.flag("parents") == "true"
+            digest = builder.context.digest(local, excludes=excludes, chmod=chmod, parents=parents)
         except ContextError as exc:
             raise builder.fail(f"{instruction.cmd}: {exc}", instruction.line) from None
         self.context.append(
