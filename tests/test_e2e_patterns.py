@@ -1,0 +1,128 @@
+"""The real-world patterns built for real (tests/patterns.py): a cold build with the stage cache,
+one edit of a context file, a second build that must rebuild exactly the stages expected and
+restore the rest, and a final image whose files and config are those of a clean
+`docker build --no-cache` of the edited context.
+
+Only the cases dockerd 20.10's built-in frontend can build have a `real_build`: it has no
+heredocs, `--link`, `--parents` or `--exclude`, and does not follow an ONBUILD trigger's `--from`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli import run_cli
+from tests.docker_env import DockerEnv, read_report
+from tests.patterns import Case, edit, load_cases
+
+REAL = [case for case in load_cases() if case.real_build is not None]
+# What a restored stage or one that only restored stages needed reports.
+NOT_REBUILT = {"cached", "skipped"}
+CONFIG = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
+
+
+def build(case: Case, project: Path, docker_env: DockerEnv, cache_repo: str) -> dict[str, str]:
+    """`build` with the stage cache; each needed stage's status. The report is written beside
+    the project, never into its context."""
+    command = docker_env.build_args(
+        "--cache-repo",
+        cache_repo,
+        f"--dockerfile={project / case.dockerfile}",
+        f"--context={project}",
+        f"--report={project.parent / 'report.json'}",
+        *case.options(),
+    )
+    result = run_cli(*command, cwd=project)
+    assert result.returncode == 0, result.stderr
+    report = read_report(project.parent / "report.json")
+    return {name: stage["status"] for name, stage in report.items()}
+
+
+def clean_build(case: Case, project: Path, docker_env: DockerEnv, tag: str) -> None:
+    """The reference: the same target from scratch, no cache of any kind."""
+    command = [docker_env.docker, "build", "-q", "--no-cache", "-t", tag]
+    command += ["-f", str(project / case.dockerfile), *case.options(), str(project)]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def files(docker_env: DockerEnv, image: str) -> dict[str, tuple[Any, ...]]:
+    """Every path of the image's filesystem: type, mode, owner, link target and content digest.
+
+    Times are left out: they differ between any two builds.
+    """
+    container = f"patterns-{uuid.uuid4().hex[:12]}"
+    docker_env.run("create", "--name", container, image, "none")
+    try:
+        exported = subprocess.run(
+            [docker_env.docker, "export", container], capture_output=True, timeout=120, check=True
+        )
+    finally:
+        docker_env.run("rm", "-f", container, check=False)
+    listing: dict[str, tuple[Any, ...]] = {}
+    with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as archive:
+        for member in archive:
+            content = archive.extractfile(member) if member.isfile() else None
+            digest = hashlib.sha256(content.read()).hexdigest() if content else ""
+            listing[member.name] = (
+                member.type,
+                member.mode,
+                member.uid,
+                member.gid,
+                member.linkname,
+                digest,
+            )
+    return listing
+
+
+def config(docker_env: DockerEnv, image: str) -> dict[str, Any]:
+    shown = docker_env.run("image", "inspect", "--format", "{{json .Config}}", image).stdout
+    document: dict[str, Any] = json.loads(shown)
+    return {name: document.get(name) for name in CONFIG}
+
+
+@pytest.mark.parametrize("case", REAL, ids=lambda case: case.id)
+def test_an_edit_rebuilds_exactly_what_reads_it_and_the_image_is_a_clean_builds(
+    case: Case, tmp_path: Path, docker_env: DockerEnv
+) -> None:
+    assert case.real_build is not None
+    project = case.copy_to(tmp_path)
+    cache_repo = docker_env.cache_repo()
+    clean = f"patterns-{uuid.uuid4().hex[:12]}:clean"
+    try:
+        cold = build(case, project, docker_env, cache_repo)
+        assert cold == dict.fromkeys(case.stages, "built")
+
+        edit(project, case.real_build.edit)
+        warm = build(case, project, docker_env, cache_repo)
+        assert {name for name, status in warm.items() if status == "built"} == set(
+            case.real_build.built
+        ), warm
+        assert set(warm.values()) <= {"built", *NOT_REBUILT}, warm
+
+        (target,) = json.loads((tmp_path / "report.json").read_text())["targets"]
+        image = read_report(tmp_path / "report.json")[target]["cache_ref"]
+        clean_build(case, project, docker_env, clean)
+        assert files(docker_env, image) == files(docker_env, clean)
+        assert config(docker_env, image) == config(docker_env, clean)
+    finally:
+        images = docker_env.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        ours = [name for name in images if name.startswith(f"{cache_repo}:")]
+        docker_env.run("rmi", "-f", clean, *ours, check=False)
