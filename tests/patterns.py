@@ -10,6 +10,9 @@ targets, build args, platform) and says:
   `images`); `{build_platform}` stands for the builder's own platform;
 - `changes`: a context file, and the stages whose key changes when it is edited (or created);
 - `real_build`: one edit for a real build on dockerd 20.10, and the stages that build again.
+
+A pattern's `across_cases` names two cases and the stages whose keys must be the same in both,
+or different (a stage on the build platform that reads no target ARG serves every target).
 """
 
 from __future__ import annotations
@@ -75,12 +78,41 @@ def edit(project: Path, path: str) -> None:
         file.write("edited\n")
 
 
+@dataclass(frozen=True)
+class AcrossCases:
+    cases: tuple[Case, Case]
+    same: frozenset[str]
+    different: frozenset[str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.cases[0].pattern}/{self.cases[0].name}+{self.cases[1].name}"
+
+
 def load_cases() -> list[Case]:
-    cases = []
+    return [case for cases, _ in _load() for case in cases]
+
+
+def load_across_cases() -> list[AcrossCases]:
+    return [across for _, across in _load() if across is not None]
+
+
+def _load() -> list[tuple[list[Case], AcrossCases | None]]:
+    patterns = []
     for folder in sorted(p for p in PATTERNS.iterdir() if p.is_dir()):
         document = yaml.safe_load((folder / "expected.yaml").read_text())
-        cases.extend(_case(folder.name, entry) for entry in document["cases"])
-    return cases
+        cases = [_case(folder.name, entry) for entry in document["cases"]]
+        across = document.get("across_cases")
+        if across is None:
+            patterns.append((cases, None))
+            continue
+        by_name = {case.name: case for case in cases}
+        first, second = (by_name[name] for name in across["cases"])
+        compared = AcrossCases(
+            (first, second), frozenset(across.get("same", ())), frozenset(across["different"])
+        )
+        patterns.append((cases, compared))
+    return patterns
 
 
 def _case(pattern: str, entry: dict[str, Any]) -> Case:

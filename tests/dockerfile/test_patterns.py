@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.dockerfile.stages import native_platform
-from tests.patterns import Case, edit, load_cases
+from tests.patterns import AcrossCases, Case, edit, load_across_cases, load_cases
 
 CASES = load_cases()
 WITH_CHANGES = [case for case in CASES if case.changes]
@@ -30,6 +30,10 @@ def plan(case: Case, project: Path, capsys: pytest.CaptureFixture[str]) -> dict[
 
 def needed(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {stage["name"]: stage for stage in document["stages"] if stage["needed"]}
+
+
+def keys(case: Case, project: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    return {name: stage["key"] for name, stage in needed(plan(case, project, capsys)).items()}
 
 
 def test_every_pattern_has_cases_and_its_own_context() -> None:
@@ -61,15 +65,26 @@ def test_an_edit_changes_exactly_the_keys_of_the_stages_that_read_it(
     case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = case.copy_to(tmp_path)
-    before = {name: stage["key"] for name, stage in needed(plan(case, project, capsys)).items()}
+    before = keys(case, project, capsys)
     changed: dict[str, set[str]] = {}
     for path in case.changes:
         original = (project / path).read_bytes() if (project / path).exists() else None
         edit(project, path)
-        after = needed(plan(case, project, capsys))
-        changed[path] = {name for name, key in before.items() if after[name]["key"] != key}
+        after = keys(case, project, capsys)
+        changed[path] = {name for name, key in before.items() if after[name] != key}
         if original is None:
             (project / path).unlink()
         else:
             (project / path).write_bytes(original)
     assert changed == {path: set(names) for path, names in case.changes.items()}
+
+
+@pytest.mark.parametrize("across", load_across_cases(), ids=lambda across: across.id)
+def test_keys_shared_between_two_ways_of_building(
+    across: AcrossCases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = (
+        keys(case, case.copy_to(tmp_path / case.name), capsys) for case in across.cases
+    )
+    assert {name for name in across.same if first[name] != second[name]} == set()
+    assert {name for name in across.different if first[name] == second[name]} == set()
