@@ -11,7 +11,7 @@ targets, build args, platform) and says:
 - `changes`: a context file, and the stages whose key changes when it is edited (or created);
 - `real_build`: one edit for a real build on dockerd 20.10, and the stages that build again.
 
-A pattern's `across_cases` names two cases and the stages whose keys must be the same in both,
+A pattern's `across_cases` each name two cases and the stages whose keys must be the same in both,
 or different (a stage on the build platform that reads no target ARG serves every target).
 """
 
@@ -94,23 +94,23 @@ def load_cases() -> list[Case]:
 
 
 def load_across_cases() -> list[AcrossCases]:
-    return [across for _, across in _load() if across is not None]
+    return [across for _, compared in _load() for across in compared]
 
 
-def _load() -> list[tuple[list[Case], AcrossCases | None]]:
+def _load() -> list[tuple[list[Case], list[AcrossCases]]]:
     patterns = []
     for folder in sorted(p for p in PATTERNS.iterdir() if p.is_dir()):
         document = yaml.safe_load((folder / "expected.yaml").read_text())
         cases = [_case(folder.name, entry) for entry in document["cases"]]
-        across = document.get("across_cases")
-        if across is None:
-            patterns.append((cases, None))
-            continue
         by_name = {case.name: case for case in cases}
-        first, second = (by_name[name] for name in across["cases"])
-        compared = AcrossCases(
-            (first, second), frozenset(across.get("same", ())), frozenset(across["different"])
-        )
+        compared = [
+            AcrossCases(
+                (by_name[entry["cases"][0]], by_name[entry["cases"][1]]),
+                frozenset(entry.get("same", ())),
+                frozenset(entry.get("different", ())),
+            )
+            for entry in document.get("across_cases", ())
+        ]
         patterns.append((cases, compared))
     return patterns
 
