@@ -6,9 +6,12 @@ DAGGER_STAGES_REQUIRE_SERVICES=1, where they fail: in CI a missing service is a 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +63,47 @@ class DockerEnv:
         digest = manifest.json()["config"]["digest"]
         config: dict[str, Any] = httpx.get(f"{base}/blobs/{digest}", timeout=10).json()
         return config
+
+    def build_clean(self, *args: str, cwd: Path | None = None) -> None:
+        """`docker build --no-cache <args>` with BuildKit: the reference a cached build's image
+        must equal. Uses no cache of any kind, so no other test's images matter."""
+        command = [self.docker, "build", "-q", "--no-cache", *args]
+        result = subprocess.run(
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def image_files(self, image: str) -> dict[str, tuple[object, ...]]:
+        """Every path of an image's filesystem, from `docker export`: its type, mode, owner,
+        link target and content digest. Times are left out: any two builds differ in them."""
+        container = f"image-files-{uuid.uuid4().hex[:12]}"
+        self.run("create", "--name", container, image, "none")
+        try:
+            exported = subprocess.run(
+                [self.docker, "export", container], capture_output=True, timeout=120, check=True
+            ).stdout
+        finally:
+            self.run("rm", "-f", container, check=False)
+        listing: dict[str, tuple[object, ...]] = {}
+        with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+            for member in archive:
+                content = archive.extractfile(member) if member.isfile() else None
+                digest = hashlib.sha256(content.read()).hexdigest() if content else ""
+                listing[member.name] = (
+                    member.type,
+                    member.mode,
+                    member.uid,
+                    member.gid,
+                    member.linkname,
+                    digest,
+                )
+        return listing
 
     def wipe_engine_cache(self, cache_repo: str) -> None:
         """What a fresh CI runner has: no BuildKit cache, and none of this test's images.

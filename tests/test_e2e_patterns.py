@@ -9,12 +9,7 @@ heredocs, `--link`, `--parents` or `--exclude`, and does not follow an ONBUILD t
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
-import subprocess
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,50 +43,6 @@ def build(case: Case, project: Path, docker_env: DockerEnv, cache_repo: str) -> 
     return {name: stage["status"] for name, stage in report.items()}
 
 
-def clean_build(case: Case, project: Path, docker_env: DockerEnv, tag: str) -> None:
-    """The reference: the same target from scratch, no cache of any kind."""
-    command = [docker_env.docker, "build", "-q", "--no-cache", "-t", tag]
-    command += ["-f", str(project / case.dockerfile), *case.options(), str(project)]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def files(docker_env: DockerEnv, image: str) -> dict[str, tuple[Any, ...]]:
-    """Every path of the image's filesystem: type, mode, owner, link target and content digest.
-
-    Times are left out: they differ between any two builds.
-    """
-    container = f"patterns-{uuid.uuid4().hex[:12]}"
-    docker_env.run("create", "--name", container, image, "none")
-    try:
-        exported = subprocess.run(
-            [docker_env.docker, "export", container], capture_output=True, timeout=120, check=True
-        )
-    finally:
-        docker_env.run("rm", "-f", container, check=False)
-    listing: dict[str, tuple[Any, ...]] = {}
-    with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as archive:
-        for member in archive:
-            content = archive.extractfile(member) if member.isfile() else None
-            digest = hashlib.sha256(content.read()).hexdigest() if content else ""
-            listing[member.name] = (
-                member.type,
-                member.mode,
-                member.uid,
-                member.gid,
-                member.linkname,
-                digest,
-            )
-    return listing
-
-
 def config(docker_env: DockerEnv, image: str) -> dict[str, Any]:
     shown = docker_env.run("image", "inspect", "--format", "{{json .Config}}", image).stdout
     document: dict[str, Any] = json.loads(shown)
@@ -119,8 +70,10 @@ def test_an_edit_rebuilds_exactly_what_reads_it_and_the_image_is_a_clean_builds(
 
         (target,) = json.loads((tmp_path / "report.json").read_text())["targets"]
         image = read_report(tmp_path / "report.json")[target]["cache_ref"]
-        clean_build(case, project, docker_env, clean)
-        assert files(docker_env, image) == files(docker_env, clean)
+        docker_env.build_clean(
+            "-t", clean, "-f", str(project / case.dockerfile), *case.options(), str(project)
+        )
+        assert docker_env.image_files(image) == docker_env.image_files(clean)
         assert config(docker_env, image) == config(docker_env, clean)
     finally:
         images = docker_env.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
