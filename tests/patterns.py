@@ -9,7 +9,8 @@ targets, build args, platform) and says:
 - `details`: other `plan --json` fields of some stages (`base`, `base_stage`, `platform`,
   `images`); `{build_platform}` stands for the builder's own platform;
 - `changes`: a context file, and the stages whose key changes when it is edited (or created);
-- `real_build`: one edit for a real build on dockerd 20.10, and the stages that build again.
+- `real_build`: a real build on dockerd 20.10, then one change, an `edit` of a context file or
+  another target `platform`, and the stages that the second build builds.
 
 A pattern's `across_cases` each name two cases and the stages whose keys must be the same in both,
 or different (a stage on the build platform that reads no target ARG serves every target).
@@ -29,8 +30,9 @@ PATTERNS = Path(__file__).parent / "fixtures" / "patterns"
 
 @dataclass(frozen=True)
 class RealBuild:
-    edit: str
     built: frozenset[str]
+    edit: str | None = None
+    platform: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,5 +131,9 @@ def _case(pattern: str, entry: dict[str, Any]) -> Case:
         waves=[list(wave) for wave in entry["waves"]],
         details=dict(entry.get("details", {})),
         changes={path: frozenset(names) for path, names in entry.get("changes", {}).items()},
-        real_build=RealBuild(real["edit"], frozenset(real["built"])) if real else None,
+        real_build=(
+            RealBuild(frozenset(real["built"]), real.get("edit"), real.get("platform"))
+            if real
+            else None
+        ),
     )

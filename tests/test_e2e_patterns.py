@@ -1,7 +1,7 @@
 """The real-world patterns built for real (tests/patterns.py): a cold build with the stage cache,
-one edit of a context file, a second build that must rebuild exactly the stages expected and
-restore the rest, and a final image whose files and config are those of a clean
-`docker build --no-cache` of the edited context.
+one change (an edit of a context file, or another target platform), a second build that must
+rebuild exactly the stages expected and restore the rest, and a final image whose files and
+config are those of a clean `docker build --no-cache` of the changed build.
 
 Only the cases dockerd 20.10's built-in frontend can build have a `real_build`: it has no
 heredocs, `--link`, `--parents` or `--exclude`, and does not follow an ONBUILD trigger's `--from`.
@@ -9,6 +9,7 @@ heredocs, `--link`, `--parents` or `--exclude`, and does not follow an ONBUILD t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -50,7 +51,7 @@ def config(docker_env: DockerEnv, image: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", REAL, ids=lambda case: case.id)
-def test_an_edit_rebuilds_exactly_what_reads_it_and_the_image_is_a_clean_builds(
+def test_a_change_rebuilds_exactly_what_it_reaches_and_the_image_is_a_clean_builds(
     case: Case, tmp_path: Path, docker_env: DockerEnv
 ) -> None:
     assert case.real_build is not None
@@ -61,11 +62,14 @@ def test_an_edit_rebuilds_exactly_what_reads_it_and_the_image_is_a_clean_builds(
         cold = build(case, project, docker_env, cache_repo)
         assert cold == dict.fromkeys(case.stages, "built")
 
-        edit(project, case.real_build.edit)
+        change = case.real_build
+        if change.edit is not None:
+            edit(project, change.edit)
+        if change.platform is not None:
+            case = dataclasses.replace(case, platform=change.platform)
         warm = build(case, project, docker_env, cache_repo)
-        assert {name for name, status in warm.items() if status == "built"} == set(
-            case.real_build.built
-        ), warm
+        built = {name for name, status in warm.items() if status == "built"}
+        assert built == change.built, warm
         assert set(warm.values()) <= {"built", *NOT_REBUILT}, warm
 
         (target,) = json.loads((tmp_path / "report.json").read_text())["targets"]

@@ -41,8 +41,9 @@ def test_every_pattern_has_cases_and_its_own_context() -> None:
     assert len(patterns) >= 10
     for case in CASES:
         assert (case.source / case.dockerfile).is_file(), case.id
-        for path in (case.real_build.edit,) if case.real_build else ():
-            assert path in case.changes, f"{case.id}: the real build's edit has no expected keys"
+        edited = case.real_build.edit if case.real_build else None
+        if edited is not None:
+            assert edited in case.changes, f"{case.id}: the real build's edit has no expected keys"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
