@@ -163,3 +163,26 @@ def test_external_bases_are_pinned_to_the_digests_of_the_keys() -> None:
     )
     assert build_stages(parse_text(text)).stages[1].base_stage == 0
     assert rewrite(df, {}) == original
+
+
+def test_a_restored_stage_keeps_the_platform_it_ran_on() -> None:
+    """Its children must run where they would have, not as the target under emulation."""
+    df = build_stages(
+        parse_text(
+            "FROM --platform=$BUILDPLATFORM golang AS golatest\n"
+            "FROM golatest AS gobase\n"
+            "RUN go mod download\n"
+            "FROM gobase AS build\n"
+            "RUN go build\n"
+            "FROM alpine AS runtime\n"
+            "COPY --from=build /app /app\n"
+        )
+    )
+    restored = dict.fromkeys((0, 1, 3), f"{REPO}@{DIGEST}")
+    lines = rewrite(df, restored).splitlines()
+    assert [line for line in lines if line.startswith("FROM")] == [
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS golatest",
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS gobase",
+        "FROM gobase AS build",
+        f"FROM {REPO}@{DIGEST} AS runtime",
+    ]
