@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import tarfile
@@ -141,26 +140,15 @@ def test_the_rewritten_dockerfile_builds_the_same_files(
 
     secret_file = project / "token.txt"
     secret_file.write_text(SECRET)
-    original = subprocess.run(
-        [
-            docker_env.docker,
-            "build",
-            "-q",
-            "--target",
-            "test",
-            "-t",
-            "e2e-original:test",
-            "--secret",
-            f"id=token,src={secret_file}",
-            str(project),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        timeout=300,
-        check=False,
+    docker_env.build_clean(
+        "--target",
+        "test",
+        "-t",
+        "e2e-original:test",
+        "--secret",
+        f"id=token,src={secret_file}",
+        str(project),
     )
-    assert original.returncode == 0, original.stderr
     expected = filesystem(docker_env, "e2e-original:test")
     assert filesystem(docker_env, via_cache) == expected
     assert expected["app/src/main.py"] == b"print(3)\n"

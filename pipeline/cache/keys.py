@@ -119,6 +119,7 @@ class _KeyBuilder:
         self.context = context
         self.keys: dict[int, StageKey] = {}
         self.envs: dict[int, dict[str, str]] = {}
+        self.platforms: dict[int, str] = {}
 
     def add(self, stage: Stage) -> None:
         inputs = _StageInputs(self, stage)
@@ -127,6 +128,7 @@ class _KeyBuilder:
         digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
         self.keys[stage.index] = StageKey(stage.index, digest, document, inputs.volatile())
         self.envs[stage.index] = inputs.env
+        self.platforms[stage.index] = document["platform"]
 
     def image(self, ref: str) -> dict[str, Any]:
         digest = self.image_digests.get(ref)
@@ -190,7 +192,7 @@ class _StageInputs:
         )
         return {
             "version": KEY_VERSION,
-            "platform": stage.platform or str(builder.platform),
+            "platform": self._platform(),
             "base": base,
             "from_args": {n: builder.dockerfile.meta_args.get(n) for n in sorted(stage.from_args)},
             "instructions": texts,
@@ -203,6 +205,15 @@ class _StageInputs:
             "ssh": sorted(self.ssh),
             "unpinned": unpinned,
         }
+
+    def _platform(self) -> str:
+        """Where the stage runs. A stage FROM a stage runs where its parent does, whatever its
+        own --platform says (BuildKit's dispatchState.init), so a stage below a
+        `FROM --platform=$BUILDPLATFORM` one has one key for every target platform."""
+        stage, builder = self.stage, self.builder
+        if stage.base_stage is not None:
+            return builder.platforms[stage.base_stage]
+        return stage.platform or str(builder.platform)
 
     def _instructions(self) -> list[Instruction]:
         """ONBUILD triggers of a same-file base run first in this stage, then its own body."""

@@ -47,10 +47,15 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
+        """Normalised as BuildKit's `platforms.Parse` does, since the TARGET* ARGs that a
+        `FROM build_${TARGETARCH}${TARGETVARIANT}` expands are its result: `linux/arm` is
+        arm/v7, `linux/arm64/v8` has no variant, `linux/x86_64` is amd64."""
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        return cls(*parts)
+        os_name, arch, variant = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+        arch, variant = _normalize_arch(arch, variant)
+        return cls("darwin" if os_name == "macos" else os_name, arch, variant)
 
     def __str__(self) -> str:
         return "/".join(part for part in (self.os, self.arch, self.variant) if part)
@@ -62,6 +67,25 @@ class Platform:
             f"{prefix}ARCH": self.arch,
             f"{prefix}VARIANT": self.variant,
         }
+
+
+def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd's normalizeArch (platforms/database.go), which BuildKit's parsing applies."""
+    if arch == "i386":
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        return "arm64", {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(
+            variant, variant
+        )
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
+    if arch == "arm":
+        return "arm", {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
+    return arch, variant
 
 
 def native_platform() -> Platform:

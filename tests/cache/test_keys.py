@@ -28,7 +28,9 @@ def keys_of(
     platform: Platform = AMD64,
     targets: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    df = build_stages(parse_dockerfile(root / "Dockerfile"), build_args=build_args)
+    df = build_stages(
+        parse_dockerfile(root / "Dockerfile"), build_args=build_args, platform=platform
+    )
     stages = select(df, targets).needed if targets else range(len(df.stages))
     keys = compute_keys(
         df,
@@ -210,6 +212,21 @@ def test_platform_is_an_input(php: Path) -> None:
     before = keys_of(php)
     after = keys_of(php, platform=Platform("linux", "arm64"))
     assert changed(before, after) == set(before)
+
+
+def test_stages_on_the_build_platform_have_one_key_for_every_target(tmp_path: Path) -> None:
+    """A stage FROM a stage runs where its parent runs, whatever its own --platform says."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM --platform=$BUILDPLATFORM golang AS go\n"
+        "FROM go AS deps\nRUN go mod download\n"
+        "FROM --platform=linux/s390x deps AS tools\nRUN go install tool\n"
+        "FROM deps AS build\nARG TARGETPLATFORM\nRUN go build\n"
+        "FROM alpine AS runtime\nRUN apk add tzdata\n"
+        "FROM runtime AS release\nCOPY --from=build /app /app\n"
+    )
+    native = keys_of(tmp_path, platform=Platform("linux", "amd64"))
+    arm = keys_of(tmp_path, platform=Platform("linux", "arm64"))
+    assert changed(native, arm) == {"build", "runtime", "release"}
 
 
 def test_secret_ids_count_but_values_are_never_read(tmp_path: Path) -> None:

@@ -179,3 +179,26 @@ def test_rerun_every_run_declares_the_nonce_arg_first_in_every_stage() -> None:
     )
     again = build_stages(parse_text(busted))
     assert [(s.name, s.base) for s in again.stages] == [("a", "busybox"), ("1", "a")]
+
+
+def test_a_restored_stage_keeps_the_platform_it_ran_on() -> None:
+    """Its children must run where they would have, not as the target under emulation."""
+    df = build_stages(
+        parse_text(
+            "FROM --platform=$BUILDPLATFORM golang AS golatest\n"
+            "FROM golatest AS gobase\n"
+            "RUN go mod download\n"
+            "FROM gobase AS build\n"
+            "RUN go build\n"
+            "FROM alpine AS runtime\n"
+            "COPY --from=build /app /app\n"
+        )
+    )
+    restored = dict.fromkeys((0, 1, 3), f"{REPO}@{DIGEST}")
+    lines = rewrite(df, restored).splitlines()
+    assert [line for line in lines if line.startswith("FROM")] == [
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS golatest",
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS gobase",
+        "FROM gobase AS build",
+        f"FROM {REPO}@{DIGEST} AS runtime",
+    ]

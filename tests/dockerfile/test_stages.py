@@ -282,3 +282,36 @@ def test_platform_parse() -> None:
     assert str(Platform.parse("Linux/ARM64")) == "linux/arm64"
     with pytest.raises(ValueError, match="expected os/arch"):
         Platform.parse("amd64")
+
+
+@pytest.mark.parametrize(
+    ("text", "platform"),
+    [
+        ("linux/arm", "linux/arm/v7"),
+        ("linux/arm/7", "linux/arm/v7"),
+        ("linux/armhf", "linux/arm/v7"),
+        ("linux/armel", "linux/arm/v6"),
+        ("linux/arm/v6", "linux/arm/v6"),
+        ("linux/arm64/v8", "linux/arm64"),
+        ("linux/aarch64", "linux/arm64"),
+        ("linux/x86_64", "linux/amd64"),
+        ("linux/amd64/v1", "linux/amd64"),
+        ("linux/amd64/v3", "linux/amd64/v3"),
+        ("linux/i386", "linux/386"),
+        ("macos/arm64", "darwin/arm64"),
+    ],
+)
+def test_a_platform_is_normalised_as_buildkit_parses_it(text: str, platform: str) -> None:
+    assert str(Platform.parse(text)) == platform
+
+
+def test_the_target_args_a_from_sees_are_the_normalised_platform(
+    dockerfile: WriteDockerfile,
+) -> None:
+    """`FROM build_${TARGETARCH}${TARGETVARIANT}` picks build_armv7 for linux/arm."""
+    text = (
+        "FROM alpine AS build_armv7\nFROM alpine AS build_arm64\n"
+        "FROM build_${TARGETARCH}${TARGETVARIANT}\n"
+    )
+    assert dockerfile(text, platform="linux/arm").stages[2].base_stage == 0
+    assert dockerfile(text, platform="linux/arm64/v8").stages[2].base_stage == 1
