@@ -101,6 +101,8 @@ class Instruction:
     json: bool = False
     trigger: Instruction | None = None
     heredocs: tuple[str, ...] = ()
+    # why an ONBUILD trigger cannot be read: BuildKit says so only where the trigger runs
+    trigger_error: str | None = None
 
     def flag(self, name: str) -> str | None:
         values = self.flags.get(name)
@@ -200,7 +202,9 @@ def _instruction(
         raise UsageError(_unknown_instruction(node.cmd), path=path, line=line)
     if node.heredocs and cmd not in ("RUN", "COPY", "ADD"):
         raise UsageError(f"{cmd} cannot accept a heredoc", path=path, line=line)
-    trigger = _onbuild_trigger(node, path, escape, lines) if cmd == "ONBUILD" else None
+    trigger, trigger_error = (
+        _onbuild_trigger(node, path, escape, lines) if cmd == "ONBUILD" else (None, None)
+    )
     args = tuple(node.value)
     flags = _parse_flags(cmd, node.flags, path, line)
     _check_arguments(cmd, args, path, line)
@@ -220,6 +224,7 @@ def _instruction(
         json=node.json,
         trigger=trigger,
         heredocs=tuple(heredoc.content for heredoc in node.heredocs),
+        trigger_error=trigger_error,
     )
     if trigger is not None and trigger.heredocs:
         # the parser leaves an ONBUILD's heredoc bodies out of `original`; keys hash the text
@@ -230,12 +235,13 @@ def _instruction(
 
 def _onbuild_trigger(
     node: _buildkit.Command, path: str, escape: str, lines: tuple[str, ...]
-) -> Instruction:
+) -> tuple[Instruction | None, str | None]:
     """BuildKit re-parses an ONBUILD expression as a Dockerfile of its own (initOnBuildTriggers).
 
     The expression is re-read from the lines as written, not from `original`, because the parser
     leaves heredoc bodies out of an ONBUILD's `original`, and BuildKit's parseOnBuild keeps them
-    (testOnBuildHeredoc).
+    (testOnBuildHeredoc). Its parser checks only the trigger's keyword; what else is wrong with
+    the trigger comes back as the error, as BuildKit finds it only in a stage the trigger runs in.
     """
     written = lines[node.start_line - 1 : node.end_line] if lines else (node.original,)
     source = _ONBUILD_PREFIX.sub("", "\n".join(written), count=1)
@@ -251,12 +257,14 @@ def _onbuild_trigger(
         raise UsageError(message, path=path, line=node.start_line)
     try:
         (inner,) = _buildkit.parse_string(f"# escape={escape}\n{source}")
+        trigger = _instruction(inner, path, escape)
     except (_buildkit.GoParseError, ValueError) as exc:
-        raise UsageError(f"ONBUILD: {exc}", path=path, line=node.start_line) from None
-    trigger = _instruction(inner, path, escape)
+        return None, f"ONBUILD: {exc}"
+    except UsageError as exc:
+        return None, exc.message
     if trigger.heredocs:
         trigger = dataclasses.replace(trigger, original=source)
-    return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line)
+    return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line), None
 
 
 def _unknown_instruction(keyword: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.dockerfile.lex import ExpansionError, expand
-from pipeline.dockerfile.mounts import MountError, parse_mount
+from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
@@ -193,9 +193,10 @@ def build_stages(
         raise UsageError("dockerfile contains no stages to build", path=path)
     meta = _meta_args(parsed, global_args, bodies, build_args, platform, target)
     raw = [_raw_stage(index, body, meta, parsed) for index, body in enumerate(bodies)]
-    warnings = _duplicate_names(raw)
-    stages = tuple(_resolve(stage, raw, path) for stage in raw)
-    stages = tuple(_with_onbuild(stage, stages, raw, path) for stage in stages)
+    resolved = tuple(_resolve(stage, raw, path) for stage in raw)
+    with_triggers = [_with_onbuild(stage, resolved, raw, path) for stage in resolved]
+    stages = tuple(stage for stage, _ in with_triggers)
+    warnings = _duplicate_names(raw) + _unrun_triggers(stages)
     dockerfile = Dockerfile(
         path=path,
         parsed=parsed,
@@ -205,7 +206,9 @@ def build_stages(
         warnings=warnings,
     )
     _check_circular(dockerfile)
-    return dataclasses.replace(dockerfile, stage_errors=_order_errors(dockerfile))
+    trigger_errors = tuple(error for _, errors in with_triggers for error in errors)
+    errors = trigger_errors + _order_errors(dockerfile) + _mount_errors(dockerfile)
+    return dataclasses.replace(dockerfile, stage_errors=errors)
 
 
 def _split_stages(
@@ -363,18 +366,17 @@ def instruction_edges(
         edges = []
         for text in instruction.flags.get("mount", ()):
             try:
-                mount = parse_mount(text)
+                source, target = mount_source(text)
             except MountError as exc:
                 raise UsageError(str(exc), path=path, line=instruction.line) from None
-            source, target = mount.source_stage, mount.target
-            if source and mount.type in ("bind", "cache"):
-                index = _stage_named(source, stages)
+            if source:
+                # any type: BuildKit makes the dependency before it knows the (maybe variable) type
                 edges.append(
                     Edge(
                         "mount",
                         source,
                         instruction.line,
-                        index,
+                        _stage_named(source, stages),
                         mount_target=target,
                         onbuild=onbuild,
                     )
@@ -404,15 +406,43 @@ def _stage_named(name: str, stages: Sequence[_RawStage]) -> int | None:
 
 def _with_onbuild(
     stage: Stage, stages: Sequence[Stage], raw: Sequence[_RawStage], path: str
-) -> Stage:
-    """ONBUILD triggers of a same-file base stage run in its direct children (BuildKit ≥ 1.11)."""
+) -> tuple[Stage, list[StageError]]:
+    """ONBUILD triggers of a same-file base stage run in its direct children (BuildKit ≥ 1.11).
+
+    BuildKit reads a trigger only there, so a trigger it cannot read, or whose reference it
+    refuses, is an error of the child's, raised only if the target needs the child.
+    """
     if stage.base_stage is None:
-        return stage
-    triggers = [i.trigger for i in stages[stage.base_stage].instructions if i.trigger is not None]
-    extra = [e for t in triggers for e in instruction_edges(t, raw, path, onbuild=True)]
-    if not extra:
-        return stage
-    return dataclasses.replace(stage, edges=stage.edges + tuple(extra))
+        return stage, []
+    extra: list[Edge] = []
+    errors: list[StageError] = []
+    for instruction in stages[stage.base_stage].instructions:
+        if instruction.trigger_error is not None:
+            errors.append(StageError(stage.index, instruction.line, instruction.trigger_error))
+        if instruction.trigger is None:
+            continue
+        try:
+            extra += instruction_edges(instruction.trigger, raw, path, onbuild=True)
+        except UsageError as exc:
+            errors.append(StageError(stage.index, instruction.line, exc.message))
+    return dataclasses.replace(stage, edges=stage.edges + tuple(extra)), errors
+
+
+def _unrun_triggers(stages: Sequence[Stage]) -> tuple[Warning, ...]:
+    """A broken trigger of a stage no stage here is built FROM fails no build of this file,
+    only builds FROM its image elsewhere: worth a warning."""
+    inherited = {stage.base_stage for stage in stages}
+    return tuple(
+        Warning(
+            instruction.line,
+            f"{instruction.trigger_error} (not an error here: the ONBUILD trigger runs only in "
+            f'a build FROM stage "{stage.name}", and none in this file is)',
+        )
+        for stage in stages
+        if stage.index not in inherited
+        for instruction in stage.instructions
+        if instruction.trigger_error is not None
+    )
 
 
 def _check_circular(dockerfile: Dockerfile) -> None:
@@ -471,3 +501,29 @@ def _order_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
                 )
             errors.append(StageError(stage.index, edge.line, message))
     return tuple(errors)
+
+
+def _mount_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
+    """Mounts BuildKit would refuse as written. It checks a mount only while dispatching its RUN,
+    so the error is the stage's that runs it: an ONBUILD trigger's is its child's. A value with a
+    variable is checked once expanded, by the key pass of a needed stage."""
+    errors = []
+    for stage in dockerfile.stages:
+        for instruction in _runs(stage, dockerfile.stages):
+            if instruction.cmd != "RUN":
+                continue
+            for text in instruction.flags.get("mount", ()):
+                try:
+                    parse_mount(text)
+                except MountError as exc:
+                    errors.append(StageError(stage.index, instruction.line, str(exc)))
+    return tuple(errors)
+
+
+def _runs(stage: Stage, stages: Sequence[Stage]) -> list[Instruction]:
+    """What the stage dispatches: its same-file base's ONBUILD triggers, then its own body."""
+    triggers: list[Instruction] = []
+    if stage.base_stage is not None:
+        parent = stages[stage.base_stage]
+        triggers = [i.trigger for i in parent.instructions if i.trigger is not None]
+    return [*triggers, *stage.instructions[1:]]

@@ -1,0 +1,226 @@
+"""BuildKit's own tests as the oracle for `plan`'s static verdicts (issue 17).
+
+Each test states what BuildKit does with a Dockerfile, for a target and build args: accept it,
+or reject it before running any step, and then with which words. It names the BuildKit test or
+code it mirrors. They are read from moby/buildkit at 73ed6825c4b7569379ef89df0aedcdbe64473d31
+(paths under frontend/dockerfile/); after a bump of the BuildKit we follow, re-read those.
+
+`plan --offline` runs whole, on real files: an accepted Dockerfile exits 0 (maybe with located
+warnings), a rejected one exits 2 with `Dockerfile:line: reason`. BuildKit dispatches only the
+stages the target needs, so what it finds while dispatching fails only those; elsewhere `plan`
+warns, at the line, and says why it is not an error there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+NOT_NEEDED = '(not an error here: stage "{}" is not needed by the target)'
+
+
+@dataclass(frozen=True)
+class Verdict:
+    code: int
+    error: str  # the first line of stderr when rejected
+    warnings: tuple[tuple[int, str], ...]
+    plan: dict[str, object]
+
+    def stage(self, name: str) -> dict[str, object]:
+        stages = self.plan["stages"]
+        assert isinstance(stages, list)
+        return next(s for s in stages if s["name"] == name)
+
+
+Plan = Callable[..., Verdict]
+
+
+@pytest.fixture
+def plan(chdir: Path, capsys: pytest.CaptureFixture[str]) -> Plan:
+    """Write the Dockerfile (and context files), run `plan --offline --json` with the flags."""
+
+    def run(text: str, *flags: str, files: tuple[str, ...] = ()) -> Verdict:
+        (chdir / "Dockerfile").write_text(text)
+        for name in files:
+            (chdir / name).write_text(name)
+        code = main(["plan", "--offline", "--json", *flags])
+        captured = capsys.readouterr()
+        if code != 0:
+            assert "Traceback" not in captured.err
+            return Verdict(code, captured.err.splitlines()[0], (), {})
+        document = json.loads(captured.out)
+        warnings = tuple((w["line"], w["message"]) for w in document["warnings"])
+        return Verdict(code, "", warnings, document)
+
+    return run
+
+
+# -- valid Dockerfiles that plan used to reject ---------------------------------------------------
+
+
+def test_mount_type_from_an_arg(plan: Plan) -> None:
+    """dockerfile_mount_test.go testMountArg: BuildKit expands every --mount value but `from`
+    before checking it, so a type from an ARG builds."""
+    verdict = plan(
+        "FROM busybox\nARG MNT_TYPE=cache\n"
+        "RUN --mount=type=$MNT_TYPE,target=/mycache2 touch /mycache2/foo\n"
+        "RUN --mount=type=cache,target=/mycache2 [ -f /mycache2/foo ]\n"
+    )
+    assert (verdict.code, verdict.warnings) == (0, ())
+
+
+def test_mount_type_from_an_env_the_child_stage_inherits(plan: Plan) -> None:
+    """dockerfile_mount_test.go testMountEnvAcrossStages: a child stage sees its parent's ENV in
+    its mounts' type and id."""
+    verdict = plan(
+        "FROM busybox as stage1\n"
+        "ENV MNT_ID=mycache\nENV MNT_TYPE2=cache\n"
+        "RUN --mount=type=cache,id=mycache,target=/abcabc touch /abcabc/foo\n"
+        "RUN --mount=type=$MNT_TYPE2,id=$MNT_ID,target=/cbacba [ -f /cbacba/foo ]\n"
+        "FROM stage1\n"
+        "RUN --mount=type=$MNT_TYPE2,id=$MNT_ID,target=/whatever [ -f /whatever/foo ]\n"
+    )
+    assert (verdict.code, verdict.warnings) == (0, ())
+    assert verdict.stage("1")["depends_on"] == ["stage1"]
+
+
+def test_a_mount_type_is_checked_once_expanded(plan: Plan) -> None:
+    """instructions/commands_runmount.go parseMount: the expanded value is what BuildKit checks,
+    so an ARG naming no mount type fails where the RUN is dispatched, and a build arg mends it."""
+    text = "FROM busybox\nARG KIND=volume\nRUN --mount=type=$KIND,target=/c true\n"
+    assert plan(text).error == 'Dockerfile:3: unsupported mount type "volume"'
+    assert plan(text, "--build-arg", "KIND=cache").code == 0
+
+
+def test_an_invalid_mount_fails_only_a_stage_the_target_needs(plan: Plan) -> None:
+    """dockerfile2llb/convert.go dispatchStages: only the stages reachable from the target are
+    dispatched, and a RUN's mounts are checked (setMountState with an expander) only then."""
+    text = (
+        "FROM busybox AS other\nRUN --mount=type=volume,target=/c true\n"
+        "FROM busybox AS app\nRUN true\n"
+    )
+    verdict = plan(text, "--target", "app")
+    message = 'unsupported mount type "volume"'
+    assert verdict.code == 0
+    assert verdict.warnings == ((2, f"{message} {NOT_NEEDED.format('other')}"),)
+    assert plan(text, "--target", "other").error == f"Dockerfile:2: {message}"
+
+
+def test_a_broken_onbuild_trigger_nothing_inherits_is_no_error(plan: Plan) -> None:
+    """dockerfile2llb/convert.go initOnBuildTriggers: a trigger is parsed as an instruction only in
+    the stage built FROM its stage; instructions/parse.go parseOnBuild checks just its keyword."""
+    verdict = plan("FROM busybox AS base\nONBUILD FROOM x\nFROM busybox AS app\n")
+    assert verdict.code == 0
+    assert verdict.warnings == (
+        (
+            2,
+            "unknown instruction: FROOM (did you mean FROM?) (not an error here: the ONBUILD "
+            'trigger runs only in a build FROM stage "base", and none in this file is)',
+        ),
+    )
+
+
+def test_a_broken_onbuild_trigger_fails_only_a_needed_child(plan: Plan) -> None:
+    """dockerfile2llb/convert.go initOnBuildTriggers, run for reachable stages only: the child
+    built FROM the stage fails; where the target does not need it, nothing does."""
+    text = (
+        "FROM busybox AS base\nONBUILD RUN --mount=type=cahce,target=/c true\n"
+        "FROM base AS child\nFROM busybox AS app\n"
+    )
+    message = 'unsupported mount type "cahce" (did you mean cache?)'
+    verdict = plan(text, "--target", "app")
+    assert verdict.code == 0
+    assert verdict.warnings == ((2, f"{message} {NOT_NEEDED.format('child')}"),)
+    assert plan(text, "--target", "base").code == 0
+    assert plan(text, "--target", "child").error == f"Dockerfile:2: {message}"
+
+
+def test_an_onbuild_trigger_with_an_unknown_instruction_fails_its_child(plan: Plan) -> None:
+    """dockerfile_onbuild_test.go testOnBuildInheritedStageRun runs a same-file parent's triggers
+    in the child; there a trigger BuildKit cannot parse is the child's error."""
+    verdict = plan("FROM busybox AS base\nONBUILD RUNN true\nFROM base AS child\n")
+    assert verdict.error == "Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)"
+
+
+def test_onbuild_keywords_are_checked_in_every_stage(plan: Plan) -> None:
+    """instructions/parse.go parseOnBuild rejects ONBUILD ONBUILD, FROM and MAINTAINER while
+    parsing, whatever the target."""
+    verdict = plan("FROM busybox AS base\nONBUILD MAINTAINER me\nFROM busybox AS app\n")
+    assert verdict.error == "Dockerfile:2: MAINTAINER isn't allowed as an ONBUILD trigger"
+
+
+def test_a_mount_from_any_type_is_a_dependency(plan: Plan) -> None:
+    """dockerfile2llb/convert_runmount.go detectRunMount: the source of a mount's `from` becomes
+    a dependency before its type is known, since the type may be a variable."""
+    verdict = plan(
+        "FROM busybox AS tools\nFROM busybox\nARG KIND=bind\n"
+        "RUN --mount=type=$KIND,from=tools,target=/t true\n"
+    )
+    assert verdict.code == 0
+    assert verdict.stage("1")["depends_on"] == ["tools"]
+
+
+# -- did you mean ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mount", "message"),
+    [
+        # dockerfile_mount_test.go testMountInvalid
+        ("typ=tmpfs", "unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"),
+        ("type=tmp", 'unsupported mount type "tmp" (did you mean tmpfs?)'),
+        # instructions/commands_runmount.go parseMount, the same search for sharing values
+        (
+            "type=cache,target=/c,sharing=lockd",
+            'unsupported sharing value "lockd" (did you mean locked?)',
+        ),
+        ("type=cache,target=/c,sharing=weird", 'unsupported sharing value "weird"'),
+        ("type=volume", 'unsupported mount type "volume"'),
+    ],
+)
+def test_mount_keys_and_types_say_what_was_meant(plan: Plan, mount: str, message: str) -> None:
+    assert (
+        plan(f"FROM scratch\nRUN --mount={mount} /bin/true\n").error == f"Dockerfile:2: {message}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mount", "message"),
+    [
+        ("type=cache,target=/c,required", "unexpected key 'required' for mount type 'cache'"),
+        ("required,type=secret,id=a", "unexpected key 'required' for mount type 'bind'"),
+        ("type=cache,target=/c,size=1m", "unexpected key 'size' for mount type 'cache'"),
+        ("type=tmpfs,target=/t,size=lots", "invalid value for size: lots"),
+        ("type=bind,target=/c,mode=0755", 'mode not allowed for "bind" type mounts'),
+        ("type=cache,target=/c,mode=0999", "invalid value 0999 for mode"),
+        ("type=cache,target=/c,uid=-1", "invalid value -1 for uid"),
+        ("type=bind,target=/c,ro=maybe", "invalid value for ro: maybe"),
+        ("type=cache,target=/c,nocopy", "invalid field 'nocopy' must be a key=value pair"),
+        ("type=secret,id=a,sharing=locked", "secret mount should not define sharing"),
+        ("type=tmpfs,target=/t,sharing=locked", "invalid cache sharing set for tmpfs mount"),
+    ],
+)
+def test_mount_values_are_checked_as_buildkit_checks_them(
+    plan: Plan, mount: str, message: str
+) -> None:
+    """instructions/commands_runmount.go parseMount, field by field in order: a `required` read
+    before the `type` is judged against the default bind type."""
+    verdict = plan(f"FROM busybox\nRUN --mount={mount} true\n")
+    assert verdict.error == f"Dockerfile:2: {message}"
+
+
+def test_valid_mount_values_plan(plan: Plan) -> None:
+    """dockerfile_mount_test.go testMountTmpfsSize and parseMount's accepted forms."""
+    verdict = plan(
+        "FROM busybox\n"
+        "RUN --mount=type=tmpfs,target=/dev/shm,size=128m "
+        "--mount=type=cache,target=/c,sharing=locked,mode=0700,uid=1000,gid=1000,rw=true "
+        "--mount=type=secret,id=s,required=true --mount=type=ssh true\n"
+    )
+    assert (verdict.code, verdict.warnings) == (0, ())
