@@ -224,3 +224,54 @@ def test_valid_mount_values_plan(plan: Plan) -> None:
         "--mount=type=secret,id=s,required=true --mount=type=ssh true\n"
     )
     assert (verdict.code, verdict.warnings) == (0, ())
+
+
+# -- invalid Dockerfiles that plan used to accept: what BuildKit's parser refuses in any stage ----
+
+
+@pytest.mark.parametrize("keyword", ["MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL"])
+def test_instructions_that_take_exactly_one_argument(plan: Plan, keyword: str) -> None:
+    """instructions/parse_test.go TestCommandsExactlyOneArgument."""
+    verdict = plan(f"FROM busybox AS other\n{keyword}\nFROM busybox\n")
+    assert verdict.error == f"Dockerfile:2: {keyword} requires exactly one argument"
+
+
+@pytest.mark.parametrize("keyword", ["ENV", "LABEL", "ONBUILD", "HEALTHCHECK", "EXPOSE", "VOLUME"])
+def test_instructions_that_take_at_least_one_argument(plan: Plan, keyword: str) -> None:
+    """instructions/parse_test.go TestCommandsAtLeastOneArgument."""
+    verdict = plan(f"FROM busybox AS other\n{keyword}\nFROM busybox\n")
+    assert verdict.error == f"Dockerfile:2: {keyword} requires at least one argument"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # instructions/parse_test.go TestParseOptInterval: under 1ms fails, 0 means the default
+        ("HEALTHCHECK --interval=50ns CMD true", 'Interval "interval" cannot be less than 1ms'),
+        ("HEALTHCHECK --timeout=999us CMD true", 'Interval "timeout" cannot be less than 1ms'),
+        (
+            "HEALTHCHECK --start-period=-1s CMD true",
+            'Interval "start-period" cannot be less than 1ms',
+        ),
+        # instructions/parse.go parseHealthcheck
+        ("HEALTHCHECK NONE true", "HEALTHCHECK NONE takes no arguments"),
+        ("HEALTHCHECK CMD", "Missing command after HEALTHCHECK CMD"),
+        ("HEALTHCHECK RUN true", 'Unknown type "RUN" in HEALTHCHECK (try CMD)'),
+        ("HEALTHCHECK --retries=-1 CMD true", "--retries cannot be negative (-1)"),
+    ],
+)
+def test_healthcheck_is_checked_as_buildkit_parses_it(plan: Plan, line: str, message: str) -> None:
+    assert plan(f"FROM busybox\n{line}\n").error == f"Dockerfile:2: {message}"
+
+
+def test_healthcheck_intervals_of_zero_and_one_millisecond_plan(plan: Plan) -> None:
+    """instructions/parse_test.go TestParseOptInterval: "0ms" and "1ms" are accepted."""
+    verdict = plan("FROM busybox\nHEALTHCHECK --interval=0ms --timeout=1ms CMD true\n")
+    assert verdict.code == 0
+
+
+@pytest.mark.parametrize("keyword", ["COPY", "ADD"])
+def test_a_heredoc_is_no_destination(plan: Plan, keyword: str) -> None:
+    """instructions/parse_heredoc_test.go TestErrorCasesHeredoc: "COPY /foo <<EOF"."""
+    verdict = plan(f"FROM busybox\n{keyword} /foo <<EOF\nEOF\n")
+    assert verdict.error == f"Dockerfile:2: {keyword} cannot accept a heredoc as a destination"
