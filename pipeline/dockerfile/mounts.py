@@ -11,12 +11,12 @@ expanded (for the keys of a needed stage, where it fails the plan).
 from __future__ import annotations
 
 import csv
-import json
 import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.dockerfile.gostrings import go_quote
 from pipeline.dockerfile.parse import _suggest as suggest
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def _check_from(value: str) -> None:
 def _check_value(key: str, value: str, values: dict[str, str], unknown: set[str]) -> None:
     """One field's value, worded as BuildKit's parseMount rejects it."""
     if key == "type" and value.lower() not in MOUNT_TYPES:
-        message = f"unsupported mount type {_go_quote(value)}"
+        message = f"unsupported mount type {go_quote(value)}"
         raise MountError(_with_suggestion(message, value, MOUNT_TYPES))
     if key in ("readonly", "ro", "readwrite", "rw") and not _go_bool(value):
         raise MountError(f"invalid value for {key}: {value}")
@@ -168,7 +168,7 @@ def _check_value(key: str, value: str, values: dict[str, str], unknown: set[str]
         if not _RAM_SIZE.match(value):
             raise MountError(f"invalid value for {key}: {value}")
     if key == "sharing" and value.lower() not in SHARING_MODES:
-        message = f"unsupported sharing value {_go_quote(value)}"
+        message = f"unsupported sharing value {go_quote(value)}"
         raise MountError(_with_suggestion(message, value, SHARING_MODES))
     if key in ("mode", "uid", "gid") and not _go_uint32(value, 8 if key == "mode" else 10):
         raise MountError(f"invalid value {value} for {key}")
@@ -192,10 +192,6 @@ def _go_bool(value: str) -> bool:
 def _go_uint32(value: str, base: int) -> bool:
     digits = "01234567" if base == 8 else "0123456789"
     return bool(value) and all(c in digits for c in value) and int(value, base) < 2**32
-
-
-def _go_quote(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _canonical(key: str) -> str:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
+from pipeline.dockerfile.parse import _suggest as suggest
+from pipeline.dockerfile.platforms import platform_error
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
@@ -264,13 +266,14 @@ def _expand(word: str, env: Mapping[str, str], parsed: ParsedDockerfile, line: i
         result = expand(word, env, escape=parsed.directives.escape)
     except ExpansionError as exc:
         raise UsageError(str(exc), path=parsed.path, line=line) from None
-    return _Expanded(result.value, frozenset(result.used))
+    return _Expanded(result.value, frozenset(result.used), frozenset(result.unset))
 
 
 @dataclass(frozen=True)
 class _Expanded:
     value: str
     used: frozenset[str]
+    unset: frozenset[str] = frozenset()
 
 
 def _raw_stage(
@@ -294,6 +297,8 @@ def _raw_stage(
         )
     platform_flag = head.flag("platform")
     platform = _expand(platform_flag, meta, parsed, head.line) if platform_flag else None
+    if platform_flag and platform is not None:
+        _check_platform(platform_flag, platform, meta, parsed.path, head.line)
     return _RawStage(
         index=index,
         name=name,
@@ -303,6 +308,26 @@ def _raw_stage(
         from_args=base.used | (platform.used if platform else frozenset()),
         instructions=tuple(body),
     )
+
+
+def _check_platform(
+    written: str, platform: _Expanded, meta: Mapping[str, str], path: str, line: int
+) -> None:
+    """BuildKit expands a FROM's --platform for every stage and fails on a value that is empty
+    or that containerd cannot parse, naming the global ARG an unset variable may have meant."""
+    if platform.value:
+        reason = platform_error(platform.value)
+        if reason is None:
+            return
+        message = f"failed to parse platform {written}: {reason}"
+    else:
+        message = f"empty platform value from expression {written}"
+    for name in sorted(platform.unset):
+        meant = suggest(name, tuple(meta), case_sensitive=True)
+        if meant is not None:
+            message += f" (did you mean {meant}?)"
+            break
+    raise UsageError(message, path=path, line=line)
 
 
 def _duplicate_names(stages: Sequence[_RawStage]) -> tuple[Warning, ...]:

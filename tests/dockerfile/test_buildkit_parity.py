@@ -275,3 +275,52 @@ def test_a_heredoc_is_no_destination(plan: Plan, keyword: str) -> None:
     """instructions/parse_heredoc_test.go TestErrorCasesHeredoc: "COPY /foo <<EOF"."""
     verdict = plan(f"FROM busybox\n{keyword} /foo <<EOF\nEOF\n")
     assert verdict.error == f"Dockerfile:2: {keyword} cannot accept a heredoc as a destination"
+
+
+# -- FROM --platform ------------------------------------------------------------------------------
+
+
+def test_a_platform_that_expands_to_nothing_fails_with_the_arg_meant(plan: Plan) -> None:
+    """dockerfile_check_test.go testUndeclaredArg: `FROM --platform=$BULIDPLATFORM` fails the build
+    at its FROM, in any stage, naming the platform ARG it resembles."""
+    verdict = plan("FROM --platform=$BULIDPLATFORM scratch AS other\nFROM busybox\n")
+    assert verdict.error == (
+        "Dockerfile:1: empty platform value from expression $BULIDPLATFORM "
+        "(did you mean BUILDPLATFORM?)"
+    )
+
+
+def test_a_platform_with_an_empty_component_fails_with_the_arg_meant(plan: Plan) -> None:
+    """dockerfile_check_test.go testUndeclaredArg: `linux/${MYARCH}` beside `ARG MY_ARCH`."""
+    verdict = plan(
+        "ARG MY_OS=linux\nARG MY_ARCH=amd64\nFROM --platform=linux/${MYARCH} busybox\n"
+        "COPY Dockerfile .\n"
+    )
+    assert verdict.error == (
+        'Dockerfile:3: failed to parse platform linux/${MYARCH}: "" is an invalid component of '
+        '"linux/": platform specifier component must match "^[A-Za-z0-9_.-]+$": invalid argument '
+        "(did you mean MY_ARCH?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("platform", "reason"),
+    [
+        ("linux/amd64/v2/x", '"linux/amd64/v2/x": cannot parse platform specifier'),
+        ("plan10", '"plan10": unknown operating system or architecture'),
+        ("linux/*", '"linux/*": wildcards not yet supported'),
+    ],
+)
+def test_a_platform_containerd_cannot_parse_fails(plan: Plan, platform: str, reason: str) -> None:
+    """dockerfile2llb/convert.go buildDispatchStates parses every FROM's platform with containerd's
+    platforms.Parse, and wraps its error."""
+    verdict = plan(f"FROM --platform={platform} busybox\n")
+    assert verdict.error == (
+        f"Dockerfile:1: failed to parse platform {platform}: {reason}: invalid argument"
+    )
+
+
+@pytest.mark.parametrize("platform", ["linux", "arm64", "linux/arm64/v8", "$BUILDPLATFORM"])
+def test_platforms_containerd_parses_plan(plan: Plan, platform: str) -> None:
+    """containerd's platforms.Parse takes an OS or an architecture alone, and os/arch/variant."""
+    assert plan(f"FROM --platform={platform} busybox\n").code == 0
