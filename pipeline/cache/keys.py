@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cache.ignore import ContextError
+from pipeline.dockerfile.copies import copy_error
 from pipeline.dockerfile.graph import closure
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, parse_mount
@@ -205,6 +206,11 @@ class _StageInputs:
             self.env[name] = self.builder.expand(value, before, instruction.line)
 
     def _copy(self, position: int, instruction: Instruction) -> None:
+        reason = copy_error(
+            instruction, lambda word: self.builder.expand(word, self.env, instruction.line)
+        )
+        if reason is not None:
+            raise self.builder.fail(reason, instruction.line)
         source = instruction.flag("from")
         if source:
             self._reference(source, instruction)

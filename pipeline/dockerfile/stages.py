@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from pipeline.dockerfile.copies import copy_error
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
 from pipeline.dockerfile.parse import _suggest as suggest
@@ -209,7 +210,7 @@ def build_stages(
     )
     _check_circular(dockerfile)
     trigger_errors = tuple(error for _, errors in with_triggers for error in errors)
-    errors = trigger_errors + _order_errors(dockerfile) + _mount_errors(dockerfile)
+    errors = trigger_errors + _order_errors(dockerfile) + _dispatch_errors(dockerfile)
     return dataclasses.replace(dockerfile, stage_errors=errors)
 
 
@@ -528,21 +529,32 @@ def _order_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
     return tuple(errors)
 
 
-def _mount_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
-    """Mounts BuildKit would refuse as written. It checks a mount only while dispatching its RUN,
-    so the error is the stage's that runs it: an ONBUILD trigger's is its child's. A value with a
-    variable is checked once expanded, by the key pass of a needed stage."""
+def _dispatch_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
+    """What BuildKit would refuse, as written, in a RUN's mounts or a COPY or ADD. It checks these
+    only while dispatching the instruction, so the error is the stage's that runs it: an ONBUILD
+    trigger's is its child's. A value with a variable is checked once expanded, by the key pass
+    of a needed stage."""
     errors = []
     for stage in dockerfile.stages:
         for instruction in _runs(stage, dockerfile.stages):
-            if instruction.cmd != "RUN":
-                continue
-            for text in instruction.flags.get("mount", ()):
-                try:
-                    parse_mount(text)
-                except MountError as exc:
-                    errors.append(StageError(stage.index, instruction.line, str(exc)))
+            for message in _refusals(instruction):
+                errors.append(StageError(stage.index, instruction.line, message))
     return tuple(errors)
+
+
+def _refusals(instruction: Instruction) -> list[str]:
+    if instruction.cmd in ("COPY", "ADD"):
+        reason = copy_error(instruction)
+        return [] if reason is None else [reason]
+    if instruction.cmd != "RUN":
+        return []
+    found = []
+    for text in instruction.flags.get("mount", ()):
+        try:
+            parse_mount(text)
+        except MountError as exc:
+            found.append(str(exc))
+    return found
 
 
 def _runs(stage: Stage, stages: Sequence[Stage]) -> list[Instruction]:

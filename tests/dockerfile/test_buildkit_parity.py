@@ -324,3 +324,151 @@ def test_a_platform_containerd_cannot_parse_fails(plan: Plan, platform: str, rea
 def test_platforms_containerd_parses_plan(plan: Plan, platform: str) -> None:
     """containerd's platforms.Parse takes an OS or an architecture alone, and os/arch/variant."""
     assert plan(f"FROM --platform={platform} busybox\n").code == 0
+
+
+# -- COPY and ADD, as dispatchCopy judges them in a needed stage ----------------------------------
+
+SHA256 = "sha256:" + "24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d"
+
+
+@pytest.mark.parametrize("keyword", ["COPY", "ADD"])
+@pytest.mark.parametrize("mode", ["64a", "10000", "9"])
+def test_a_chmod_neither_octal_nor_under_07777_fails(plan: Plan, keyword: str, mode: str) -> None:
+    """dockerfile_copy_test.go testCopyInvalidChmod, dockerfile_add_test.go testAddInvalidChmod."""
+    verdict = plan(f"FROM scratch\n{keyword} --chmod={mode} foo /\n", files=("foo",))
+    assert verdict.error == (
+        f"Dockerfile:2: invalid chmod parameter: '{mode}'. "
+        "it should be octal string and between 0 and 07777"
+    )
+
+
+@pytest.mark.parametrize("mode", ["0755", "7777", "u+x", "go-w,a+rX", "u=rw,g=u"])
+def test_octal_and_symbolic_chmods_plan(plan: Plan, mode: str) -> None:
+    """dockerfile_copy_test.go testCopyChmod: octal up to 07777 and symbolic modes (1.14)."""
+    assert plan(f"FROM scratch\nCOPY --chmod={mode} foo /\n", files=("foo",)).code == 0
+
+
+def test_a_symbolic_chmod_with_bad_syntax_fails(plan: Plan) -> None:
+    """dockerfile2llb/convert_copy.go dispatchCopy returns dchapes-mode's syntax error."""
+    verdict = plan("FROM scratch\nCOPY --chmod=u*x foo /\n", files=("foo",))
+    assert verdict.error.startswith("Dockerfile:2: invalid syntax (--chmod=u*x: ")
+
+
+def test_a_chmod_from_an_arg_is_checked_once_expanded(plan: Plan) -> None:
+    """dockerfile2llb/convert.go dispatch expands --chmod before dispatchCopy checks it."""
+    text = "FROM scratch\nARG MODE=0644\nCOPY --chmod=$MODE foo /\n"
+    assert plan(text, files=("foo",)).code == 0
+    verdict = plan(text, "--build-arg", "MODE=0999", files=("foo",))
+    assert verdict.error.startswith("Dockerfile:3: invalid chmod parameter: '0999'")
+
+
+def test_a_bad_chmod_fails_only_a_stage_the_target_needs(plan: Plan) -> None:
+    """dockerfile2llb/convert.go dispatchStages dispatches only stages the target reaches."""
+    text = "FROM scratch AS other\nCOPY --chmod=64a foo /\nFROM scratch\nCOPY foo /\n"
+    verdict = plan(text, files=("foo",))
+    assert verdict.code == 0
+    assert verdict.warnings[0][0] == 2
+    assert verdict.warnings[0][1].endswith(NOT_NEEDED.format("other"))
+
+
+@pytest.mark.parametrize(
+    ("checksum", "source", "message"),
+    [
+        # dockerfile_add_test.go testAddChecksum/DigestWithKnownButUnsupportedAlgoName
+        (
+            "md5:7e55db001d319a94b0b713529a756623",
+            "https://example.com/f",
+            "unsupported digest algorithm",
+        ),
+        # …/DigestWithUnknownAlgoName
+        ("unknown:" + SHA256[7:], "https://example.com/f", "unsupported digest algorithm"),
+        # …/DigestWithoutAlgoName
+        (SHA256[7:], "https://example.com/f", "invalid checksum digest format"),
+        ("sha256:abc", "https://example.com/f", "invalid checksum digest length"),
+        # …/NonHTTPSource
+        (SHA256, "foo", "checksum requires HTTP(S) or Git sources"),
+    ],
+)
+def test_add_checksum_is_checked_as_buildkit_checks_it(
+    plan: Plan, checksum: str, source: str, message: str
+) -> None:
+    verdict = plan(f"FROM scratch\nADD --checksum={checksum} {source} /tmp/foo\n", files=("foo",))
+    assert verdict.error.startswith(f"Dockerfile:2: {message}")
+
+
+def test_add_checksum_of_a_url_plans(plan: Plan) -> None:
+    """dockerfile_add_test.go testAddChecksum/Valid and /DigestFromEnv."""
+    assert plan(f"FROM scratch\nADD --checksum={SHA256} https://example.com/f /tmp/foo\n").code == 0
+    verdict = plan(
+        f"FROM scratch\nENV DIGEST={SHA256}\nENV LINK=https://example.com/f\n"
+        "ADD --checksum=${DIGEST} ${LINK} /tmp/foo\n"
+    )
+    assert verdict.code == 0
+
+
+def test_add_checksum_of_several_sources_fails(plan: Plan) -> None:
+    """dockerfile2llb/convert_copy.go dispatchCopy: one source only."""
+    verdict = plan(
+        f"FROM scratch\nADD --checksum={SHA256} https://example.com/a https://example.com/b /\n"
+    )
+    assert verdict.error == "Dockerfile:2: checksum can't be specified for multiple sources"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # dockerfile_addgit_test.go testGitQueryString
+        (
+            "https://example.com/r.git?tag=v0.0.2#refs/heads/master",
+            'ref conflicts: "refs/heads/master" vs "refs/tags/v0.0.2"',
+        ),
+        # dfgitutil/git_ref_test.go TestParseGitRef
+        (
+            "https://github.com/moby/buildkit.git?ref=v1.0.0#v1.2.3",
+            'ref conflicts: "v1.2.3" vs "v1.0.0"',
+        ),
+        (
+            "https://github.com/moby/buildkit.git?ref=v1.0.0&tag=v1.2.3",
+            'ref conflicts: "v1.0.0" vs "refs/tags/v1.2.3"',
+        ),
+        (
+            "https://github.com/moby/buildkit.git?tag=v1.0.0&branch=v1.0",
+            "branch conflicts with tag",
+        ),
+        ("git@github.com:moby/buildkit.git?color=red", 'unexpected query "color"'),
+        ("https://example.com/r.git?ref=", 'query "ref" has no value'),
+    ],
+)
+def test_a_git_query_that_conflicts_fails(plan: Plan, source: str, message: str) -> None:
+    verdict = plan(f"FROM scratch\nADD {source} /src\n")
+    assert verdict.error == f"Dockerfile:2: {message}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # dockerfile_addgit_test.go testGitQueryString, the valid ones
+        "https://example.com/r.git?tag=v0.0.2#refs/tags/v0.0.2",
+        "https://example.com/r.git?subdir=sub&ref=feature",
+        "https://example.com/r.git?keep-git-dir&submodules",
+        "git@github.com:moby/buildkit.git?subdir=/subdir#v1.0.0",
+    ],
+)
+def test_git_queries_that_agree_plan(plan: Plan, source: str) -> None:
+    assert plan(f"FROM scratch\nADD {source} /src\n").code == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("http://example.com/file", "source can't be a URL for COPY"),
+        ("https://example.com/r.git", "source can't be a git ref for COPY"),
+    ],
+)
+def test_copy_refuses_remote_sources(plan: Plan, source: str, message: str) -> None:
+    """dockerfile2llb/convert_copy.go dispatchCopy, even when a context path of that name
+    exists (`plan` used to look the URL up in the context)."""
+    (Path.cwd() / "http:" / "example.com").mkdir(parents=True)
+    (Path.cwd() / "http:" / "example.com" / "file").write_text("x")
+    verdict = plan(f"FROM scratch\nCOPY {source} /x\n")
+    assert verdict.error.startswith(f"Dockerfile:2: {message}")
