@@ -150,7 +150,7 @@ class _StageInputs:
             for ref in [stage.base if stage.base_stage is None else "", *self.images]
             if ref and ref != "scratch" and not builder.image_digests.get(ref)
         )
-        return {
+        document: dict[str, Any] = {
             "version": KEY_VERSION,
             "platform": stage.platform or str(builder.platform),
             "base": base,
@@ -165,6 +165,15 @@ class _StageInputs:
             "ssh": sorted(self.ssh),
             "unpinned": unpinned,
         }
+        epoch = builder.dockerfile.source_date_epoch
+        if epoch is not None:
+            # it stamps the image's files and history; set only, so other keys stay as they were
+            document["source_date_epoch"] = {
+                "value": epoch.value,
+                "source": epoch.source,
+                "checksum": epoch.checksum,
+            }
+        return document
 
     def _instructions(self) -> list[Instruction]:
         """ONBUILD triggers of a same-file base run first in this stage, then its own body."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from pipeline.dockerfile.parse import Instruction
 
-__all__ = ["GitSourceError", "copy_error", "git_source"]
+__all__ = ["GitSourceError", "copy_error", "digest_error", "git_source", "http_source"]
 
 # a symbolic mode, as tonistiigi/dchapes-mode parses it: clauses of who, then op and permissions
 _SYMBOLIC = re.compile(r"[ugoa]*([-+=][rwxXstugo]*)+(,[ugoa]*([-+=][rwxXstugo]*)+)*")
@@ -79,7 +79,7 @@ def copy_error(instruction: Instruction, expand: Callable[[str], str] | None = N
             return str(exc)
         if git is not None:
             reason = _git_error(git, adding, instruction.flag("keep-git-dir"), checksum)
-        elif _http(source):
+        elif http_source(source):
             reason = _url_error(adding, checksum)
         else:
             reason = None
@@ -101,12 +101,12 @@ def _chmod_error(mode: str) -> str | None:
 
 def _remote(source: str) -> bool:
     try:
-        return _http(source) or git_source(source) is not None
+        return http_source(source) or git_source(source) is not None
     except GitSourceError:
         return True
 
 
-def _http(source: str) -> bool:
+def http_source(source: str) -> bool:
     if not source.startswith(("http://", "https://")):
         return False
     try:
@@ -132,11 +132,11 @@ def _url_error(adding: bool, checksum: str | None) -> str | None:
     if not adding:
         return "source can't be a URL for COPY (ADD downloads URLs)"
     if checksum:
-        return _digest_error(checksum)
+        return digest_error(checksum)
     return None
 
 
-def _digest_error(digest: str) -> str | None:
+def digest_error(digest: str) -> str | None:
     """go-digest's Parse, with the algorithms BuildKit registers."""
     colon = digest.find(":")
     if colon <= 0 or colon + 1 == len(digest):

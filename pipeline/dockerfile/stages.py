@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.dockerfile.copies import copy_error
+from pipeline.dockerfile.epoch import SourceDateEpoch, resolve_epoch
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
 from pipeline.dockerfile.parse import _suggest as suggest
@@ -160,6 +161,7 @@ class Dockerfile:
     stages: tuple[Stage, ...]
     warnings: tuple[Warning, ...]
     stage_errors: tuple[StageError, ...] = ()
+    source_date_epoch: SourceDateEpoch | None = None
 
     def stage_by_name(self, name: str) -> Stage | None:
         """BuildKit's findStateByName: case-insensitive, the last stage of that name wins."""
@@ -195,6 +197,14 @@ def build_stages(
     if not bodies:
         raise UsageError("dockerfile contains no stages to build", path=path)
     meta = _meta_args(parsed, global_args, bodies, build_args, platform, target)
+    epoch = resolve_epoch(
+        bodies,
+        meta,
+        build_args,
+        path=path,
+        escape=parsed.directives.escape,
+        line=next((a.line for a in reversed(global_args) if a.name == "SOURCE_DATE_EPOCH"), None),
+    )
     raw = [_raw_stage(index, body, meta, parsed) for index, body in enumerate(bodies)]
     resolved = tuple(_resolve(stage, raw, path) for stage in raw)
     with_triggers = [_with_onbuild(stage, resolved, raw, path) for stage in resolved]
@@ -207,6 +217,7 @@ def build_stages(
         meta_args=meta,
         stages=stages,
         warnings=warnings,
+        source_date_epoch=epoch,
     )
     _check_circular(dockerfile)
     trigger_errors = tuple(error for _, errors in with_triggers for error in errors)

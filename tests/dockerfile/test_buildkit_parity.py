@@ -472,3 +472,70 @@ def test_copy_refuses_remote_sources(plan: Plan, source: str, message: str) -> N
     (Path.cwd() / "http:" / "example.com" / "file").write_text("x")
     verdict = plan(f"FROM scratch\nCOPY {source} /x\n")
     assert verdict.error.startswith(f"Dockerfile:2: {message}")
+
+
+# -- SOURCE_DATE_EPOCH (dockerfile 1.24+) ---------------------------------------------------------
+
+
+def test_an_epoch_default_that_is_no_timestamp_fails(plan: Plan) -> None:
+    """dockerfile_source_date_epoch_test.go testSourceDateEpochDockerfileDefaultInvalid."""
+    verdict = plan("ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\nCOPY Dockerfile .\n")
+    assert verdict.error.startswith("Dockerfile:1: invalid SOURCE_DATE_EPOCH: not-a-timestamp")
+
+
+def test_an_epoch_stage_that_is_not_source_only_fails_every_target(plan: Plan) -> None:
+    """dockerfile_source_date_epoch_test.go testSourceDateEpochStageInvalid: the stage is
+    evaluated before any other, so the error is at its FROM whatever the target."""
+    text = (
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nCOPY Dockerfile /Dockerfile\n"
+        "FROM scratch AS app\nCOPY Dockerfile .\n"
+    )
+    verdict = plan(text, "--target", "app")
+    assert verdict.error == (
+        "Dockerfile:2: SOURCE_DATE_EPOCH stage does not meet source-only requirements: "
+        "unsupported copy instruction"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("FROM busybox AS mysource\nADD https://example.com/src.tar /\n", "must use FROM scratch"),
+        ("FROM scratch AS mysource\nARG V=1\n", "must contain exactly one remote ADD"),
+        (
+            "FROM scratch AS mysource\nADD https://example.com/a /\nADD https://example.com/b /\n",
+            "must contain exactly one remote ADD",
+        ),
+        ("FROM scratch AS mysource\nADD src.tar /\n", "source must be a single HTTP(S) or Git ADD"),
+    ],
+)
+def test_the_epoch_stage_rules(plan: Plan, stage: str, message: str) -> None:
+    """dockerfile2llb/epoch.go sourceDateEpochStageSource."""
+    verdict = plan(f"ARG SOURCE_DATE_EPOCH=mysource\n{stage}FROM scratch\n", files=("src.tar",))
+    assert verdict.error == f"Dockerfile:2: SOURCE_DATE_EPOCH stage {message}"
+
+
+def test_an_epoch_stage_is_needed_and_keyed(plan: Plan) -> None:
+    """dockerfile_source_date_epoch_test.go testSourceDateEpochStageOverride: a source-only stage
+    dates the build (BuildKit evaluates it whatever the target); a timestamp build arg wins."""
+    text = (
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nARG SRC=src.tar\n"
+        "ADD https://example.com/${SRC} /\nFROM scratch AS app\nCOPY Dockerfile .\n"
+    )
+    verdict = plan(text, "--target", "app")
+    assert verdict.code == 0
+    assert verdict.stage("mysource")["needed"] is True
+    key = verdict.stage("app")["key"]
+    again = plan(text, "--target", "app", "--build-arg", "SRC=other.tar")
+    assert again.stage("app")["key"] != key
+    override = plan(text, "--target", "app", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    assert override.stage("mysource")["needed"] is False
+    assert override.stage("app")["key"] not in (key, again.stage("app")["key"])
+
+
+def test_an_epoch_timestamp_is_keyed(plan: Plan) -> None:
+    """dockerfile_source_date_epoch_test.go testSourceDateEpochDockerfileDefault: the epoch
+    stamps the image, so another epoch is another image."""
+    text = "ARG SOURCE_DATE_EPOCH=1700000000\nFROM scratch\nCOPY Dockerfile .\n"
+    first = plan(text).stage("0")["key"]
+    assert plan(text, "--build-arg", "SOURCE_DATE_EPOCH=1800000000").stage("0")["key"] != first
