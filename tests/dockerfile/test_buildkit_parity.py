@@ -148,6 +148,19 @@ def test_an_onbuild_trigger_with_an_unknown_instruction_fails_its_child(plan: Pl
     assert verdict.error == "Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)"
 
 
+def test_an_onbuild_copy_from_a_variable_fails_only_a_needed_child(plan: Plan) -> None:
+    """dockerfile2llb/convert.go initOnBuildTriggers calls toCommand, which refuses a variable in
+    --from, only for a reachable child."""
+    text = (
+        "FROM busybox AS base\nONBUILD COPY --from=$SRC /a /a\nFROM base AS child\nFROM busybox\n"
+    )
+    message = "variable expansion is not supported for --from"
+    verdict = plan(text)
+    assert verdict.code == 0
+    assert [line for line, _ in verdict.warnings] == [2]
+    assert plan(text, "--target", "child").error.startswith(f"Dockerfile:2: {message}")
+
+
 def test_onbuild_keywords_are_checked_in_every_stage(plan: Plan) -> None:
     """instructions/parse.go parseOnBuild rejects ONBUILD ONBUILD, FROM and MAINTAINER while
     parsing, whatever the target."""
