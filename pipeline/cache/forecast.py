@@ -42,13 +42,16 @@ def decide(
     skipped. With `no_cache` every needed stage is built.
     """
     actions: dict[int, Forecast] = {}
+    epoch = graph.dockerfile.source_date_epoch
+    # the stage that dates the build must stay FROM scratch for BuildKit to evaluate it
+    dating = epoch.stage if epoch is not None else None
 
     def visit(index: int) -> None:
         if index in actions:
             return
         stage = graph.stages[index]
         state = cache.get(index)
-        if state == "hit" and not no_cache and restorable(stage):
+        if state == "hit" and not no_cache and restorable(stage) and index != dating:
             actions[index] = Forecast(state, "restore", digests[index])
             return
         actions[index] = Forecast(state, "build", digests.get(index))
