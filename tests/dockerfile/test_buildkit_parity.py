@@ -182,6 +182,12 @@ def test_a_mount_from_any_type_is_a_dependency(plan: Plan) -> None:
 # -- did you mean ---------------------------------------------------------------------------------
 
 
+def test_a_mistyped_mount_flag_says_what_was_meant(plan: Plan) -> None:
+    """dockerfile_mount_test.go testMountInvalid: `RUN --mont=…`."""
+    verdict = plan("FROM scratch\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n")
+    assert verdict.error == "Dockerfile:2: unknown flag: --mont (did you mean mount?)"
+
+
 @pytest.mark.parametrize(
     ("mount", "message"),
     [
