@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cache.ignore import ContextError
+from pipeline.dockerfile.copies import copy_error
 from pipeline.dockerfile.graph import closure
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, parse_mount
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 
     from pipeline.cache.context import BuildContext
     from pipeline.dockerfile.parse import Instruction, ParsedDockerfile
-    from pipeline.dockerfile.stages import Dockerfile, Platform, Stage
+    from pipeline.dockerfile.platforms import Platform
+    from pipeline.dockerfile.stages import Dockerfile, Stage
 
 __all__ = [
     "KEY_VERSION",
@@ -190,7 +192,7 @@ class _StageInputs:
             for ref in [stage.base if stage.base_stage is None else "", *self.images]
             if ref and ref != "scratch" and not builder.image_digests.get(ref)
         )
-        return {
+        document: dict[str, Any] = {
             "version": KEY_VERSION,
             "platform": self._platform(),
             "base": base,
@@ -205,6 +207,15 @@ class _StageInputs:
             "ssh": sorted(self.ssh),
             "unpinned": unpinned,
         }
+        epoch = builder.dockerfile.source_date_epoch
+        if epoch is not None:
+            # it stamps the image's files and history; set only, so other keys stay as they were
+            document["source_date_epoch"] = {
+                "value": epoch.value,
+                "source": epoch.source,
+                "checksum": epoch.checksum,
+            }
+        return document
 
     def _platform(self) -> str:
         """Where the stage runs. A stage FROM a stage runs where its parent does, whatever its
@@ -255,6 +266,11 @@ class _StageInputs:
             self.env[name] = self.builder.expand(value, before, instruction.line)
 
     def _copy(self, position: int, instruction: Instruction) -> None:
+        reason = copy_error(
+            instruction, lambda word: self.builder.expand(word, self.env, instruction.line)
+        )
+        if reason is not None:
+            raise self.builder.fail(reason, instruction.line)
         source = instruction.flag("from")
         if source:
             self._reference(source, instruction)

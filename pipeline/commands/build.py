@@ -38,8 +38,8 @@ from pipeline.commands.plan import (
 )
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.rewrite import build_targets
-from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
 from pipeline.engines.dagger_rules import engine_is_dagger, refusal, secret_exposures
 from pipeline.engines.results import Status, TestOutcome

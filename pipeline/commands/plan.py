@@ -22,7 +22,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.dockerfile.platforms import native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposures, unreachable
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials

@@ -67,7 +67,12 @@ def select(
     if also:
         extra = resolve_targets(dockerfile, also)
         targets = tuple({t.index: t for t in (*targets, *extra)}.values())
-    needed = closure(dockerfile.stages, [t.index for t in targets])
+    roots = [t.index for t in targets]
+    epoch = dockerfile.source_date_epoch
+    if epoch is not None and epoch.stage is not None:
+        # BuildKit evaluates the stage that dates the build whatever the target
+        roots.append(epoch.stage)
+    needed = closure(dockerfile.stages, roots)
     _check_stage_case(dockerfile, needed)
     dockerfile = _dispatch_errors(dockerfile, needed)
     return Graph(

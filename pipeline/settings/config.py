@@ -48,7 +48,7 @@ from pipeline.settings.secrets import secret_from_fields, secret_from_text
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from pipeline.dockerfile.stages import Platform
+    from pipeline.dockerfile.platforms import Platform
     from pipeline.oci.reference import Repository
     from pipeline.settings.secrets import SecretSpec
 

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Repository
 from pipeline.settings.ci import CIContext

@@ -12,7 +12,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import compute_keys, external_images, normalized_text
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
-from pipeline.dockerfile.stages import Dockerfile, Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import Dockerfile, build_stages
 from pipeline.errors import UsageError
 from tests.conftest import FIXTURES
 from tests.dockerfile.test_graph_property import Node, dags, write
@@ -248,11 +249,11 @@ def test_secret_ids_count_but_values_are_never_read(tmp_path: Path) -> None:
 
 def test_add_url_and_checksum(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        "FROM scratch\nADD --checksum=sha256:abc https://example.com/a.tgz /a\n"
+        f"FROM scratch\nADD --checksum=sha256:{'a' * 64} https://example.com/a.tgz /a\n"
     )
     before = keys_of(tmp_path)
     (tmp_path / "Dockerfile").write_text(
-        "FROM scratch\nADD --checksum=sha256:abd https://example.com/a.tgz /a\n"
+        f"FROM scratch\nADD --checksum=sha256:{'b' * 64} https://example.com/a.tgz /a\n"
     )
     assert changed(before, keys_of(tmp_path)) == {"0"}
 

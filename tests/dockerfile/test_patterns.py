@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.platforms import native_platform
 from tests.patterns import AcrossCases, Case, edit, load_across_cases, load_cases
 
 CASES = load_cases()

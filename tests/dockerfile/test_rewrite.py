@@ -85,6 +85,19 @@ def forecast(df: Dockerfile, targets: list[str], hits: set[str], **kw: bool) -> 
     return {df.stages[i].name: f.action for i, f in result.items()}
 
 
+def test_the_stage_that_dates_the_build_is_never_restored() -> None:
+    """BuildKit (dockerfile 1.24+) refuses a SOURCE_DATE_EPOCH stage that is not FROM scratch,
+    which a restored stage would be; it evaluates the stage itself, so no build needs it."""
+    df = build_stages(
+        parse_text(
+            "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD https://example.com/s.tar /\n"
+            "FROM busybox AS app\nCOPY --from=src /s.tar /\nFROM busybox AS other\n"
+        )
+    )
+    assert forecast(df, ["app"], {"src"}) == {"app": "build", "src": "build"}
+    assert forecast(df, ["other"], {"src"}) == {"other": "build", "src": "skip"}
+
+
 def test_a_hit_target_restores_and_skips_everything_below(php: Dockerfile) -> None:
     assert forecast(php, ["test"], {"test", "app"}) == {
         "test": "restore",

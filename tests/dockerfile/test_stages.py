@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Platform, build_stages, native_platform
+from pipeline.dockerfile.platforms import Platform, native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.errors import UsageError
-from tests.conftest import FIXTURES, WriteDockerfile
+from tests.conftest import FIXTURES, WriteDockerfile, graph_of
 
 
 def bases(df: object) -> list[tuple[str, str, int | None]]:
@@ -195,7 +196,7 @@ def test_mount_from_is_by_name_only(dockerfile: WriteDockerfile) -> None:
 )
 def test_bad_references(dockerfile: WriteDockerfile, line: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
-        dockerfile(f"ARG SRC=x\nFROM alpine AS x\nFROM alpine\n{line}\n")
+        graph_of(dockerfile(f"ARG SRC=x\nFROM alpine AS x\nFROM alpine\n{line}\n"))
     assert (info.value.line, info.value.message) == (4, message)
 
 

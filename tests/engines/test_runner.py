@@ -15,8 +15,9 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
+from pipeline.dockerfile.platforms import Platform
 from pipeline.dockerfile.rewrite import build_targets
-from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.base import Image, StageJob
 from pipeline.engines.results import StageResult
 from pipeline.engines.runner import RunOptions, execute, jobs_for

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Repository
 from pipeline.settings import config as config_module

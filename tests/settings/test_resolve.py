@@ -10,7 +10,7 @@ import pytest
 from yaml.nodes import MappingNode
 
 from pipeline.cli import _parser, main
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.engines.runner import RunOptions
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import CredentialSource
