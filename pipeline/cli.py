@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from argparse import SUPPRESS
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import anyio
 
@@ -20,7 +20,7 @@ from pipeline import __version__
 from pipeline.commands.build import run_build
 from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
-from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError
+from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, ToolError
 from pipeline.settings.ci import detect
 from pipeline.settings.config import find_config, load_config
 from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
@@ -39,14 +39,19 @@ def run() -> None:
     down, which takes 50-70 ms at the end of every build. Not after Dagger was used: its SDK
     sends its last telemetry from an exit handler.
     """
-    code = main()
-    if "dagger" in sys.modules:
-        sys.exit(code)
+    try:
+        code = main()
+    except SystemExit as done:  # --help, --version and argparse's usage errors
+        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 2
+    except BrokenPipeError:
+        code = _pipe_closed()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        pass
+        code = _pipe_closed()
+    if "dagger" in sys.modules:
+        sys.exit(code)
     os._exit(code)
 
 
@@ -57,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ToolError as exc:
         return _report(exc)
+    except BrokenPipeError:
+        return _pipe_closed()
     except BaseExceptionGroup as group:
+        if group.subgroup(BrokenPipeError) is not None:
+            return _pipe_closed()
         first = _first_tool_error(group)
         return _crash() if first is None else _report(first)
     except KeyboardInterrupt:
@@ -65,6 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception:
         return _crash()
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`plan --json | head`): end quietly, as `cat` or
+    `git log` do when SIGPIPE kills them, with the shell's code for that, 141.
+
+    Both streams are pointed at /dev/null first: what is still buffered for the closed pipe
+    would otherwise fail again as the interpreter flushes it on the way out.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            continue  # not a real file (a test's capture): nothing is flushed to a pipe
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 def _report(exc: ToolError) -> int:
@@ -99,8 +125,17 @@ def _crash() -> int:
     return EXIT_INTERNAL
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that help written to a closed pipe fails as any other output does,
+    instead of argparse swallowing the error and exiting 0."""
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dagger-stages",
         description="Build multi-stage Dockerfiles stage by stage, in parallel, cached per stage.",
     )

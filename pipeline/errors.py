@@ -6,6 +6,8 @@
     3    EXIT_ENGINE        no usable engine
     70   EXIT_INTERNAL      a bug: the traceback goes to a log file
     130  EXIT_INTERRUPTED   SIGINT or SIGTERM
+    141  EXIT_PIPE          the reader of our output went away (`plan --json | head`), as a
+                            process killed by SIGPIPE reports to its shell: quietly
 
 ToolError                 exit 1, the base: anything we report without a traceback
 ├── UsageError            exit 2: a bad Dockerfile, config file, flag or target
@@ -29,6 +31,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_USAGE",
     "EngineUnavailable",
     "StageFailed",
@@ -43,6 +46,7 @@ EXIT_USAGE = 2
 EXIT_ENGINE = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE
 
 
 class ToolError(Exception):
