@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from argparse import SUPPRESS
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -27,6 +27,8 @@ from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from _typeshed import SupportsWrite
 
 
 __all__ = ["main", "run"]
@@ -129,7 +131,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, except that help written to a closed pipe fails as any other output does,
     instead of argparse swallowing the error and exiting 0."""
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         if message:
             (file or sys.stderr).write(message)
 
