@@ -22,7 +22,7 @@ from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
 from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, ToolError
 from pipeline.settings.ci import detect
-from pipeline.settings.config import find_config, load_config
+from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
 from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -137,6 +137,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Each command takes only the flags that change what it does, each help with its default.
+
+    A flag that sets a `Settings` field has the field's name as its dest and no default of its
+    own (`SUPPRESS`): only the flags given reach the settings' flag layer, so its help says the
+    default, read from `Settings` where it is a constant.
+    """
     parser = _Parser(
         prog="dagger-stages",
         description="Build multi-stage Dockerfiles stage by stage, in parallel, cached per stage.",
@@ -145,23 +151,134 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
-    _add_common(plan)
+    _add_inputs(plan, target="stage to plan for")
+    _add_repositories(plan)
+    _add_engine(plan)
     plan.add_argument(
         "--format",
         choices=("table", "json", "mermaid"),
         default="table",
-        help="table (default), json (docs/plan-json.md) or a Mermaid flowchart",
+        help="table, json (docs/plan-json.md) or a Mermaid flowchart (default: table)",
     )
     plan.add_argument("--json", action="store_true", help="the same as --format json")
     plan.add_argument(
         "--offline",
         action="store_true",
-        help="ask no registry: images stay unpinned and the cache unknown",
+        help="ask no registry: images stay unpinned and the cache unknown (default: ask)",
     )
     plan.set_defaults(handler=_plan)
 
     build = commands.add_parser("build", help="build the needed stages, cached per stage")
-    _add_common(build)
+    _add_inputs(build, target="stage to build")
+    _add_repositories(build)
+    _add_engine(build)
+    _add_build(build)
+    build.set_defaults(handler=_build)
+
+    prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
+    _add_inputs(prune, target="stage whose restored cache images are kept")
+    prune.add_argument(
+        "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
+    )
+    prune.add_argument(
+        "--keep", type=int, default=3, metavar="N", help="newest tags kept per stage (default: 3)"
+    )
+    prune.add_argument(
+        "--yes", action="store_true", help="delete; without it, a dry run (default: dry run)"
+    )
+    prune.set_defaults(handler=_prune)
+    return parser
+
+
+def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
+    """What the stages and their keys are made of, and where their cache is: every command."""
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"config file (default: {CONFIG_FILENAME}, if there)"
+    )
+    parser.add_argument(
+        "--dockerfile",
+        "-f",
+        default=SUPPRESS,
+        metavar="FILE",
+        help=f"the Dockerfile (default: CONTEXT/{Settings.dockerfile})",
+    )
+    parser.add_argument(
+        "--context",
+        default=SUPPRESS,
+        metavar="DIR",
+        help=f"build context (default: {Settings.context})",
+    )
+    parser.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=SUPPRESS,
+        metavar="STAGE",
+        help=f"{target}; repeatable (default: the last stage)",
+    )
+    parser.add_argument(
+        "--build-arg",
+        dest="build_args",
+        action="append",
+        default=SUPPRESS,
+        metavar="K=V",
+        help="set a declared ARG; repeatable (default: the Dockerfile's values)",
+    )
+    parser.add_argument(
+        "--platform",
+        dest="platforms",
+        action="append",
+        default=SUPPRESS,
+        metavar="OS/ARCH",
+        help="target platform; one per run until multi-platform builds land "
+        "(default: this machine's)",
+    )
+    parser.add_argument(
+        "--cache-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="registry repository for stage images, host[:port]/path (default: from CI, "
+        "<image repo>/cache; none locally)",
+    )
+
+
+def _add_repositories(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="where --push publishes bare tags; the cache goes beside it, in <REPO>/cache "
+        "(default: from CI; none locally)",
+    )
+
+
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        default=SUPPRESS,
+        metavar="{" + ",".join(ENGINES) + "}",
+        help=f"executor (default: {Settings.engine})",
+    )
+    parser.add_argument(
+        "--engine-reaches",
+        default=SUPPRESS,
+        metavar="HOST[,HOST]",
+        help="loopback or plain-HTTP registries the Dagger engine reaches all the same "
+        "(it shares this network, or its config marks them http); * for all (default: none)",
+    )
+
+
+def _add_build(build: argparse.ArgumentParser) -> None:
+    """What only a build does: run, push, publish, test and report."""
+    build.add_argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=SUPPRESS,
+        metavar="id=ID,env=VAR|src=PATH",
+        help="a build secret, buildx syntax; repeatable; its value is never read into plans "
+        "or keys (default: none)",
+    )
     build.add_argument(
         "--jobs", default=SUPPRESS, metavar="N", help=f"stages built at once (default: {JOBS})"
     )
@@ -169,44 +286,57 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-fast",
         action="store_true",
         default=SUPPRESS,
-        help="stop everything when a stage fails",
+        help="stop everything when a stage fails (default: finish the independent stages)",
     )
     build.add_argument(
         "--no-cache",
         action="store_true",
         default=SUPPRESS,
-        help="restore nothing: build every needed stage",
+        help="restore nothing: build every needed stage (default: restore what is cached)",
     )
     build.add_argument(
         "--no-push-cache",
         dest="push_cache",
         action="store_false",
         default=SUPPRESS,
-        help="push no stage image to the cache repo",
+        help="push no stage image to the cache repo (default: push each one built)",
     )
     build.add_argument(
-        "--docker", default=SUPPRESS, metavar="PATH", help="the docker CLI for --engine docker"
-    )
-    build.add_argument(
-        "--report", default=SUPPRESS, metavar="FILE", help="write the JSON report here"
-    )
-    build.add_argument(
-        "--junit",
+        "--docker",
         default=SUPPRESS,
-        metavar="FILE",
-        help="write a JUnit XML, a testcase per stage",
+        metavar="PATH",
+        help="the docker CLI for --engine docker (default: $DAGGER_STAGES_DOCKER, else docker "
+        "on PATH)",
     )
     build.add_argument(
-        "--dotenv",
-        default=SUPPRESS,
-        metavar="FILE",
-        help="write digests and published refs as KEY=value lines",
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="every line of every build and push (default: one line per stage event; "
+        "a failing stage's whole log)",
     )
+    for flag, what in (
+        ("--report", "the JSON report"),
+        ("--junit", "a JUnit XML, a testcase per stage"),
+        ("--dotenv", "digests and published refs as KEY=value lines"),
+    ):
+        build.add_argument(
+            flag, default=SUPPRESS, metavar="FILE", help=f"write {what} here (default: none)"
+        )
     build.add_argument(
         "--push",
         action="store_true",
         default=SUPPRESS,
-        help="publish the targets (config: publish)",
+        help="publish the targets (config: publish) (default: publish nothing)",
+    )
+    build.add_argument(
+        "--publish",
+        dest="publish",
+        action="append",
+        default=SUPPRESS,
+        metavar="STAGE=TAG",
+        help="with --push, publish STAGE under this tag template; repeatable, replaces the "
+        "config's list (default: {sha}, the git tag, latest on the default branch)",
     )
     build.add_argument(
         "--artifacts-dir",
@@ -219,99 +349,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="run_tests",
         action="store_false",
         default=SUPPRESS,
-        help="do not run the test stage",
-    )
-    build.set_defaults(handler=_build)
-
-    prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
-    _add_common(prune)
-    prune.add_argument(
-        "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
-    )
-    prune.add_argument(
-        "--keep", type=int, default=3, metavar="N", help="newest tags kept per stage (default 3)"
-    )
-    prune.add_argument("--yes", action="store_true", help="delete; without it, a dry run")
-    prune.set_defaults(handler=_prune)
-    return parser
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    """Flags every command takes. A flag that sets a `Settings` field has the field's name as
-    its dest and no default of its own: only the flags given reach the settings' flag layer."""
-    parser.add_argument(
-        "--config", metavar="FILE", help="config file (default: dagger-stages.yaml)"
-    )
-    parser.add_argument(
-        "--dockerfile", "-f", default=SUPPRESS, metavar="FILE", help="default: CONTEXT/Dockerfile"
-    )
-    parser.add_argument(
-        "--context", default=SUPPRESS, metavar="DIR", help="build context (default: .)"
-    )
-    parser.add_argument(
-        "--target",
-        dest="targets",
-        action="append",
-        default=SUPPRESS,
-        metavar="STAGE",
-        help="stage to build; repeatable (default: the last stage)",
-    )
-    parser.add_argument(
-        "--build-arg",
-        dest="build_args",
-        action="append",
-        default=SUPPRESS,
-        metavar="K=V",
-        help="set a declared ARG; repeatable",
-    )
-    parser.add_argument(
-        "--cache-repo",
-        default=SUPPRESS,
-        metavar="REPO",
-        help="registry repository for stage images",
-    )
-    parser.add_argument(
-        "--image-repo",
-        default=SUPPRESS,
-        metavar="REPO",
-        help="where --push publishes bare tags (default: from CI)",
-    )
-    parser.add_argument(
-        "--engine",
-        default=SUPPRESS,
-        metavar="{" + ",".join(ENGINES) + "}",
-        help="executor",
-    )
-    parser.add_argument(
-        "--engine-reaches",
-        default=SUPPRESS,
-        metavar="HOST[,HOST]",
-        help="loopback or plain-HTTP registries the Dagger engine reaches all the same "
-        "(it shares this network, or its config marks them http); * for all",
-    )
-    parser.add_argument(
-        "--platform",
-        dest="platforms",
-        action="append",
-        default=SUPPRESS,
-        metavar="OS/ARCH",
-        help="target platform; one per run until multi-platform builds land",
-    )
-    parser.add_argument(
-        "--secret",
-        dest="secrets",
-        action="append",
-        default=SUPPRESS,
-        metavar="id=ID,env=VAR|src=PATH",
-        help="a build secret, buildx syntax; its value is never read into plans or keys",
-    )
-    parser.add_argument(
-        "--publish",
-        dest="publish",
-        action="append",
-        default=SUPPRESS,
-        metavar="STAGE=TAG",
-        help="publish STAGE under this tag template; repeatable (replaces the config's list)",
+        help="do not run the test stage (default: run it, if the config has one)",
     )
 
 

@@ -20,9 +20,11 @@ as `path:line: reason` when a location is known.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "StageFailed",
     "ToolError",
     "UsageError",
+    "did_you_mean",
     "location",
 ]
 
@@ -72,6 +75,13 @@ def location(path: str | None, line: int | None) -> str | None:
     if path is None:
         return None
     return path if line is None else f"{path}:{line}"
+
+
+def did_you_mean(value: str, options: Iterable[str]) -> str:
+    """` (did you mean X?)` for the option closest to a mistyped value, or nothing: the words
+    BuildKit adds to its own errors for targets, mount keys and mount types."""
+    close = difflib.get_close_matches(value, list(dict.fromkeys(options)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close and close[0] != value else ""
 
 
 class UsageError(ToolError):

@@ -322,10 +322,10 @@ def test_bad_dockerfiles_exit_2_without_traceback(tmp_path: Path, text: str, exp
         (
             ["--target", "nope"],
             None,
-            'Dockerfile: target stage "nope" could not be found (stages: a, b)',
+            'Dockerfile: target stage "nope" could not be found; the stages are a, b',
         ),
         (["--build-arg", "=x"], None, "--build-arg"),
-        (["--dockerfile", "Missing"], None, "Missing: Dockerfile not found"),
+        (["--dockerfile", "Missing"], None, "Missing: Dockerfile not found: looked for Missing in"),
         ([], "targets: [a\n", "dagger-stages.yaml:1:"),
         (
             [],

@@ -12,6 +12,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.errors import did_you_mean
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -90,7 +92,7 @@ def parse_mount(text: str, expand: Callable[[str], str] | None = None) -> Mount:
                 values["required"] = "true"
             continue
         if key not in _KEYS:
-            raise MountError(f"unexpected key '{key}' in '{field}'")
+            raise MountError(f"unexpected key '{key}' in '{field}'{did_you_mean(key, _KEYS)}")
         if key == "from":
             dollar = value.find("$")
             if dollar not in (-1, len(value) - 1):
@@ -110,7 +112,8 @@ def _canonical(key: str) -> str:
 def _mount(values: dict[str, str]) -> Mount:
     kind = values.get("type", "bind").lower()
     if kind not in MOUNT_TYPES:
-        raise MountError(f'unsupported mount type "{values["type"]}"')
+        suggestion = did_you_mean(kind, MOUNT_TYPES)
+        raise MountError(f'unsupported mount type "{values["type"]}"{suggestion}')
     mount = Mount(
         type=kind,
         source_stage=values.get("from") or None,
