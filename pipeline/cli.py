@@ -6,6 +6,7 @@ Exit codes are the table in `errors`; an unexpected exception is a crash notice 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inputs(plan, target="stage to plan for")
     _add_repositories(plan)
     _add_engine(plan)
+    _add_secret(plan, build=False)
     plan.add_argument(
         "--format",
         choices=("table", "json", "mermaid"),
@@ -172,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inputs(build, target="stage to build")
     _add_repositories(build)
     _add_engine(build)
+    _add_secret(build, build=True)
     _add_build(build)
     build.set_defaults(handler=_build)
 
@@ -268,17 +271,26 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_build(build: argparse.ArgumentParser) -> None:
-    """What only a build does: run, push, publish, test and report."""
-    build.add_argument(
+def _add_secret(parser: argparse.ArgumentParser, *, build: bool) -> None:
+    """`plan` takes the build's secrets too, so that one set of flags serves both commands."""
+    use = (
+        "for RUN --mount=type=secret, buildx syntax; repeatable; its value never reaches "
+        "keys, logs or images"
+        if build
+        else "as build takes it; plan reads no value"
+    )
+    parser.add_argument(
         "--secret",
         dest="secrets",
         action="append",
         default=SUPPRESS,
         metavar="id=ID,env=VAR|src=PATH",
-        help="a build secret, buildx syntax; repeatable; its value is never read into plans "
-        "or keys (default: none)",
+        help=f"a build secret {use} (default: none)",
     )
+
+
+def _add_build(build: argparse.ArgumentParser) -> None:
+    """What only a build does: run, push, publish, test and report."""
     build.add_argument(
         "--jobs", default=SUPPRESS, metavar="N", help=f"stages built at once (default: {JOBS})"
     )
@@ -370,7 +382,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
     graph = load_graph(settings, tests=settings.run_tests)
-    return int(anyio.run(run_build, settings, graph))
+    return int(anyio.run(functools.partial(run_build, settings, graph, verbose=args.verbose)))
 
 
 def _prune(args: argparse.Namespace) -> int:

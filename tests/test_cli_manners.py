@@ -68,7 +68,7 @@ def test_each_command_lists_only_its_own_flags(capsys: pytest.CaptureFixture[str
     prune = capsys.readouterr().out
     assert "stage to build" not in prune
     assert "stage whose restored cache images are kept" in prune
-    assert not {"--publish", "--secret", "--push", "--jobs", "--verbose"} & _flags("plan")
+    assert not {"--publish", "--push", "--jobs", "--verbose"} & _flags("plan")
     assert {"--secret", "--publish", "--push", "--verbose", "--engine"} <= _flags("build")
 
 
