@@ -109,7 +109,11 @@ async def plan_for(
 def load_dockerfile(settings: Settings) -> Dockerfile:
     """The Dockerfile's stages as BuildKit reads them; its warnings go to stderr."""
     if not Path(settings.context).is_dir():
-        raise UsageError("build context is not a directory", path=settings.context)
+        raise UsageError(
+            "build context is not a directory; give the folder the Dockerfile copies from "
+            "with --context DIR (or context: in the config file)",
+            path=settings.context,
+        )
     _check_dockerfile_exists(settings)
     target = settings.targets[0] if settings.targets else None
     dockerfile = build_stages(
