@@ -76,7 +76,7 @@ class LiveReporter:
         table.add_column("step", no_wrap=True)
         now = time.monotonic()
         for result in rows:
-            step = doing.get(result.name, "") if result.status is Status.RUNNING else ""
+            step = doing.get(result.name, "building") if result.status is Status.RUNNING else ""
             table.add_row(
                 result.name,
                 Text(str(result.status), style=_STYLES.get(result.status, "")),
