@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
     _add_inputs(plan, target="stage to plan for")
-    _add_repositories(plan)
+    _add_image_repo(plan)
     _add_engine(plan)
     _add_secret(plan, build=False)
     plan.add_argument(
@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build the needed stages, cached per stage")
     _add_inputs(build, target="stage to build")
-    _add_repositories(build)
+    _add_image_repo(build)
     _add_engine(build)
     _add_secret(build, build=True)
     _add_build(build)
@@ -245,7 +245,7 @@ def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
     )
 
 
-def _add_repositories(parser: argparse.ArgumentParser) -> None:
+def _add_image_repo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-repo",
         default=SUPPRESS,
