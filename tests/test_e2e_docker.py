@@ -90,7 +90,7 @@ def test_the_secret_never_leaks(project: Path, docker_env: DockerEnv) -> None:
         )
     )
     cache_repo = docker_env.cache_repo()
-    result = build(project, docker_env, cache_repo, "--target", "test")
+    result = build(project, docker_env, cache_repo, "--target", "test", "--verbose")
     assert result.returncode == 0, result.stderr
     report_text = (project / "report.json").read_text()
     assert SECRET not in result.stdout + result.stderr + report_text

@@ -401,7 +401,7 @@ def test_a_signal_stops_the_build_and_still_writes_the_report(
     ) as process:
         lines = Lines(process)
         try:
-            started = lines.wait_for("[deps] building", "[assets] built", timeout=BUILD_TIMEOUT)
+            started = lines.wait_for("[deps] started", "[assets] pushed", timeout=BUILD_TIMEOUT)
             assert started, lines.text()
             time.sleep(1)
             process.send_signal(signum)
@@ -603,6 +603,7 @@ def test_a_secret_leaks_nowhere(tmp_path: Path, docker_env: DockerEnv) -> None:
         SECRET_FLAG,
         "--junit",
         str(junit),
+        "--verbose",  # every line of the builds, so that the one `cat` printed is there
         env=env,
     )
     assert result.returncode == 0, result.stderr

@@ -49,7 +49,7 @@ from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
-from pipeline.output.report import RunReport, summary
+from pipeline.output.report import RunReport
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
 
@@ -81,10 +81,12 @@ def choose_executor(settings: Settings) -> Executor:
     return DockerExecutor(settings.docker)
 
 
-async def run_build(settings: Settings, graph: Graph) -> int:
-    """One registry client serves the whole run: the plan, the hint tags and publishing."""
+async def run_build(settings: Settings, graph: Graph, *, verbose: bool = False) -> int:
+    """One registry client serves the whole run: the plan, the hint tags and publishing.
+
+    `verbose`: every line of every build and push, not one line per stage event."""
     async with registry_client(settings) as client:
-        run = BuildRun(settings, graph, client)
+        run = BuildRun(settings, graph, client, verbose=verbose)
         report = await run.run()
     return report.exit_code
 
@@ -97,7 +99,9 @@ class BuildRun:
     report has the latest state of every stage.
     """
 
-    def __init__(self, settings: Settings, graph: Graph, client: RegistryClient) -> None:
+    def __init__(
+        self, settings: Settings, graph: Graph, client: RegistryClient, *, verbose: bool = False
+    ) -> None:
         self.settings = settings
         self.graph = graph
         self.client = client
@@ -107,7 +111,7 @@ class BuildRun:
         self.test = self._test_run()
         self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)
-        self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
+        self.reporter = make_reporter(self.masker, provider=settings.ci.provider, verbose=verbose)
         self.results: dict[int, StageResult] = {}
         self.plan: Plan | None = None
         self.test_outcome: TestOutcome | None = None
@@ -128,7 +132,7 @@ class BuildRun:
         finally:
             self.reporter.close()
         report = self._report(time.monotonic() - started)
-        print(summary(report.stages, self.masker), file=sys.stderr)
+        self.reporter.summary(report.stages)
         for warning in report.warnings:
             print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
             if self.settings.ci.provider == "github":
@@ -149,6 +153,9 @@ class BuildRun:
 
     def log(self, stage: str, line: str) -> None:
         self.reporter.log(stage, line)
+
+    def note(self, stage: str, line: str) -> None:
+        self.reporter.note(stage, line)
 
     def warning(self, message: str) -> None:
         self.reporter.warning(message)
@@ -199,9 +206,9 @@ class BuildRun:
                 self.warning(message)
         for index, reasons in plan.why.items():
             for reason in reasons:
-                self.log(plan.stage(index).name, f"missed: {reason}")
+                self.note(plan.stage(index).name, f"missed: {reason}")
         for index, reason in _always_built(plan).items():
-            self.log(plan.stage(index).name, f"always built: {reason}")
+            self.note(plan.stage(index).name, f"always built: {reason}")
         if unreachable:
             why = f" ({plan.cache_warning})" if plan.cache_warning else ""
             self.warning(
@@ -327,8 +334,8 @@ class BuildRun:
             assert result.digest is not None
             image = plan.pinned(result.digest)
         name = result.name
-        self.log(name, f"running tests: {' '.join(test.argv)}")
-        code = await session.run(image, test, lambda line: self.log(name, line))
+        self.note(name, f"running tests: {' '.join(test.argv)}")
+        code = await session.run(image, test, lambda line: self.note(name, line))
         if code:
             self.warning(f"tests in {name} failed with exit code {code}")
         return TestOutcome(name, code, str(test.artifacts_dir), tuple(test.artifacts))

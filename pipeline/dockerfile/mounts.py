@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.dockerfile.gostrings import go_quote
-from pipeline.dockerfile.parse import _suggest as suggest
+from pipeline.errors import suggest
 
 if TYPE_CHECKING:
     from collections.abc import Callable

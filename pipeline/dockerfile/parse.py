@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import dockerfile as _buildkit
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -281,7 +281,7 @@ def _onbuild_trigger(
 
 def _unknown_instruction(keyword: str) -> str:
     message = f"unknown instruction: {keyword}"
-    match = _suggest(keyword, INSTRUCTIONS, case_sensitive=False)
+    match = suggest(keyword, INSTRUCTIONS, case_sensitive=False)
     return message if match is None else f"{message} (did you mean {match}?)"
 
 
@@ -301,7 +301,7 @@ def _parse_flags(
         kind = known.get(name)
         if kind is None:
             message = f"unknown flag: {flag_name}"
-            match = _suggest(name, tuple(known), case_sensitive=True)
+            match = suggest(name, tuple(known), case_sensitive=True)
             if match is not None:
                 message += f" (did you mean {match}?)"
             raise UsageError(message, path=path, line=line)
@@ -374,31 +374,3 @@ def _check_healthcheck(
         raise UsageError(f"{message} (--retries takes a whole number)", path=path, line=line)
     if retries and int(retries) < 0:
         raise UsageError(f"--retries cannot be negative ({int(retries)})", path=path, line=line)
-
-
-def _suggest(value: str, options: tuple[str, ...], *, case_sensitive: bool) -> str | None:
-    """util/suggest.Search: the closest option under Levenshtein distance 3, in the value's case."""
-    probe = value if case_sensitive else value.lower()
-    best, best_distance = None, 3
-    for option in options:
-        candidate = option if case_sensitive else option.lower()
-        if candidate == probe:
-            return None
-        distance = _levenshtein(probe, candidate)
-        if distance < best_distance:
-            best, best_distance = candidate, distance
-    if best is None or case_sensitive:
-        return best
-    return best.upper() if value == value.upper() else best.lower()
-
-
-def _levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
-            )
-        previous = current
-    return previous[-1]

@@ -16,9 +16,8 @@ from pipeline.dockerfile.copies import copy_error
 from pipeline.dockerfile.epoch import SourceDateEpoch, resolve_epoch
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
-from pipeline.dockerfile.parse import _suggest as suggest
 from pipeline.dockerfile.platforms import Platform, native_platform, platform_error
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -190,6 +190,15 @@ def test_mount_from_is_by_name_only(dockerfile: WriteDockerfile) -> None:
         ),
         ("RUN --mount=type=secret,id=a,from=x true", "secret mount should not have a from"),
         ("RUN --mount=type=volume,target=/a true", 'unsupported mount type "volume"'),
+        (
+            "RUN --mount=type=secrte,id=a true",
+            'unsupported mount type "secrte" (did you mean secret?)',
+        ),
+        (
+            "RUN --mount=type=cache,trget=/a true",
+            "unexpected key 'trget' in 'trget=/a' (did you mean target?)",
+        ),
+        ("RUN --mount=type=cache,zzz=/a true", "unexpected key 'zzz' in 'zzz=/a'"),
         ("ADD --from=x a b", "unknown flag: --from"),
         ("COPY --from a b", "missing a value on flag: --from"),
     ],

@@ -108,6 +108,7 @@ def digest_of(name: str) -> str:
 class Recorder:
     def __init__(self) -> None:
         self.updates: list[StageResult] = []
+        self.notes: list[str] = []
         self.warnings: list[str] = []
 
     def update(self, result: StageResult) -> None:
@@ -115,6 +116,9 @@ class Recorder:
 
     def log(self, stage: str, line: str) -> None:
         pass
+
+    def note(self, stage: str, line: str) -> None:
+        self.notes.append(f"[{stage}] {line}")
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
