@@ -363,11 +363,11 @@ async def _written(
     try:
         found = await client.head_manifest(ref)
     except RegistryError as exc:
-        reporter.log(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
+        reporter.note(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
         return None
     if found is None:
         return None
-    reporter.log(
+    reporter.note(
         job.name, f"cache tag {ref} already written by another run; adopted {found.digest}"
     )
     return found.digest

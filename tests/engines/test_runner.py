@@ -457,6 +457,9 @@ class Logs(Recorder):
     def log(self, stage: str, line: str) -> None:
         self.lines.append((stage, line))
 
+    def note(self, stage: str, line: str) -> None:
+        self.lines.append((stage, line))
+
 
 def run_with_registry(
     plan: Plan, session: FakeSession, registry: WrittenTags, options: RunOptions | None = None
