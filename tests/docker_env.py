@@ -6,13 +6,16 @@ DAGGER_STAGES_REQUIRE_SERVICES=1, where they fail: in CI a missing service is a 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import subprocess
 import tarfile
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,10 +124,40 @@ class DockerEnv:
 
         Only images under the test's own cache repo go: the daemon may be building for other
         test runs at the same time, and removing their images between their build and their
-        push (or their hint pull and their build) made those runs fail.
+        push (or their hint pull and their build) made those runs fail. The build cache has no
+        owner to prune by, so the prune waits for every other test on this machine's daemon:
+        pruned between a hint's pull and the build that reuses it, the pulled layers are lost
+        and the step runs again (seen with two test runs at once).
         """
+        assert _exclusive, "mark the test @pytest.mark.wipes_engine_cache"
         self.run("builder", "prune", "-af")
         self.remove_images(cache_repo)
+
+
+_LOCK = Path(tempfile.gettempdir()) / "dagger-stages-engine-cache.lock"
+_exclusive = False
+
+
+@pytest.fixture(autouse=True)
+def _engine_cache_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests on the daemon share its build cache; one that empties it holds it alone.
+
+    A file lock, so that it holds across test runs on one machine (CI runs one; helpers and
+    people run several). A test that uses no daemon takes no lock.
+    """
+    global _exclusive
+    if not {"docker_env", "engine_double"} & set(request.fixturenames):
+        yield
+        return
+    exclusive = request.node.get_closest_marker("wipes_engine_cache") is not None
+    with _LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _exclusive = exclusive
+        try:
+            yield
+        finally:
+            _exclusive = False
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unavailable(reason: str) -> None:

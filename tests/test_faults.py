@@ -477,6 +477,7 @@ def test_a_signal_while_planning_is_exit_130_with_a_report(
 # --- 5. two pipelines at once on one cache repo ---------------------------------------------
 
 
+@pytest.mark.wipes_engine_cache
 def test_two_pipelines_at_once_on_one_cache_repo(project: Path, docker_env: DockerEnv) -> None:
     """Both runs pass, and agree where the first writer of a tag won: a run that found a tag
     written (at its plan, or right before its push) uses that image. Where both found it absent
