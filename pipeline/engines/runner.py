@@ -247,6 +247,14 @@ async def execute(
         if options.push_cache and ref is not None and adopted is None:
             reporter.note(job.name, f"built in {clock() - started:.1f}s, pushing its cache")
             digest, error = await _push(session, image, ref, job, reporter)
+            if error is not None and adopt and client is not None:
+                digest, adopted, error = await _after_failed_push(
+                    client, session, image, ref, job, reporter, error
+                )
+                if adopted is not None and images is not None:
+                    images.pop(index, None)
+            if error is not None:
+                reporter.warning(f"{job.name}: cache push to {ref} failed: {error}")
         return replace(
             results[index],
             status=Status.BUILT,
@@ -360,31 +368,60 @@ async def _written(
     One HEAD per pushed stage, on the critical path: the push is the engine's, so there is no
     request of ours to fold it into. A tag that cannot be read is pushed to, as before.
     """
+    return (await _read_tag(client, ref, job, reporter))[1]
+
+
+async def _read_tag(
+    client: RegistryClient, ref: Reference, job: StageJob, reporter: Reporter
+) -> tuple[bool, str | None]:
+    """Whether the registry answered, and the digest another run wrote under the tag, if any."""
     try:
         found = await client.head_manifest(ref)
     except RegistryError as exc:
-        reporter.note(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
-        return None
+        reporter.note(job.name, f"cache tag {ref} not checked: {exc.message}")
+        return False, None
     if found is None:
-        return None
+        return True, None
     reporter.note(
         job.name, f"cache tag {ref} already written by another run; adopted {found.digest}"
     )
-    return found.digest
+    return True, found.digest
+
+
+async def _after_failed_push(
+    client: RegistryClient,
+    session: Session,
+    image: Image,
+    ref: Reference,
+    job: StageJob,
+    reporter: Reporter,
+    error: str,
+) -> tuple[str | None, str | None, str | None]:
+    """(digest, adopted digest, error) once a push failed with the registry still answering.
+
+    Two runs pushing one stage upload the same layers at once, and a registry may fail one of
+    them (distribution's filesystem storage answers 500): the tag the other run wrote is
+    adopted, and with the tag still absent the push is tried once more, its layers now there.
+    A registry that does not answer is not asked twice.
+    """
+    answered, adopted = await _read_tag(client, ref, job, reporter)
+    if adopted is not None or not answered:
+        return adopted, adopted, None if adopted is not None else error
+    reporter.note(job.name, f"cache push failed ({error}); trying once more")
+    digest, again = await _push(session, image, ref, job, reporter)
+    return digest, None, again
 
 
 async def _push(
     session: Session, image: Image, ref: Reference, job: StageJob, reporter: Reporter
 ) -> tuple[str | None, str | None]:
-    """The digest pushed, or why not. A failed push is a warning: the stage is built, only
-    its cache is lost for next time. The last line of the push's output says why."""
+    """The digest pushed, or why not (the caller warns). A failed push loses only the stage's
+    cache for next time: the stage is built. The last line of the push's output says why."""
     try:
         return await session.push(image, ref, lambda line: reporter.log(job.name, line)), None
     except ToolError as exc:
         last = exc.tail.strip().splitlines()[-1:] if isinstance(exc, StageFailed) else []
-        error = ": ".join([exc.message, *last])
-        reporter.warning(f"{job.name}: cache push to {ref} failed: {error}")
-        return None, error
+        return None, ": ".join([exc.message, *last])
 
 
 def initial_results(plan: Plan) -> dict[int, StageResult]:
