@@ -19,6 +19,7 @@ import anyio
 
 from pipeline import __version__
 from pipeline.commands.build import run_build
+from pipeline.commands.local import DEFAULT_LOAD_TAG, LocalCopies, parse_output
 from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
 from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError
@@ -217,6 +218,26 @@ def _parser() -> argparse.ArgumentParser:
         default=SUPPRESS,
         help="do not run the test stage",
     )
+    build.add_argument(
+        "--load",
+        action="store_true",
+        help="put each target's image into the local Docker image store, for docker run",
+    )
+    build.add_argument(
+        "--load-tag",
+        default=DEFAULT_LOAD_TAG,
+        metavar="TEMPLATE",
+        help="the name --load gives, with {project} (the context folder's name) and {target}",
+    )
+    build.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="STAGE:PATH=DIR",
+        help="copy PATH from STAGE's image into DIR on the host, as buildx --output type=local;"
+        " repeatable",
+    )
     build.set_defaults(handler=_build)
 
     prune = commands.add_parser(
@@ -329,9 +350,12 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    outputs = tuple(parse_output(text) for text in args.outputs)
+    local = LocalCopies(load_tag=args.load_tag if args.load else None, outputs=outputs)
     settings = _settings(args)
-    graph = load_graph(settings, tests=settings.run_tests)
-    return int(anyio.run(run_build, settings, graph))
+    also = [output.stage for output in outputs]
+    graph = load_graph(settings, tests=settings.run_tests, also=also)
+    return int(anyio.run(run_build, settings, graph, local))
 
 
 def _prune(args: argparse.Namespace) -> int:
