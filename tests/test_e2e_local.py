@@ -68,3 +68,48 @@ def test_load_puts_a_built_then_a_restored_target_in_docker(
         assert ran.stdout.split() == ["app.css"]
     finally:
         docker_env.remove_images(cache_repo, name, loaded)
+
+
+def test_output_copies_a_directory_and_a_file_from_built_then_restored_stages(
+    project: Path, docker_env: DockerEnv, engine: list[str]
+) -> None:
+    cache_repo = docker_env.cache_repo()
+    out = project / "out"
+    outputs = ["--output", f"assets:/assets={out}/assets", "--output", f"app:/app/src={out}"]
+    outputs += ["--output", f"app:/app/assets.list={out}"]
+    try:
+        build(project, engine, cache_repo, "--target", "app", *outputs)
+        assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
+        assert sorted(p.name for p in out.iterdir()) == ["assets", "assets.list", "main.py"]
+        assert (out / "assets" / "app.css").read_text() == "body{}\n"
+        assert (out / "assets.list").read_text() == "app.css\n"
+
+        for path in [out / "assets" / "app.css", out / "assets.list", out / "main.py"]:
+            path.unlink()
+        build(project, engine, cache_repo, "--target", "app", *outputs)
+        assert statuses(project) == {"deps": "skipped", "assets": "cached", "app": "cached"}
+        assert (out / "assets" / "app.css").read_text() == "body{}\n"
+        assert (out / "main.py").read_text() == "print(1)\n"
+    finally:
+        docker_env.remove_images(cache_repo)
+
+
+def test_a_path_the_image_lacks_fails_the_run_and_says_which(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    cache_repo = docker_env.cache_repo()
+    command = docker_env.build_args("--cache-repo", cache_repo, "--target", "assets")
+    command += ["--output", f"assets:/nothing/here={project / 'out'}"]
+    try:
+        done = run_cli(*command, cwd=project)
+        assert done.returncode == 1, done.stderr
+        assert f"assets: /nothing/here not copied to {project / 'out'}" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        docker_env.remove_images(cache_repo)
+
+
+def test_an_output_of_a_stage_the_file_lacks_is_a_usage_error(project: Path) -> None:
+    done = run_cli("build", "--engine", "docker", "--output", "nope:/x=out", cwd=project)
+    assert done.returncode == 2
+    assert 'target stage "nope" could not be found' in done.stderr
