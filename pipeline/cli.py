@@ -22,6 +22,7 @@ from pipeline.commands.build import run_build
 from pipeline.commands.local import DEFAULT_LOAD_TAG, LocalCopies, parse_output
 from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
+from pipeline.commands.shell import shell_command
 from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError
 from pipeline.settings.ci import detect
 from pipeline.settings.config import find_config, load_config
@@ -54,7 +55,13 @@ def run() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if argv[:1] == ["shell"] and "--" in argv:
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    if command:
+        args.shell_command = command
     try:
         return int(args.handler(args))
     except ToolError as exc:
@@ -240,6 +247,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(handler=_build)
 
+    shell = commands.add_parser(
+        "shell",
+        formatter_class=_DefaultsShown,
+        help="a shell, or a command, in a stage's image: restored, else built; where the stage"
+        " fails, its state just before the failing step",
+        usage="%(prog)s [options] STAGE [-- CMD [ARG ...]]",
+        epilog="After --, a command to run instead of /bin/sh, e.g. -- ls -l /app.",
+    )
+    _add_common(shell)
+    shell.add_argument(
+        "--docker",
+        default=SUPPRESS,
+        metavar="PATH",
+        help="the docker CLI that runs the shell (default: $DAGGER_STAGES_DOCKER, else docker)",
+    )
+    shell.add_argument("stage", metavar="STAGE", help="the stage whose image to open")
+    shell.set_defaults(handler=_shell, shell_command=[])
+
     prune = commands.add_parser(
         "prune", formatter_class=_DefaultsShown, help="delete old stage images from the cache repo"
     )
@@ -356,6 +381,11 @@ def _build(args: argparse.Namespace) -> int:
     also = [output.stage for output in outputs]
     graph = load_graph(settings, tests=settings.run_tests, also=also)
     return int(anyio.run(run_build, settings, graph, local))
+
+
+def _shell(args: argparse.Namespace) -> int:
+    """Everything after `--` is the command (split off in `main`), options included."""
+    return shell_command(_settings(args), args.stage, args.shell_command)
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -147,7 +147,7 @@ class BuildRun:
                 print(annotation, file=sys.stderr)
         for item in report.published:
             print(f"  published {item.ref}@{item.digest}", file=sys.stderr)
-        for stage, name in self.loaded:
+        for stage, name in self.loaded if self.local.announce else ():
             print(f"  loaded {stage} as {name}: docker run -it --rm {name}", file=sys.stderr)
         self._write_reports(report, started)
         if report.interrupted:

@@ -37,6 +37,8 @@ class LocalCopies:
 
     load_tag: str | None = None
     outputs: tuple[Output, ...] = ()
+    # say how to run each loaded image; not for an image that is gone once the run ends
+    announce: bool = True
 
     @property
     def wanted(self) -> bool:

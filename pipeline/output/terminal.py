@@ -110,7 +110,9 @@ class LiveReporter:
         self._live.start()
 
     def _render(self) -> Any:
+        """Log lines and names are shown as they are: a `[...]` in them is no rich markup."""
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
         for column in ("stage", "status", "time", "last line"):
@@ -121,10 +123,10 @@ class LiveReporter:
             if seconds is None and result.started is not None:
                 seconds = now - result.started
             table.add_row(
-                name,
+                Text(name),
                 result.status,
                 "" if seconds is None else f"{seconds:.1f}s",
-                self._mask(self._last.get(name, "")),
+                Text(self._mask(self._last.get(name, ""))),
             )
         return table
 
@@ -138,7 +140,10 @@ class LiveReporter:
             self._live.update(self._render())
 
     def warning(self, message: str) -> None:
-        self._console.print(f"[yellow]warning:[/] {self._mask(message)}", markup=True)
+        from rich.markup import escape
+
+        warning = f"[yellow]warning:[/] {escape(self._mask(message))}"
+        self._console.print(warning, markup=True, highlight=False)
 
     def close(self) -> None:
         self._live.stop()

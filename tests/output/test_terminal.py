@@ -53,3 +53,16 @@ def test_a_terminal_gets_the_live_table() -> None:
     assert "cached" in screen
     assert SECRET not in screen
     assert isinstance(make_reporter(Masker(), io.StringIO()), PlainReporter)
+
+
+def test_the_live_table_shows_brackets_in_log_lines_and_warnings_as_written() -> None:
+    """BuildKit's errors quote the command in brackets, which rich would read as markup."""
+    terminal = Terminal()
+    reporter = make_reporter(Masker(), terminal)
+    reporter.update(StageResult(0, "test", "running", "k0", None))
+    reporter.log("test", "executor failed running [/bin/sh -c echo 'red' && exit 7]: exit code: 7")
+    reporter.warning("test: [/bin/sh -c exit 7] [bold]failed")
+    reporter.close()
+    screen = terminal.getvalue()
+    assert "[/bin/sh -c echo 'red' && exit 7]" in screen
+    assert "[/bin/sh -c exit 7] [bold]failed" in screen
