@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shlex
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pipeline.dockerfile.stages import native_platform
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv
 from tests.e2e_project import SECRET, make_the_test_stage_fail, write_project
@@ -153,5 +155,40 @@ def test_a_failing_stage_on_the_dagger_engine_opens_before_its_failing_step(
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["app.css"]
         assert "test failed at Dockerfile:13" in done.stderr
+    finally:
+        docker_env.remove_images(cache_repo)
+
+
+def test_a_failed_stage_says_the_one_command_that_reproduces_it_and_that_command_works(
+    project: Path, docker_env: DockerEnv
+) -> None:
+    """The way back from CI: the failure's log line and its JUnit message name the command;
+    run as written (with a command after `--`), it opens the stage before its failing step."""
+    make_the_test_stage_fail(project)
+    cache_repo = docker_env.cache_repo()
+    junit = project / "junit.xml"
+    try:
+        failed = run_cli(
+            *docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN"),
+            "--build-arg", "UNUSED=1", "--junit", str(junit), "--target", "test",
+            cwd=project, env={"TOKEN": SECRET},
+        )  # fmt: skip
+        assert failed.returncode == 1
+        line = next(line for line in failed.stderr.splitlines() if line.startswith("[test] failed"))
+        command = line.split("; reproduce locally: ", 1)[1]
+        assert command == (
+            f"dagger-stages shell test --build-arg UNUSED=1 --platform {native_platform()}"
+            f" --secret id=token,env=TOKEN --cache-repo {cache_repo}"
+        )
+        assert f"reproduce locally: {command}" in junit.read_text()
+        assert SECRET not in failed.stderr + junit.read_text()
+
+        words = shlex.split(command)
+        assert words[0] == "dagger-stages"
+        argv = [*words[1:], "--engine", "docker", "--docker", docker_env.docker]
+        again = run_cli(*argv, "--", "cat", "/app/assets.list", cwd=project, env={"TOKEN": SECRET})
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split() == ["app.css"]
+        assert "[deps] skipped" in again.stderr  # CI's cache stands in for what passed
     finally:
         docker_env.remove_images(cache_repo)

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport, summary
+from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
 
@@ -157,6 +159,9 @@ class BuildRun:
     # The runner's reporter: results are kept, everything goes on to the terminal.
 
     def update(self, result: StageResult) -> None:
+        """A failed stage is told with the command that reproduces it locally."""
+        if result.status is Status.FAILED and result.reproduce is None:
+            result = replace(result, reproduce=reproduce_command(self.settings, result.name))
         self.results[result.index] = result
         self.reporter.update(result)
 
