@@ -131,6 +131,7 @@ class Bench:
         report = self.logs / f"{label}.report.json"
         command = [sys.executable, str(ROOT / "pipeline" / "main.py"), "build", "--engine"]
         command += ["docker", "--docker", DOCKER, "--cache-repo", f"{repo}/cache"]
+        command += ["--verbose"]  # BuildKit's own lines, which `step_cached` reads
         before = proxy.snapshot()
         start = time.perf_counter()
         result = subprocess.run(

@@ -6,7 +6,7 @@ Exit codes are the table in `errors`; an unexpected exception is a crash notice 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -23,13 +23,15 @@ from pipeline.commands.local import DEFAULT_LOAD_TAG, LocalCopies, parse_output
 from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
 from pipeline.commands.shell import shell_command
-from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ToolError
+from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, ToolError
 from pipeline.settings.ci import detect
-from pipeline.settings.config import find_config, load_config
+from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
 from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from _typeshed import SupportsWrite
 
 
 __all__ = ["main", "run"]
@@ -42,14 +44,19 @@ def run() -> None:
     down, which takes 50-70 ms at the end of every build. Not after Dagger was used: its SDK
     sends its last telemetry from an exit handler.
     """
-    code = main()
-    if "dagger" in sys.modules:
-        sys.exit(code)
+    try:
+        code = main()
+    except SystemExit as done:  # --help, --version and argparse's usage errors
+        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 2
+    except BrokenPipeError:
+        code = _pipe_closed()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        pass
+        code = _pipe_closed()
+    if "dagger" in sys.modules:
+        sys.exit(code)
     os._exit(code)
 
 
@@ -66,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ToolError as exc:
         return _report(exc)
+    except BrokenPipeError:
+        return _pipe_closed()
     except BaseExceptionGroup as group:
+        if group.subgroup(BrokenPipeError) is not None:
+            return _pipe_closed()
         first = _first_tool_error(group)
         return _crash() if first is None else _report(first)
     except KeyboardInterrupt:
@@ -74,6 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception:
         return _crash()
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`plan --json | head`): end quietly, as `cat` or
+    `git log` do when SIGPIPE kills them, with the shell's code for that, 141.
+
+    Both streams are pointed at /dev/null first: what is still buffered for the closed pipe
+    would otherwise fail again as the interpreter flushes it on the way out.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            continue  # not a real file (a test's capture): nothing is flushed to a pipe
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 def _report(exc: ToolError) -> int:
@@ -108,59 +136,193 @@ def _crash() -> int:
     return EXIT_INTERNAL
 
 
-class _DefaultsShown(argparse.HelpFormatter):
-    """Every flag's help ends with its default. Settings' flags have none of their own (only
-    the flags given reach the flag layer), so theirs is the `Settings` field's default."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that help written to a closed pipe fails as any other output does,
+    instead of argparse swallowing the error and exiting 0."""
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if not action.option_strings or "default" in text or action.help == SUPPRESS:
-            return action.help
-        if action.nargs == 0:
-            return f"{text} (default: off)" if action.dest != "help" else action.help
-        value = _SETTING_DEFAULTS.get(action.dest, action.default)
-        shown = "none" if value in (None, SUPPRESS) or value in ((), {}) else str(value)
-        return f"{text} (default: {shown})"
-
-
-_SETTING_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
-}
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """Each command takes only the flags that change what it does, each help with its default.
+
+    A flag that sets a `Settings` field has the field's name as its dest and no default of its
+    own (`SUPPRESS`): only the flags given reach the settings' flag layer, so its help says the
+    default, read from `Settings` where it is a constant.
+    """
+    parser = _Parser(
         prog="dagger-stages",
         description="Build multi-stage Dockerfiles stage by stage, in parallel, cached per stage.",
-        formatter_class=_DefaultsShown,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    plan = commands.add_parser(
-        "plan",
-        formatter_class=_DefaultsShown,
-        help="show the stage graph and what a build would do",
-    )
-    _add_common(plan)
+    plan = commands.add_parser("plan", help="show the stage graph and what a build would do")
+    _add_inputs(plan, target="stage to plan for")
+    _add_image_repo(plan)
+    _add_engine(plan)
+    _add_secret(plan, build=False)
     plan.add_argument(
         "--format",
         choices=("table", "json", "mermaid"),
         default="table",
-        help="table (default), json (docs/plan-json.md) or a Mermaid flowchart",
+        help="table, json (docs/plan-json.md) or a Mermaid flowchart (default: table)",
     )
-    plan.add_argument("--json", action="store_true", help="the same as --format json")
+    plan.add_argument(
+        "--json", action="store_true", help="the same as --format json (default: off)"
+    )
     plan.add_argument(
         "--offline",
         action="store_true",
-        help="ask no registry: images stay unpinned and the cache unknown",
+        help="ask no registry: images stay unpinned and the cache unknown (default: ask)",
     )
     plan.set_defaults(handler=_plan)
 
-    build = commands.add_parser(
-        "build", formatter_class=_DefaultsShown, help="build the needed stages, cached per stage"
+    build = commands.add_parser("build", help="build the needed stages, cached per stage")
+    _add_inputs(build, target="stage to build")
+    _add_image_repo(build)
+    _add_engine(build)
+    _add_secret(build, build=True)
+    _add_build(build)
+    _add_local(build)
+    build.set_defaults(handler=_build)
+
+    shell = commands.add_parser(
+        "shell",
+        help="a shell, or a command, in a stage's image: restored, else built; where the stage"
+        " fails, its state just before the failing step",
+        usage="%(prog)s [options] STAGE [-- CMD [ARG ...]]",
+        epilog="After --, a command to run instead of /bin/sh, e.g. -- ls -l /app.",
     )
-    _add_common(build)
+    _add_inputs(shell, target="not taken: STAGE is the target")
+    _add_image_repo(shell)
+    _add_engine(shell)
+    _add_secret(shell, build=True)
+    shell.add_argument(
+        "--docker",
+        default=SUPPRESS,
+        metavar="PATH",
+        help="the docker CLI that builds (--engine docker) and runs the shell (default: "
+        "$DAGGER_STAGES_DOCKER, else docker on PATH)",
+    )
+    shell.add_argument("stage", metavar="STAGE", help="the stage whose image to open")
+    shell.set_defaults(handler=_shell, shell_command=[])
+
+    prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
+    _add_inputs(prune, target="stage whose restored cache images are kept")
+    prune.add_argument(
+        "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
+    )
+    prune.add_argument(
+        "--keep", type=int, default=3, metavar="N", help="newest tags kept per stage (default: 3)"
+    )
+    prune.add_argument(
+        "--yes", action="store_true", help="delete; without it, a dry run (default: dry run)"
+    )
+    prune.set_defaults(handler=_prune)
+    return parser
+
+
+def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
+    """What the stages and their keys are made of, and where their cache is: every command."""
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"config file (default: {CONFIG_FILENAME}, if there)"
+    )
+    parser.add_argument(
+        "--dockerfile",
+        "-f",
+        default=SUPPRESS,
+        metavar="FILE",
+        help=f"the Dockerfile (default: CONTEXT/{Settings.dockerfile})",
+    )
+    parser.add_argument(
+        "--context",
+        default=SUPPRESS,
+        metavar="DIR",
+        help=f"build context (default: {Settings.context})",
+    )
+    parser.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=SUPPRESS,
+        metavar="STAGE",
+        help=f"{target}; repeatable (default: the last stage)",
+    )
+    parser.add_argument(
+        "--build-arg",
+        dest="build_args",
+        action="append",
+        default=SUPPRESS,
+        metavar="K=V",
+        help="set a declared ARG; repeatable (default: the Dockerfile's values)",
+    )
+    parser.add_argument(
+        "--platform",
+        dest="platforms",
+        action="append",
+        default=SUPPRESS,
+        metavar="OS/ARCH",
+        help="target platform; one per run until multi-platform builds land "
+        "(default: this machine's)",
+    )
+    parser.add_argument(
+        "--cache-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="registry repository for stage images, host[:port]/path (default: from CI, "
+        "<image repo>/cache; none locally)",
+    )
+
+
+def _add_image_repo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-repo",
+        default=SUPPRESS,
+        metavar="REPO",
+        help="where --push publishes bare tags; the cache goes beside it, in <REPO>/cache "
+        "(default: from CI; none locally)",
+    )
+
+
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        default=SUPPRESS,
+        metavar="{" + ",".join(ENGINES) + "}",
+        help=f"executor (default: {Settings.engine})",
+    )
+    parser.add_argument(
+        "--engine-reaches",
+        default=SUPPRESS,
+        metavar="HOST[,HOST]",
+        help="loopback or plain-HTTP registries the Dagger engine reaches all the same "
+        "(it shares this network, or its config marks them http); * for all (default: none)",
+    )
+
+
+def _add_secret(parser: argparse.ArgumentParser, *, build: bool) -> None:
+    """`plan` takes the build's secrets too, so that one set of flags serves both commands."""
+    use = (
+        "for RUN --mount=type=secret, buildx syntax; repeatable; its value never reaches "
+        "keys, logs or images"
+        if build
+        else "as build takes it; plan reads no value"
+    )
+    parser.add_argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=SUPPRESS,
+        metavar="id=ID,env=VAR|src=PATH",
+        help=f"a build secret {use} (default: none)",
+    )
+
+
+def _add_build(build: argparse.ArgumentParser) -> None:
+    """What only a build does: run, push, publish, test and report."""
     build.add_argument(
         "--jobs", default=SUPPRESS, metavar="N", help=f"stages built at once (default: {JOBS})"
     )
@@ -168,49 +330,59 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-fast",
         action="store_true",
         default=SUPPRESS,
-        help="stop everything when a stage fails",
+        help="stop everything when a stage fails (default: finish the independent stages)",
     )
     build.add_argument(
         "--no-cache",
         action="store_true",
         default=SUPPRESS,
         help="restore nothing and bypass the engine's own cache too: every needed stage is built"
-        " and every RUN step runs again, as with docker build --no-cache (the cache is still"
-        " pushed)",
+        " and every RUN step runs again, as with docker build --no-cache; the cache is still"
+        " pushed (default: restore what is cached)",
     )
     build.add_argument(
         "--no-push-cache",
         dest="push_cache",
         action="store_false",
         default=SUPPRESS,
-        help="push no stage image to the cache repo",
+        help="push no stage image to the cache repo (default: push each one built)",
     )
     build.add_argument(
         "--docker",
         default=SUPPRESS,
         metavar="PATH",
-        help="the docker CLI for --engine docker (default: $DAGGER_STAGES_DOCKER, else docker)",
+        help="the docker CLI for --engine docker (default: $DAGGER_STAGES_DOCKER, else docker "
+        "on PATH)",
     )
     build.add_argument(
-        "--report", default=SUPPRESS, metavar="FILE", help="write the JSON report here"
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="every line of every build and push (default: one line per stage event; "
+        "a failing stage's whole log)",
     )
-    build.add_argument(
-        "--junit",
-        default=SUPPRESS,
-        metavar="FILE",
-        help="write a JUnit XML, a testcase per stage",
-    )
-    build.add_argument(
-        "--dotenv",
-        default=SUPPRESS,
-        metavar="FILE",
-        help="write digests and published refs as KEY=value lines",
-    )
+    for flag, what in (
+        ("--report", "the JSON report"),
+        ("--junit", "a JUnit XML, a testcase per stage"),
+        ("--dotenv", "digests and published refs as KEY=value lines"),
+    ):
+        build.add_argument(
+            flag, default=SUPPRESS, metavar="FILE", help=f"write {what} here (default: none)"
+        )
     build.add_argument(
         "--push",
         action="store_true",
         default=SUPPRESS,
-        help="publish the targets (config: publish)",
+        help="publish the targets (config: publish) (default: publish nothing)",
+    )
+    build.add_argument(
+        "--publish",
+        dest="publish",
+        action="append",
+        default=SUPPRESS,
+        metavar="STAGE=TAG",
+        help="with --push, publish STAGE under this tag template; repeatable, replaces the "
+        "config's list (default: {sha}, the git tag, latest on the default branch)",
     )
     build.add_argument(
         "--artifacts-dir",
@@ -223,18 +395,24 @@ def _parser() -> argparse.ArgumentParser:
         dest="run_tests",
         action="store_false",
         default=SUPPRESS,
-        help="do not run the test stage",
+        help="do not run the test stage (default: run it, if the config has one)",
     )
+
+
+def _add_local(build: argparse.ArgumentParser) -> None:
+    """What a build leaves on this machine: images in Docker, files on the host."""
     build.add_argument(
         "--load",
         action="store_true",
-        help="put each target's image into the local Docker image store, for docker run",
+        help="put each target's image into the local Docker image store, for docker run"
+        " (default: off)",
     )
     build.add_argument(
         "--load-tag",
         default=DEFAULT_LOAD_TAG,
         metavar="TEMPLATE",
-        help="the name --load gives, with {project} (the context folder's name) and {target}",
+        help="the name --load gives, with {project} (the context folder's name) and {target}"
+        f" (default: {DEFAULT_LOAD_TAG})",
     )
     build.add_argument(
         "--output",
@@ -243,120 +421,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="STAGE:PATH=DIR",
         help="copy PATH from STAGE's image into DIR on the host, as buildx --output type=local;"
-        " repeatable",
-    )
-    build.set_defaults(handler=_build)
-
-    shell = commands.add_parser(
-        "shell",
-        formatter_class=_DefaultsShown,
-        help="a shell, or a command, in a stage's image: restored, else built; where the stage"
-        " fails, its state just before the failing step",
-        usage="%(prog)s [options] STAGE [-- CMD [ARG ...]]",
-        epilog="After --, a command to run instead of /bin/sh, e.g. -- ls -l /app.",
-    )
-    _add_common(shell)
-    shell.add_argument(
-        "--docker",
-        default=SUPPRESS,
-        metavar="PATH",
-        help="the docker CLI that runs the shell (default: $DAGGER_STAGES_DOCKER, else docker)",
-    )
-    shell.add_argument("stage", metavar="STAGE", help="the stage whose image to open")
-    shell.set_defaults(handler=_shell, shell_command=[])
-
-    prune = commands.add_parser(
-        "prune", formatter_class=_DefaultsShown, help="delete old stage images from the cache repo"
-    )
-    _add_common(prune)
-    prune.add_argument(
-        "--older-than", default="14d", metavar="AGE", help="e.g. 14d, 36h, 2w (default: 14d)"
-    )
-    prune.add_argument(
-        "--keep", type=int, default=3, metavar="N", help="newest tags kept per stage (default 3)"
-    )
-    prune.add_argument("--yes", action="store_true", help="delete; without it, a dry run")
-    prune.set_defaults(handler=_prune)
-    return parser
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    """Flags every command takes. A flag that sets a `Settings` field has the field's name as
-    its dest and no default of its own: only the flags given reach the settings' flag layer."""
-    parser.add_argument(
-        "--config", metavar="FILE", help="config file (default: dagger-stages.yaml)"
-    )
-    parser.add_argument(
-        "--dockerfile", "-f", default=SUPPRESS, metavar="FILE", help="default: CONTEXT/Dockerfile"
-    )
-    parser.add_argument(
-        "--context", default=SUPPRESS, metavar="DIR", help="build context (default: .)"
-    )
-    parser.add_argument(
-        "--target",
-        dest="targets",
-        action="append",
-        default=SUPPRESS,
-        metavar="STAGE",
-        help="stage to build; repeatable (default: the last stage)",
-    )
-    parser.add_argument(
-        "--build-arg",
-        dest="build_args",
-        action="append",
-        default=SUPPRESS,
-        metavar="K=V",
-        help="set a declared ARG; repeatable",
-    )
-    parser.add_argument(
-        "--cache-repo",
-        default=SUPPRESS,
-        metavar="REPO",
-        help="registry repository for stage images (default: from CI, else none)",
-    )
-    parser.add_argument(
-        "--image-repo",
-        default=SUPPRESS,
-        metavar="REPO",
-        help="where --push publishes bare tags (default: from CI)",
-    )
-    parser.add_argument(
-        "--engine",
-        default=SUPPRESS,
-        metavar="{" + ",".join(ENGINES) + "}",
-        help="what builds: auto is Dagger under `dagger run` or with its CLI on PATH, else Docker",
-    )
-    parser.add_argument(
-        "--engine-reaches",
-        default=SUPPRESS,
-        metavar="HOST[,HOST]",
-        help="loopback or plain-HTTP registries the Dagger engine reaches all the same "
-        "(it shares this network, or its config marks them http); * for all",
-    )
-    parser.add_argument(
-        "--platform",
-        dest="platforms",
-        action="append",
-        default=SUPPRESS,
-        metavar="OS/ARCH",
-        help="target platform; one per run until multi-platform builds land "
-        "(default: this machine's)",
-    )
-    parser.add_argument(
-        "--secret",
-        dest="secrets",
-        action="append",
-        default=SUPPRESS,
-        metavar="id=ID,env=VAR|src=PATH",
-        help="a build secret, buildx syntax; its value is never read into plans or keys",
-    )
-    parser.add_argument(
-        "--publish",
-        dest="publish",
-        action="append",
-        default=SUPPRESS,
-        metavar="STAGE=TAG",
-        help="publish STAGE under this tag template; repeatable (replaces the config's list)",
+        " repeatable (default: none)",
     )
 
 
@@ -380,7 +445,8 @@ def _build(args: argparse.Namespace) -> int:
     settings = _settings(args)
     also = [output.stage for output in outputs]
     graph = load_graph(settings, tests=settings.run_tests, also=also)
-    return int(anyio.run(run_build, settings, graph, local))
+    build = functools.partial(run_build, settings, graph, local, verbose=args.verbose)
+    return int(anyio.run(build))
 
 
 def _shell(args: argparse.Namespace) -> int:

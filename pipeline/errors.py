@@ -6,6 +6,8 @@
     3    EXIT_ENGINE        no usable engine
     70   EXIT_INTERNAL      a bug: the traceback goes to a log file
     130  EXIT_INTERRUPTED   SIGINT or SIGTERM
+    141  EXIT_PIPE          the reader of our output went away (`plan --json | head`), as a
+                            process killed by SIGPIPE reports to its shell: quietly
 
 ToolError                 exit 1, the base: anything we report without a traceback
 ├── UsageError            exit 2: a bad Dockerfile, config file, flag or target
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 __all__ = [
@@ -29,12 +32,15 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_USAGE",
     "EngineUnavailable",
     "StageFailed",
     "ToolError",
     "UsageError",
+    "did_you_mean",
     "location",
+    "suggest",
 ]
 
 EXIT_OK = 0
@@ -43,6 +49,7 @@ EXIT_USAGE = 2
 EXIT_ENGINE = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE
 
 
 class ToolError(Exception):
@@ -68,6 +75,41 @@ def location(path: str | None, line: int | None) -> str | None:
     if path is None:
         return None
     return path if line is None else f"{path}:{line}"
+
+
+def did_you_mean(value: str, options: Iterable[str], *, case_sensitive: bool = True) -> str:
+    """` (did you mean X?)` for the option closest to a mistyped value, or nothing: the words
+    BuildKit adds to its own errors for targets, instructions, mount keys and mount types."""
+    match = suggest(value, tuple(dict.fromkeys(options)), case_sensitive=case_sensitive)
+    return f" (did you mean {match}?)" if match is not None else ""
+
+
+def suggest(value: str, options: tuple[str, ...], *, case_sensitive: bool) -> str | None:
+    """util/suggest.Search: the closest option under Levenshtein distance 3, in the value's case."""
+    probe = value if case_sensitive else value.lower()
+    best, best_distance = None, 3
+    for option in options:
+        candidate = option if case_sensitive else option.lower()
+        if candidate == probe:
+            return None
+        distance = _levenshtein(probe, candidate)
+        if distance < best_distance:
+            best, best_distance = candidate, distance
+    if best is None or case_sensitive:
+        return best
+    return best.upper() if value == value.upper() else best.lower()
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
 
 
 class UsageError(ToolError):

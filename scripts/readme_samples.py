@@ -6,6 +6,7 @@ A sample is the fenced block right after a marker line:
     <!-- sample: dagger-stages plan --config examples/php-app/dagger-stages.yaml --offline -->
     <!-- sample: quickstart 3/4 -->
     <!-- sample: quickstart 4/4 summary -->
+    <!-- sample: quickstart 4/4 events -->
     <!-- sample: dagger-stages plan --json --offline --config examples/quickstart/… (fields) -->
     <!-- sample: quickstart --report (fields) -->
 
@@ -13,7 +14,8 @@ A sample is the fenced block right after a marker line:
 into stdout as a terminal shows them. `quickstart SECTION [summary]` is the output of the
 section of `scripts/quickstart` whose title starts with SECTION (`== 3/4 …`), which needs the
 Docker daemon and a registry; `summary` keeps only the lines that are not one stage's log
-(`[stage] …`), which BuildKit's cache makes differ from one machine to the next.
+(`[stage] …`), which BuildKit's cache makes differ from one machine to the next, and `events`
+only the stage events of that log (`[stage] started`, `… pushed to …`), without its steps.
 `quickstart --report` is the JSON report of its last build. A JSON sample abridged by hand ends
 in `(fields)`: it must show every field name the command prints, and `--write` leaves it to a
 person.
@@ -123,16 +125,25 @@ def run_command(command: str) -> str:
 def quickstart_section(output: str, command: str) -> str:
     """The lines under the section whose title starts with the command's SECTION."""
     words = command.split()[1:]
-    summary = words[-1] == "summary"
-    title = " ".join(words[:-1] if summary else words)
+    mode = words[-1] if words[-1] in ("summary", "events") else None
+    title = " ".join(words[:-1] if mode else words)
     sections = re.split(r"^== ", output, flags=re.MULTILINE)
     for section in sections:
         if section.startswith(title):
             lines = section.splitlines()[1:]
-            if summary:
+            if mode == "summary":
                 lines = [line for line in lines if not line.startswith("[")]
+            elif mode == "events":
+                lines = [line for line in lines if _is_event(line)]
             return "\n".join(lines).strip("\n")
     raise SystemExit(f"scripts/quickstart printed no section {title!r}")
+
+
+def _is_event(line: str) -> bool:
+    """`[stage] started`, not `[stage] [2/4] COPY …`: a step line is BuildKit's, and its cache
+    decides whether it shows."""
+    stage, _, rest = line.partition("] ")
+    return stage.startswith("[") and bool(rest) and not rest.startswith("[")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.dockerfile.graph import Graph, select
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Dockerfile, Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import Dockerfile, build_stages
 
 pytest_plugins = [
     "tests.registry_server",

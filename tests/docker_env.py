@@ -6,10 +6,16 @@ DAGGER_STAGES_REQUIRE_SERVICES=1, where they fail: in CI a missing service is a 
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,16 +69,22 @@ class DockerEnv:
 
     def clean_build(self, root: Path, target: str, tag: str, *args: str) -> None:
         """`docker build --no-cache` of `root` as it is: what a differential compares with."""
-        built = subprocess.run(
-            [self.docker, "build", "-q", "--no-cache", "--target", target, "-t", tag, *args, "."],
-            cwd=root,
+        self.build_clean("--target", target, "-t", tag, *args, ".", cwd=root)
+
+    def build_clean(self, *args: str, cwd: Path | None = None) -> None:
+        """`docker build --no-cache <args>` with BuildKit: the reference a cached build's image
+        must equal. Uses no cache of any kind, so no other test's images matter."""
+        command = [self.docker, "build", "-q", "--no-cache", *args]
+        result = subprocess.run(
+            command,
+            cwd=cwd,
             capture_output=True,
             text=True,
             env={**os.environ, "DOCKER_BUILDKIT": "1"},
             timeout=300,
             check=False,
         )
-        assert built.returncode == 0, built.stderr
+        assert result.returncode == 0, result.stderr
 
     def remove_images(self, cache_repo: str, *images: str) -> None:
         """`images` and this test's images under `cache_repo`, never another test's."""
@@ -81,15 +93,71 @@ class DockerEnv:
         if ours or images:
             self.run("rmi", "-f", *images, *ours, check=False)
 
+    def image_files(self, image: str) -> dict[str, tuple[object, ...]]:
+        """Every path of an image's filesystem, from `docker export`: its type, mode, owner,
+        link target and content digest. Times are left out: any two builds differ in them."""
+        container = f"image-files-{uuid.uuid4().hex[:12]}"
+        self.run("create", "--name", container, image, "none")
+        try:
+            exported = subprocess.run(
+                [self.docker, "export", container], capture_output=True, timeout=120, check=True
+            ).stdout
+        finally:
+            self.run("rm", "-f", container, check=False)
+        listing: dict[str, tuple[object, ...]] = {}
+        with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+            for member in archive:
+                content = archive.extractfile(member) if member.isfile() else None
+                digest = hashlib.sha256(content.read()).hexdigest() if content else ""
+                listing[member.name] = (
+                    member.type,
+                    member.mode,
+                    member.uid,
+                    member.gid,
+                    member.linkname,
+                    digest,
+                )
+        return listing
+
     def wipe_engine_cache(self, cache_repo: str) -> None:
         """What a fresh CI runner has: no BuildKit cache, and none of this test's images.
 
         Only images under the test's own cache repo go: the daemon may be building for other
         test runs at the same time, and removing their images between their build and their
-        push (or their hint pull and their build) made those runs fail.
+        push (or their hint pull and their build) made those runs fail. The build cache has no
+        owner to prune by, so the prune waits for every other test on this machine's daemon:
+        pruned between a hint's pull and the build that reuses it, the pulled layers are lost
+        and the step runs again (seen with two test runs at once).
         """
+        assert _exclusive, "mark the test @pytest.mark.wipes_engine_cache"
         self.run("builder", "prune", "-af")
         self.remove_images(cache_repo)
+
+
+_LOCK = Path(tempfile.gettempdir()) / "dagger-stages-engine-cache.lock"
+_exclusive = False
+
+
+@pytest.fixture(autouse=True)
+def _engine_cache_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests on the daemon share its build cache; one that empties it holds it alone.
+
+    A file lock, so that it holds across test runs on one machine (CI runs one; helpers and
+    people run several). A test that uses no daemon takes no lock.
+    """
+    global _exclusive
+    if not {"docker_env", "engine_double"} & set(request.fixturenames):
+        yield
+        return
+    exclusive = request.node.get_closest_marker("wipes_engine_cache") is not None
+    with _LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _exclusive = exclusive
+        try:
+            yield
+        finally:
+            _exclusive = False
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unavailable(reason: str) -> None:

@@ -323,10 +323,10 @@ def test_bad_dockerfiles_exit_2_without_traceback(tmp_path: Path, text: str, exp
         (
             ["--target", "nope"],
             None,
-            'Dockerfile: target stage "nope" could not be found (stages: a, b)',
+            'Dockerfile: target stage "nope" could not be found; the stages are a, b',
         ),
         (["--build-arg", "=x"], None, "--build-arg"),
-        (["--dockerfile", "Missing"], None, "Missing: Dockerfile not found"),
+        (["--dockerfile", "Missing"], None, "Missing: Dockerfile not found: looked for Missing in"),
         ([], "targets: [a\n", "dagger-stages.yaml:1:"),
         (
             [],
@@ -585,7 +585,8 @@ def test_every_flag_help_shows_its_default(
     assert entries
     for entry in entries:
         assert entry.startswith("h, --help") or "default" in entry, entry
-    assert any(entry.startswith("-engine") and "(default: auto)" in entry for entry in entries)
+    if command != "prune":
+        assert any(entry.startswith("-engine") and "(default: auto)" in entry for entry in entries)
 
 
 def test_the_default_engine_is_auto_and_docker_without_dagger(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ def build(
     return run_cli(*command, cwd=project, env={"TOKEN": SECRET})
 
 
+@pytest.mark.wipes_engine_cache
 def test_cold_then_warm_then_one_change(project: Path, docker_env: DockerEnv) -> None:
     cache_repo = docker_env.cache_repo()
     cold = build(project, docker_env, cache_repo, "--target", "test")
@@ -83,15 +84,20 @@ def test_a_failing_stage_keeps_the_passing_stages_cache(
 
 
 def test_the_secret_never_leaks(project: Path, docker_env: DockerEnv) -> None:
+    """The step that prints the secret is this run's own (a nonce in it): BuildKit keys a
+    secret mount by its id, never its value, so another run's identical step on a shared
+    daemon would be CACHED and print nothing to mask."""
     dockerfile = project / "Dockerfile"
+    nonce = uuid.uuid4().hex
     dockerfile.write_text(
         dockerfile.read_text().replace(
             "RUN ls -R /app > /test.out",
-            "RUN --mount=type=secret,id=token cat /run/secrets/token && ls -R /app > /test.out",
+            f"RUN --mount=type=secret,id=token echo {nonce} && cat /run/secrets/token"
+            " && ls -R /app > /test.out",
         )
     )
     cache_repo = docker_env.cache_repo()
-    result = build(project, docker_env, cache_repo, "--target", "test")
+    result = build(project, docker_env, cache_repo, "--target", "test", "--verbose")
     assert result.returncode == 0, result.stderr
     report_text = (project / "report.json").read_text()
     assert SECRET not in result.stdout + result.stderr + report_text
@@ -141,27 +147,20 @@ def test_the_rewritten_dockerfile_builds_the_same_files(
 
     secret_file = project / "token.txt"
     secret_file.write_text(SECRET)
-    original = subprocess.run(
-        [
-            docker_env.docker,
-            "build",
-            "-q",
-            "--target",
-            "test",
-            "-t",
-            "e2e-original:test",
-            "--secret",
-            f"id=token,src={secret_file}",
-            str(project),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        timeout=300,
-        check=False,
+    original = f"e2e-original-{uuid.uuid4().hex[:12]}:test"
+    docker_env.build_clean(
+        "--target",
+        "test",
+        "-t",
+        original,
+        "--secret",
+        f"id=token,src={secret_file}",
+        str(project),
     )
-    assert original.returncode == 0, original.stderr
-    expected = filesystem(docker_env, "e2e-original:test")
+    try:
+        expected = filesystem(docker_env, original)
+    finally:
+        docker_env.run("rmi", "-f", original, check=False)
     assert filesystem(docker_env, via_cache) == expected
     assert expected["app/src/main.py"] == b"print(3)\n"
 
@@ -220,6 +219,7 @@ def test_a_docker_cli_that_refuses_buildkit_is_exit_3(project: Path, tmp_path: P
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.wipes_engine_cache
 def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     project: Path, docker_env: DockerEnv
 ) -> None:
@@ -263,6 +263,7 @@ def test_a_missed_stage_reuses_layers_from_its_branch_hint_and_says_why(
     assert "app--feature-x" in docker_env.tags(cache_repo)
 
 
+@pytest.mark.wipes_engine_cache
 def test_layers_are_reused_on_every_change_not_every_second_one(
     project: Path, docker_env: DockerEnv
 ) -> None:

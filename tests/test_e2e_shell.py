@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.platforms import native_platform
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv
 from tests.e2e_project import SECRET, make_the_test_stage_fail, write_project
@@ -109,7 +109,7 @@ def test_a_shell_in_a_restored_stage_runs_a_command_after_two_dashes(
         done = run_cli(*command[2:], cwd=project, env={"TOKEN": SECRET})
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [str(len(SECRET))]
-        assert "[app] cached: restored from" in done.stderr
+        assert "[app] restored from" in done.stderr
         assert "loaded app as" not in done.stderr  # its name is private, and gone
         assert SECRET not in done.stdout + done.stderr
         again = run_cli(*command[2:-1], "exit 9", cwd=project, env={"TOKEN": SECRET})

@@ -401,7 +401,7 @@ def test_a_signal_stops_the_build_and_still_writes_the_report(
     ) as process:
         lines = Lines(process)
         try:
-            started = lines.wait_for("[deps] building", "[assets] built", timeout=BUILD_TIMEOUT)
+            started = lines.wait_for("[deps] started", "[assets] pushed", timeout=BUILD_TIMEOUT)
             assert started, lines.text()
             time.sleep(1)
             process.send_signal(signum)
@@ -477,6 +477,7 @@ def test_a_signal_while_planning_is_exit_130_with_a_report(
 # --- 5. two pipelines at once on one cache repo ---------------------------------------------
 
 
+@pytest.mark.wipes_engine_cache
 def test_two_pipelines_at_once_on_one_cache_repo(project: Path, docker_env: DockerEnv) -> None:
     """Both runs pass, and agree where the first writer of a tag won: a run that found a tag
     written (at its plan, or right before its push) uses that image. Where both found it absent
@@ -603,6 +604,7 @@ def test_a_secret_leaks_nowhere(tmp_path: Path, docker_env: DockerEnv) -> None:
         SECRET_FLAG,
         "--junit",
         str(junit),
+        "--verbose",  # every line of the builds, so that the one `cat` printed is there
         env=env,
     )
     assert result.returncode == 0, result.stderr

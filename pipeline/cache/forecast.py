@@ -47,6 +47,9 @@ def decide(
     """
     actions: dict[int, Forecast] = {}
     volatile = volatile or {}
+    epoch = graph.dockerfile.source_date_epoch
+    # the stage that dates the build must stay FROM scratch for BuildKit to evaluate it
+    dating = epoch.stage if epoch is not None else None
 
     def visit(index: int) -> None:
         if index in actions:
@@ -54,7 +57,13 @@ def decide(
         stage = graph.stages[index]
         state = cache.get(index)
         moving = volatile.get(index)
-        if state == "hit" and not no_cache and moving is None and restorable(stage):
+        if (
+            state == "hit"
+            and not no_cache
+            and moving is None
+            and restorable(stage)
+            and index != dating
+        ):
             actions[index] = Forecast(state, "restore", digests[index])
             return
         actions[index] = Forecast(state, "build", digests.get(index), moving)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cache.ignore import ContextError
+from pipeline.dockerfile.copies import copy_error
 from pipeline.dockerfile.graph import closure
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, parse_mount
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 
     from pipeline.cache.context import BuildContext
     from pipeline.dockerfile.parse import Instruction, ParsedDockerfile
-    from pipeline.dockerfile.stages import Dockerfile, Platform, Stage
+    from pipeline.dockerfile.platforms import Platform
+    from pipeline.dockerfile.stages import Dockerfile, Stage
 
 __all__ = [
     "KEY_VERSION",
@@ -119,6 +121,7 @@ class _KeyBuilder:
         self.context = context
         self.keys: dict[int, StageKey] = {}
         self.envs: dict[int, dict[str, str]] = {}
+        self.platforms: dict[int, str] = {}
 
     def add(self, stage: Stage) -> None:
         inputs = _StageInputs(self, stage)
@@ -127,6 +130,7 @@ class _KeyBuilder:
         digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
         self.keys[stage.index] = StageKey(stage.index, digest, document, inputs.volatile())
         self.envs[stage.index] = inputs.env
+        self.platforms[stage.index] = document["platform"]
 
     def image(self, ref: str) -> dict[str, Any]:
         digest = self.image_digests.get(ref)
@@ -188,9 +192,9 @@ class _StageInputs:
             for ref in [stage.base if stage.base_stage is None else "", *self.images]
             if ref and ref != "scratch" and not builder.image_digests.get(ref)
         )
-        return {
+        document: dict[str, Any] = {
             "version": KEY_VERSION,
-            "platform": stage.platform or str(builder.platform),
+            "platform": self._platform(),
             "base": base,
             "from_args": {n: builder.dockerfile.meta_args.get(n) for n in sorted(stage.from_args)},
             "instructions": texts,
@@ -203,6 +207,24 @@ class _StageInputs:
             "ssh": sorted(self.ssh),
             "unpinned": unpinned,
         }
+        epoch = builder.dockerfile.source_date_epoch
+        if epoch is not None:
+            # it stamps the image's files and history; set only, so other keys stay as they were
+            document["source_date_epoch"] = {
+                "value": epoch.value,
+                "source": epoch.source,
+                "checksum": epoch.checksum,
+            }
+        return document
+
+    def _platform(self) -> str:
+        """Where the stage runs. A stage FROM a stage runs where its parent does, whatever its
+        own --platform says (BuildKit's dispatchState.init), so a stage below a
+        `FROM --platform=$BUILDPLATFORM` one has one key for every target platform."""
+        stage, builder = self.stage, self.builder
+        if stage.base_stage is not None:
+            return builder.platforms[stage.base_stage]
+        return stage.platform or str(builder.platform)
 
     def _instructions(self) -> list[Instruction]:
         """ONBUILD triggers of a same-file base run first in this stage, then its own body."""
@@ -244,6 +266,11 @@ class _StageInputs:
             self.env[name] = self.builder.expand(value, before, instruction.line)
 
     def _copy(self, position: int, instruction: Instruction) -> None:
+        reason = copy_error(
+            instruction, lambda word: self.builder.expand(word, self.env, instruction.line)
+        )
+        if reason is not None:
+            raise self.builder.fail(reason, instruction.line)
         source = instruction.flag("from")
         if source:
             self._reference(source, instruction)

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
     from pipeline.cache.context import BuildContext
     from pipeline.dockerfile.graph import Graph
-    from pipeline.dockerfile.stages import Platform, Stage
+    from pipeline.dockerfile.platforms import Platform
+    from pipeline.dockerfile.stages import Stage
     from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
 

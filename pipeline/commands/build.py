@@ -40,8 +40,8 @@ from pipeline.commands.plan import (
 )
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.rewrite import build_targets
-from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
 from pipeline.engines.dagger_rules import engine_is_dagger, refusal, secret_exposures
 from pipeline.engines.results import Status, TestOutcome
@@ -51,7 +51,7 @@ from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
-from pipeline.output.report import RunReport, summary
+from pipeline.output.report import RunReport
 from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
@@ -85,10 +85,14 @@ def choose_executor(settings: Settings) -> Executor:
     return DockerExecutor(settings.docker)
 
 
-async def run_build(settings: Settings, graph: Graph, local: LocalCopies | None = None) -> int:
-    """One registry client serves the whole run: the plan, the hint tags and publishing."""
+async def run_build(
+    settings: Settings, graph: Graph, local: LocalCopies | None = None, *, verbose: bool = False
+) -> int:
+    """One registry client serves the whole run: the plan, the hint tags and publishing.
+
+    `verbose`: every line of every build and push, not one line per stage event."""
     async with registry_client(settings) as client:
-        run = BuildRun(settings, graph, client, local)
+        run = BuildRun(settings, graph, client, local, verbose=verbose)
         report = await run.run()
     return report.exit_code
 
@@ -107,6 +111,8 @@ class BuildRun:
         graph: Graph,
         client: RegistryClient,
         local: LocalCopies | None = None,
+        *,
+        verbose: bool = False,
     ) -> None:
         self.settings = settings
         self.graph = graph
@@ -119,7 +125,7 @@ class BuildRun:
         self.test = self._test_run()
         self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)
-        self.reporter = make_reporter(self.masker, provider=settings.ci.provider)
+        self.reporter = make_reporter(self.masker, provider=settings.ci.provider, verbose=verbose)
         self.results: dict[int, StageResult] = {}
         self.plan: Plan | None = None
         self.test_outcome: TestOutcome | None = None
@@ -141,7 +147,7 @@ class BuildRun:
         finally:
             self.reporter.close()
         report = self._report(time.monotonic() - started)
-        print(summary(report.stages, self.masker), file=sys.stderr)
+        self.reporter.summary(report.stages)
         for warning in report.warnings:
             print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
             if self.settings.ci.provider == "github":
@@ -167,6 +173,9 @@ class BuildRun:
 
     def log(self, stage: str, line: str) -> None:
         self.reporter.log(stage, line)
+
+    def note(self, stage: str, line: str) -> None:
+        self.reporter.note(stage, line)
 
     def warning(self, message: str) -> None:
         self.reporter.warning(message)
@@ -217,9 +226,9 @@ class BuildRun:
                 self.warning(message)
         for index, reasons in plan.why.items():
             for reason in reasons:
-                self.log(plan.stage(index).name, f"missed: {reason}")
+                self.note(plan.stage(index).name, f"missed: {reason}")
         for index, reason in _always_built(plan).items():
-            self.log(plan.stage(index).name, f"always built: {reason}")
+            self.note(plan.stage(index).name, f"always built: {reason}")
         if unreachable:
             why = f" ({plan.cache_warning})" if plan.cache_warning else ""
             self.warning(
@@ -340,8 +349,8 @@ class BuildRun:
         if image is None:
             return None
         name = self.results[index].name
-        self.log(name, f"running tests: {' '.join(test.argv)}")
-        code = await session.run(image, test, lambda line: self.log(name, line))
+        self.note(name, f"running tests: {' '.join(test.argv)}")
+        code = await session.run(image, test, lambda line: self.note(name, line))
         if code:
             self.warning(f"tests in {name} failed with exit code {code}")
         return TestOutcome(name, code, str(test.artifacts_dir), tuple(test.artifacts))
@@ -398,7 +407,7 @@ class BuildRun:
         self, session: Session, stage: str, name: str, image: Image | Reference
     ) -> None:
         try:
-            await session.load(image, name, lambda line: self.log(stage, line))
+            await session.load(image, name, lambda line: self.note(stage, line))
         except StageFailed as exc:
             self._local_problem(f"{stage}: not loaded as {name}: {exc.message}")
             return
@@ -407,7 +416,7 @@ class BuildRun:
     async def _output(
         self, session: Session, stage: str, output: Output, image: Image | Reference
     ) -> None:
-        log = functools.partial(self.log, stage)
+        log = functools.partial(self.note, stage)
         try:
             await session.copy_out(image, output.path, output.dest, log)
         except StageFailed as exc:

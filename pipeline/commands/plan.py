@@ -22,7 +22,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.dockerfile.platforms import native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposures, unreachable
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
@@ -109,7 +110,12 @@ async def plan_for(
 def load_dockerfile(settings: Settings) -> Dockerfile:
     """The Dockerfile's stages as BuildKit reads them; its warnings go to stderr."""
     if not Path(settings.context).is_dir():
-        raise UsageError("build context is not a directory", path=settings.context)
+        raise UsageError(
+            "build context is not a directory; give the folder the Dockerfile copies from "
+            "with --context DIR (or context: in the config file)",
+            path=settings.context,
+        )
+    _check_dockerfile_exists(settings)
     target = settings.targets[0] if settings.targets else None
     dockerfile = build_stages(
         parse_dockerfile(settings.dockerfile),
@@ -119,6 +125,25 @@ def load_dockerfile(settings: Settings) -> Dockerfile:
     )
     _print_warnings(dockerfile.path, dockerfile.warnings)
     return dockerfile
+
+
+def _check_dockerfile_exists(settings: Settings) -> None:
+    """A missing Dockerfile: the folder searched, and the two ways to point at another one."""
+    path = Path(settings.dockerfile)
+    if path.exists():
+        return
+    folder = path.parent.resolve()
+    if settings.config_path is not None:
+        how = f"fix dockerfile: in {settings.config_path}, or give --dockerfile FILE"
+    else:
+        how = (
+            "give its path with --dockerfile FILE, or a config file that names it "
+            "(dockerfile:) with --config FILE"
+        )
+    raise UsageError(
+        f"Dockerfile not found: looked for {path.name} in {folder}; {how}",
+        path=settings.dockerfile,
+    )
 
 
 def _print_warnings(path: str, warnings: Iterable[StageWarning]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.dockerfile.stages import Warning as StageWarning
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -56,7 +56,8 @@ def resolve_targets(dockerfile: Dockerfile, names: Sequence[str]) -> tuple[Stage
 def _unknown_target(dockerfile: Dockerfile, name: str) -> str:
     named = [s.name for s in dockerfile.stages if s.declared_name is not None]
     there = ", ".join(dict.fromkeys(named)) if named else "none; every stage is unnamed"
-    return f'target stage "{name}" could not be found (stages: {there})'
+    suggestion = did_you_mean(name.lower(), named)
+    return f'target stage "{name}" could not be found{suggestion}; the stages are {there}'
 
 
 def select(
@@ -67,7 +68,12 @@ def select(
     if also:
         extra = resolve_targets(dockerfile, also)
         targets = tuple({t.index: t for t in (*targets, *extra)}.values())
-    needed = closure(dockerfile.stages, [t.index for t in targets])
+    roots = [t.index for t in targets]
+    epoch = dockerfile.source_date_epoch
+    if epoch is not None and epoch.stage is not None:
+        # BuildKit evaluates the stage that dates the build whatever the target
+        roots.append(epoch.stage)
+    needed = closure(dockerfile.stages, roots)
     _check_stage_case(dockerfile, needed)
     dockerfile = _dispatch_errors(dockerfile, needed)
     return Graph(

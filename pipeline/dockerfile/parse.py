@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import dockerfile as _buildkit
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,6 +79,18 @@ _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _DIRECTIVE_KEYS = ("syntax", "escape", "check")
 _GO_DURATION = re.compile(r"^[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)$")
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NANOSECONDS = {
+    "ns": 1,
+    "us": 1e3,
+    "µs": 1e3,
+    "μs": 1e3,
+    "ms": 1e6,
+    "s": 1e9,
+    "m": 6e10,
+    "h": 3.6e12,
+}
+_HEREDOC = re.compile(r"^\d*<<-?\s*[^<]+$")  # BuildKit's parser.ParseHeredoc
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,8 @@ class Instruction:
     json: bool = False
     trigger: Instruction | None = None
     heredocs: tuple[str, ...] = ()
+    # why an ONBUILD trigger cannot be read: BuildKit says so only where the trigger runs
+    trigger_error: str | None = None
 
     def flag(self, name: str) -> str | None:
         values = self.flags.get(name)
@@ -200,16 +214,18 @@ def _instruction(
         raise UsageError(_unknown_instruction(node.cmd), path=path, line=line)
     if node.heredocs and cmd not in ("RUN", "COPY", "ADD"):
         raise UsageError(f"{cmd} cannot accept a heredoc", path=path, line=line)
-    trigger = _onbuild_trigger(node, path, escape, lines) if cmd == "ONBUILD" else None
+    trigger, trigger_error = (
+        _onbuild_trigger(node, path, escape, lines) if cmd == "ONBUILD" else (None, None)
+    )
     args = tuple(node.value)
     flags = _parse_flags(cmd, node.flags, path, line)
     _check_arguments(cmd, args, path, line)
     if cmd == "SHELL" and not node.json:
         raise UsageError("SHELL requires the arguments to be in JSON form", path=path, line=line)
-    for name in ("interval", "timeout", "start-period", "start-interval"):
-        value = flags.get(name, ("",))[-1] if cmd == "HEALTHCHECK" else ""
-        if value and not _GO_DURATION.match(value):
-            raise UsageError(f'time: invalid duration "{value}"', path=path, line=line)
+    if cmd == "HEALTHCHECK":
+        _check_healthcheck(args, flags, path, line, json=node.json)
+    if cmd in ("COPY", "ADD") and _HEREDOC.match(args[-1]):
+        raise UsageError(f"{cmd} cannot accept a heredoc as a destination", path=path, line=line)
     instruction = Instruction(
         cmd=cmd,
         args=args,
@@ -220,6 +236,7 @@ def _instruction(
         json=node.json,
         trigger=trigger,
         heredocs=tuple(heredoc.content for heredoc in node.heredocs),
+        trigger_error=trigger_error,
     )
     if trigger is not None and trigger.heredocs:
         # the parser leaves an ONBUILD's heredoc bodies out of `original`; keys hash the text
@@ -230,12 +247,13 @@ def _instruction(
 
 def _onbuild_trigger(
     node: _buildkit.Command, path: str, escape: str, lines: tuple[str, ...]
-) -> Instruction:
+) -> tuple[Instruction | None, str | None]:
     """BuildKit re-parses an ONBUILD expression as a Dockerfile of its own (initOnBuildTriggers).
 
     The expression is re-read from the lines as written, not from `original`, because the parser
     leaves heredoc bodies out of an ONBUILD's `original`, and BuildKit's parseOnBuild keeps them
-    (testOnBuildHeredoc).
+    (testOnBuildHeredoc). Its parser checks only the trigger's keyword; what else is wrong with
+    the trigger comes back as the error, as BuildKit finds it only in a stage the trigger runs in.
     """
     written = lines[node.start_line - 1 : node.end_line] if lines else (node.original,)
     source = _ONBUILD_PREFIX.sub("", "\n".join(written), count=1)
@@ -251,17 +269,19 @@ def _onbuild_trigger(
         raise UsageError(message, path=path, line=node.start_line)
     try:
         (inner,) = _buildkit.parse_string(f"# escape={escape}\n{source}")
+        trigger = _instruction(inner, path, escape)
     except (_buildkit.GoParseError, ValueError) as exc:
-        raise UsageError(f"ONBUILD: {exc}", path=path, line=node.start_line) from None
-    trigger = _instruction(inner, path, escape)
+        return None, f"ONBUILD: {exc}"
+    except UsageError as exc:
+        return None, exc.message
     if trigger.heredocs:
         trigger = dataclasses.replace(trigger, original=source)
-    return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line)
+    return dataclasses.replace(trigger, line=node.start_line, end_line=node.end_line), None
 
 
 def _unknown_instruction(keyword: str) -> str:
     message = f"unknown instruction: {keyword}"
-    match = _suggest(keyword, INSTRUCTIONS, case_sensitive=False)
+    match = suggest(keyword, INSTRUCTIONS, case_sensitive=False)
     return message if match is None else f"{message} (did you mean {match}?)"
 
 
@@ -281,7 +301,7 @@ def _parse_flags(
         kind = known.get(name)
         if kind is None:
             message = f"unknown flag: {flag_name}"
-            match = _suggest(name, tuple(known), case_sensitive=True)
+            match = suggest(name, tuple(known), case_sensitive=True)
             if match is not None:
                 message += f" (did you mean {match}?)"
             raise UsageError(message, path=path, line=line)
@@ -314,7 +334,9 @@ def _check_arguments(cmd: str, args: tuple[str, ...], path: str, line: int) -> N
             path=path,
             line=line,
         )
-    elif cmd in ("ARG", "ENV", "LABEL", "RUN", "EXPOSE", "VOLUME", "USER") and not any(args):
+    elif cmd in ("MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL") and len(args) != 1:
+        raise UsageError(f"{cmd} requires exactly one argument", path=path, line=line)
+    elif cmd in ("ARG", "ENV", "LABEL", "RUN", "EXPOSE", "VOLUME", "HEALTHCHECK") and not any(args):
         raise UsageError(f"{cmd} requires at least one argument", path=path, line=line)
     elif cmd == "ARG" and any(arg.startswith("=") for arg in args):
         raise UsageError("ARG names can not be blank", path=path, line=line)
@@ -322,29 +344,33 @@ def _check_arguments(cmd: str, args: tuple[str, ...], path: str, line: int) -> N
         raise UsageError(f"{cmd} names can not be blank", path=path, line=line)
 
 
-def _suggest(value: str, options: tuple[str, ...], *, case_sensitive: bool) -> str | None:
-    """util/suggest.Search: the closest option under Levenshtein distance 3, in the value's case."""
-    probe = value if case_sensitive else value.lower()
-    best, best_distance = None, 3
-    for option in options:
-        candidate = option if case_sensitive else option.lower()
-        if candidate == probe:
-            return None
-        distance = _levenshtein(probe, candidate)
-        if distance < best_distance:
-            best, best_distance = candidate, distance
-    if best is None or case_sensitive:
-        return best
-    return best.upper() if value == value.upper() else best.lower()
-
-
-def _levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
-            )
-        previous = current
-    return previous[-1]
+def _check_healthcheck(
+    args: tuple[str, ...], flags: Mapping[str, tuple[str, ...]], path: str, line: int, *, json: bool
+) -> None:
+    """instructions.parseHealthcheck: NONE or CMD with a command, intervals of 0 or ≥ 1 ms."""
+    kind = args[0].upper()
+    if kind == "NONE":
+        if len(args) > 1:
+            raise UsageError("HEALTHCHECK NONE takes no arguments", path=path, line=line)
+        return
+    if kind != "CMD":
+        raise UsageError(f'Unknown type "{kind}" in HEALTHCHECK (try CMD)', path=path, line=line)
+    if len(args) == 1 or not (json or any(args[1:])):
+        raise UsageError("Missing command after HEALTHCHECK CMD", path=path, line=line)
+    for name in ("interval", "timeout", "start-period", "start-interval"):
+        value = flags.get(name, ("",))[-1]
+        if not value:
+            continue
+        if not _GO_DURATION.match(value):
+            raise UsageError(f'time: invalid duration "{value}"', path=path, line=line)
+        nanoseconds = sum(
+            float(number) * _NANOSECONDS[unit] for number, unit in _DURATION_PART.findall(value)
+        )
+        if nanoseconds and (value.startswith("-") or nanoseconds < 1e6):
+            raise UsageError(f'Interval "{name}" cannot be less than 1ms', path=path, line=line)
+    retries = flags.get("retries", ("",))[-1]
+    if retries and not re.fullmatch(r"[-+]?\d+", retries):
+        message = f'strconv.ParseInt: parsing "{retries}": invalid syntax'
+        raise UsageError(f"{message} (--retries takes a whole number)", path=path, line=line)
+    if retries and int(retries) < 0:
+        raise UsageError(f"--retries cannot be negative ({int(retries)})", path=path, line=line)

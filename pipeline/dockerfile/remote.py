@@ -17,14 +17,11 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+
+from pipeline.dockerfile.copies import GitSourceError, git_source, http_source
 
 __all__ = ["RemoteKind", "RemoteSource", "remote_source"]
 
-# gitutil's protoRegexp and supported schemes, and sshutil's scp-style URL.
-_PROTOCOL = re.compile(r"^([a-zA-Z0-9]+)://")
-_GIT_SCHEMES = frozenset({"http", "https", "git", "ssh"})
-_SCP = re.compile(r"^[a-zA-Z0-9_-]+@[a-zA-Z0-9.-]+:(.*?)(?:\?(.*?))?(?:#(.*))?$")
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -49,40 +46,20 @@ class RemoteSource:
 def remote_source(source: str, checksum: str | None) -> RemoteSource | None:
     """The remote source `source` is for ADD, or None for a context path.
 
-    `checksum` is the instruction's `--checksum`.
+    `checksum` is the instruction's `--checksum`. Which sources are Git, and what their query
+    says, is `copies.git_source`'s to tell, as it is for the checks BuildKit makes of them.
     """
-    git = _git(source, checksum)
+    try:
+        git = git_source(source)
+    except GitSourceError:
+        # refused where the stage is dispatched (copies.copy_error); never a pinned source
+        return RemoteSource(RemoteKind.GIT, source, "has a Git query BuildKit refuses")
     if git is not None:
-        return git
-    if source.startswith(("http://", "https://")):
+        if checksum or git.checksum or _COMMIT.fullmatch(git.ref):
+            return RemoteSource(RemoteKind.GIT, source)
+        what = f"ref {git.ref}" if git.ref else "no ref (the default branch)"
+        return RemoteSource(RemoteKind.GIT, source, f"names {what}, not a commit, so it can move")
+    if http_source(source):
         moving = None if checksum else "has no --checksum: its content is known once fetched"
         return RemoteSource(RemoteKind.URL, source, moving)
     return None
-
-
-def _git(source: str, checksum: str | None) -> RemoteSource | None:
-    if source.startswith(("./", "../", "github.com/")):
-        return None
-    protocol = _PROTOCOL.match(source)
-    if protocol is not None:
-        scheme = protocol.group(1).lower()
-        if scheme not in _GIT_SCHEMES:
-            return None
-        parts = urlsplit(source)
-        if scheme in ("http", "https") and not parts.path.endswith(".git"):
-            return None
-        query, fragment = parts.query, parts.fragment
-    else:
-        scp = _SCP.match(source)
-        if scp is None:
-            return None
-        query, fragment = scp.group(2) or "", scp.group(3) or ""
-    ref = fragment.partition(":")[0]
-    values = parse_qs(query, keep_blank_values=True)
-    ref = ref or next(iter(values.get("ref", ())), "")
-    given = checksum or next(iter(values.get("checksum", values.get("commit", ()))), "")
-    if given or _COMMIT.fullmatch(ref):
-        return RemoteSource(RemoteKind.GIT, source)
-    what = f"ref {ref}" if ref else "no ref (the default branch)"
-    moving = f"names {what}, not a commit, so it can move"
-    return RemoteSource(RemoteKind.GIT, source, moving)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pipeline.dockerfile.parse import parse_text
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pipeline.dockerfile.stages import Dockerfile, Stage
 
@@ -98,7 +98,9 @@ def rewrite(
             else:
                 out.extend(lines[stage.line - 1 : end])
             continue
-        out.append(f"FROM {restored[stage.index]}{name}")
+        platform = _runs_on(stage, stages)
+        flag = f"--platform={platform} " if platform else ""
+        out.append(f"FROM {flag}{restored[stage.index]}{name}")
         for instruction in stage.instructions[1:]:
             if instruction.cmd == "ARG":
                 out.extend(lines[instruction.line - 1 : instruction.end_line])
@@ -139,6 +141,18 @@ def rerun_every_run(text: str) -> str:
     for end in reversed(ends):
         lines.insert(end, f"ARG {NO_CACHE_ARG}")
     return "\n".join(lines) + "\n"
+
+
+def _runs_on(stage: Stage, stages: Sequence[Stage]) -> str | None:
+    """The `--platform` a restored stage keeps, as written: the platform it ran on.
+
+    A stage FROM a stage runs on its parent's platform (BuildKit ignores its own flag). Without
+    the flag, `FROM <image>` is of the target platform, so the children of a restored
+    `--platform=$BUILDPLATFORM` stage would run their steps as the target, under emulation.
+    """
+    while stage.base_stage is not None:
+        stage = stages[stage.base_stage]
+    return stage.instructions[0].flag("platform")
 
 
 def _pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:

@@ -8,14 +8,16 @@ built-in platform ARGs. A stage depends on an earlier stage through `FROM <name>
 from __future__ import annotations
 
 import dataclasses
-import platform as _platform
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from pipeline.dockerfile.copies import copy_error
+from pipeline.dockerfile.epoch import SourceDateEpoch, resolve_epoch
 from pipeline.dockerfile.lex import ExpansionError, expand
-from pipeline.dockerfile.mounts import MountError, parse_mount
-from pipeline.errors import UsageError
+from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
+from pipeline.dockerfile.platforms import Platform, native_platform, platform_error
+from pipeline.errors import UsageError, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -26,61 +28,15 @@ __all__ = [
     "ArgDecl",
     "Dockerfile",
     "Edge",
-    "Platform",
     "Stage",
     "StageError",
     "Warning",
     "build_stages",
-    "native_platform",
 ]
 
 _VALID_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 
 EdgeKind = Literal["base", "copy", "mount"]
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    arch: str
-    variant: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.strip().lower().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
-        return cls(*parts)
-
-    def __str__(self) -> str:
-        return "/".join(part for part in (self.os, self.arch, self.variant) if part)
-
-    def args(self, prefix: str) -> dict[str, str]:
-        return {
-            f"{prefix}PLATFORM": str(self),
-            f"{prefix}OS": self.os,
-            f"{prefix}ARCH": self.arch,
-            f"{prefix}VARIANT": self.variant,
-        }
-
-
-def native_platform() -> Platform:
-    """The builder's own platform, as BuildKit reports it for a Linux worker on this machine."""
-    machine = _platform.machine().lower()
-    arch, variant = {
-        "x86_64": ("amd64", ""),
-        "amd64": ("amd64", ""),
-        "aarch64": ("arm64", ""),
-        "arm64": ("arm64", ""),
-        "armv7l": ("arm", "v7"),
-        "armv6l": ("arm", "v6"),
-        "i386": ("386", ""),
-        "i686": ("386", ""),
-        "ppc64le": ("ppc64le", ""),
-        "s390x": ("s390x", ""),
-        "riscv64": ("riscv64", ""),
-    }.get(machine, (machine, ""))
-    return Platform("linux", arch, variant)
 
 
 @dataclass(frozen=True)
@@ -157,6 +113,7 @@ class Dockerfile:
     stages: tuple[Stage, ...]
     warnings: tuple[Warning, ...]
     stage_errors: tuple[StageError, ...] = ()
+    source_date_epoch: SourceDateEpoch | None = None
 
     def stage_by_name(self, name: str) -> Stage | None:
         """BuildKit's findStateByName: case-insensitive, the last stage of that name wins."""
@@ -192,10 +149,19 @@ def build_stages(
     if not bodies:
         raise UsageError("dockerfile contains no stages to build", path=path)
     meta = _meta_args(parsed, global_args, bodies, build_args, platform, target)
+    epoch = resolve_epoch(
+        bodies,
+        meta,
+        build_args,
+        path=path,
+        escape=parsed.directives.escape,
+        line=next((a.line for a in reversed(global_args) if a.name == "SOURCE_DATE_EPOCH"), None),
+    )
     raw = [_raw_stage(index, body, meta, parsed) for index, body in enumerate(bodies)]
-    warnings = _duplicate_names(raw)
-    stages = tuple(_resolve(stage, raw, path) for stage in raw)
-    stages = tuple(_with_onbuild(stage, stages, raw, path) for stage in stages)
+    resolved = tuple(_resolve(stage, raw, path) for stage in raw)
+    with_triggers = [_with_onbuild(stage, resolved, raw, path) for stage in resolved]
+    stages = tuple(stage for stage, _ in with_triggers)
+    warnings = _duplicate_names(raw) + _unrun_triggers(stages)
     dockerfile = Dockerfile(
         path=path,
         parsed=parsed,
@@ -203,9 +169,12 @@ def build_stages(
         meta_args=meta,
         stages=stages,
         warnings=warnings,
+        source_date_epoch=epoch,
     )
     _check_circular(dockerfile)
-    return dataclasses.replace(dockerfile, stage_errors=_order_errors(dockerfile))
+    trigger_errors = tuple(error for _, errors in with_triggers for error in errors)
+    errors = trigger_errors + _order_errors(dockerfile) + _dispatch_errors(dockerfile)
+    return dataclasses.replace(dockerfile, stage_errors=errors)
 
 
 def _split_stages(
@@ -261,13 +230,14 @@ def _expand(word: str, env: Mapping[str, str], parsed: ParsedDockerfile, line: i
         result = expand(word, env, escape=parsed.directives.escape)
     except ExpansionError as exc:
         raise UsageError(str(exc), path=parsed.path, line=line) from None
-    return _Expanded(result.value, frozenset(result.used))
+    return _Expanded(result.value, frozenset(result.used), frozenset(result.unset))
 
 
 @dataclass(frozen=True)
 class _Expanded:
     value: str
     used: frozenset[str]
+    unset: frozenset[str] = frozenset()
 
 
 def _raw_stage(
@@ -291,6 +261,8 @@ def _raw_stage(
         )
     platform_flag = head.flag("platform")
     platform = _expand(platform_flag, meta, parsed, head.line) if platform_flag else None
+    if platform_flag and platform is not None:
+        _check_platform(platform_flag, platform, meta, parsed.path, head.line)
     return _RawStage(
         index=index,
         name=name,
@@ -300,6 +272,26 @@ def _raw_stage(
         from_args=base.used | (platform.used if platform else frozenset()),
         instructions=tuple(body),
     )
+
+
+def _check_platform(
+    written: str, platform: _Expanded, meta: Mapping[str, str], path: str, line: int
+) -> None:
+    """BuildKit expands a FROM's --platform for every stage and fails on a value that is empty
+    or that containerd cannot parse, naming the global ARG an unset variable may have meant."""
+    if platform.value:
+        reason = platform_error(platform.value)
+        if reason is None:
+            return
+        message = f"failed to parse platform {written}: {reason}"
+    else:
+        message = f"empty platform value from expression {written}"
+    for name in sorted(platform.unset):
+        meant = suggest(name, tuple(meta), case_sensitive=True)
+        if meant is not None:
+            message += f" (did you mean {meant}?)"
+            break
+    raise UsageError(message, path=path, line=line)
 
 
 def _duplicate_names(stages: Sequence[_RawStage]) -> tuple[Warning, ...]:
@@ -363,18 +355,17 @@ def instruction_edges(
         edges = []
         for text in instruction.flags.get("mount", ()):
             try:
-                mount = parse_mount(text)
+                source, target = mount_source(text)
             except MountError as exc:
                 raise UsageError(str(exc), path=path, line=instruction.line) from None
-            source, target = mount.source_stage, mount.target
-            if source and mount.type in ("bind", "cache"):
-                index = _stage_named(source, stages)
+            if source:
+                # any type: BuildKit makes the dependency before it knows the (maybe variable) type
                 edges.append(
                     Edge(
                         "mount",
                         source,
                         instruction.line,
-                        index,
+                        _stage_named(source, stages),
                         mount_target=target,
                         onbuild=onbuild,
                     )
@@ -404,15 +395,43 @@ def _stage_named(name: str, stages: Sequence[_RawStage]) -> int | None:
 
 def _with_onbuild(
     stage: Stage, stages: Sequence[Stage], raw: Sequence[_RawStage], path: str
-) -> Stage:
-    """ONBUILD triggers of a same-file base stage run in its direct children (BuildKit ≥ 1.11)."""
+) -> tuple[Stage, list[StageError]]:
+    """ONBUILD triggers of a same-file base stage run in its direct children (BuildKit ≥ 1.11).
+
+    BuildKit reads a trigger only there, so a trigger it cannot read, or whose reference it
+    refuses, is an error of the child's, raised only if the target needs the child.
+    """
     if stage.base_stage is None:
-        return stage
-    triggers = [i.trigger for i in stages[stage.base_stage].instructions if i.trigger is not None]
-    extra = [e for t in triggers for e in instruction_edges(t, raw, path, onbuild=True)]
-    if not extra:
-        return stage
-    return dataclasses.replace(stage, edges=stage.edges + tuple(extra))
+        return stage, []
+    extra: list[Edge] = []
+    errors: list[StageError] = []
+    for instruction in stages[stage.base_stage].instructions:
+        if instruction.trigger_error is not None:
+            errors.append(StageError(stage.index, instruction.line, instruction.trigger_error))
+        if instruction.trigger is None:
+            continue
+        try:
+            extra += instruction_edges(instruction.trigger, raw, path, onbuild=True)
+        except UsageError as exc:
+            errors.append(StageError(stage.index, instruction.line, exc.message))
+    return dataclasses.replace(stage, edges=stage.edges + tuple(extra)), errors
+
+
+def _unrun_triggers(stages: Sequence[Stage]) -> tuple[Warning, ...]:
+    """A broken trigger of a stage no stage here is built FROM fails no build of this file,
+    only builds FROM its image elsewhere: worth a warning."""
+    inherited = {stage.base_stage for stage in stages}
+    return tuple(
+        Warning(
+            instruction.line,
+            f"{instruction.trigger_error} (not an error here: the ONBUILD trigger runs only in "
+            f'a build FROM stage "{stage.name}", and none in this file is)',
+        )
+        for stage in stages
+        if stage.index not in inherited
+        for instruction in stage.instructions
+        if instruction.trigger_error is not None
+    )
 
 
 def _check_circular(dockerfile: Dockerfile) -> None:
@@ -471,3 +490,40 @@ def _order_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
                 )
             errors.append(StageError(stage.index, edge.line, message))
     return tuple(errors)
+
+
+def _dispatch_errors(dockerfile: Dockerfile) -> tuple[StageError, ...]:
+    """What BuildKit would refuse, as written, in a RUN's mounts or a COPY or ADD. It checks these
+    only while dispatching the instruction, so the error is the stage's that runs it: an ONBUILD
+    trigger's is its child's. A value with a variable is checked once expanded, by the key pass
+    of a needed stage."""
+    errors = []
+    for stage in dockerfile.stages:
+        for instruction in _runs(stage, dockerfile.stages):
+            for message in _refusals(instruction):
+                errors.append(StageError(stage.index, instruction.line, message))
+    return tuple(errors)
+
+
+def _refusals(instruction: Instruction) -> list[str]:
+    if instruction.cmd in ("COPY", "ADD"):
+        reason = copy_error(instruction)
+        return [] if reason is None else [reason]
+    if instruction.cmd != "RUN":
+        return []
+    found = []
+    for text in instruction.flags.get("mount", ()):
+        try:
+            parse_mount(text)
+        except MountError as exc:
+            found.append(str(exc))
+    return found
+
+
+def _runs(stage: Stage, stages: Sequence[Stage]) -> list[Instruction]:
+    """What the stage dispatches: its same-file base's ONBUILD triggers, then its own body."""
+    triggers: list[Instruction] = []
+    if stage.base_stage is not None:
+        parent = stages[stage.base_stage]
+        triggers = [i.trigger for i in parent.instructions if i.trigger is not None]
+    return [*triggers, *stage.instructions[1:]]

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 
 from pipeline.cache.ignore import IgnoreRules
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.rewrite import NO_CACHE_ARG, rerun_every_run
-from pipeline.dockerfile.stages import native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 

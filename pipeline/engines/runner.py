@@ -56,7 +56,13 @@ __all__ = [
 class Reporter(Protocol):
     def update(self, result: StageResult) -> None: ...
 
-    def log(self, stage: str, line: str) -> None: ...
+    def log(self, stage: str, line: str) -> None:
+        """A line of the engine's output for the stage (its build, its push)."""
+        ...
+
+    def note(self, stage: str, line: str) -> None:
+        """The run's own line about the stage, for every output to show."""
+        ...
 
     def warning(self, message: str) -> None: ...
 
@@ -214,7 +220,7 @@ async def execute(
         if not built:
             return job
         pinned = ", ".join(f"{jobs[i].name} as {ref}" for i, ref in sorted(built.items()))
-        reporter.log(job.name, f"builds on {pinned}: their RUN steps mount secrets")
+        reporter.note(job.name, f"builds on {pinned}: their RUN steps mount secrets")
         return _on_images(plan, job, built, set(jobs))
 
     async def build_and_push(index: int, job: StageJob) -> StageResult:
@@ -239,6 +245,7 @@ async def execute(
         if adopted is None and images is not None:
             images[index] = image
         if options.push_cache and ref is not None and adopted is None:
+            reporter.note(job.name, f"built in {clock() - started:.1f}s, pushing its cache")
             digest, error = await _push(session, image, ref, job, reporter)
         return replace(
             results[index],
@@ -356,11 +363,11 @@ async def _written(
     try:
         found = await client.head_manifest(ref)
     except RegistryError as exc:
-        reporter.log(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
+        reporter.note(job.name, f"cache tag {ref} not checked before the push: {exc.message}")
         return None
     if found is None:
         return None
-    reporter.log(
+    reporter.note(
         job.name, f"cache tag {ref} already written by another run; adopted {found.digest}"
     )
     return found.digest

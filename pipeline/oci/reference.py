@@ -21,11 +21,13 @@ _SLUG_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
 
 __all__ = [
     "DOCKER_HUB",
+    "REPOSITORY_FORM",
     "Reference",
     "Repository",
     "host_listed",
     "is_insecure_host",
     "is_loopback_host",
+    "repository_error",
     "slugify",
     "validate_digest",
     "validate_tag",
@@ -158,26 +160,18 @@ class Repository:
 
     @classmethod
     def parse(cls, text: str) -> Repository:
-        """A repository as `docker push` names one; ValueError says what is wrong and the fix."""
-        example = "such as ghcr.io/acme/app/cache or localhost:5000/cache"
-        stripped = text.strip()
-        if not stripped:
-            raise ValueError(f"the repository is empty; give one {example}")
-        scheme, sep, rest = stripped.partition("://")
-        if sep:
-            raise ValueError(f"give a repository without {scheme}://, {example} ({rest})")
-        name = stripped.split("@", 1)[0]
-        _, remainder = _split_domain(name)
-        if "@" in stripped or ":" in remainder:
-            raise ValueError(f"give a repository without a tag or digest, {example}")
-        if remainder.lower() != remainder:
-            raise ValueError(f"a repository name must be lowercase ({remainder})")
-        try:
-            reference = Reference.parse(stripped)
-        except ValueError as exc:
-            reason = str(exc).removeprefix("invalid reference format: ")
-            raise ValueError(f"not a valid repository: {reason}; give one {example}") from None
-        return cls(reference.registry, reference.repository)
+        """A repository as `docker push` names one. ValueError says what is wrong with `text`,
+        what a repository looks like, and the repository meant where that is clear."""
+        text = text.strip()
+        problem, meant = _repository_problem(text)
+        if problem is None:
+            try:
+                reference = Reference.parse(text)
+            except ValueError as exc:
+                problem = _path_problem(_split_domain(text)[1]) or str(exc)
+            else:
+                return cls(reference.registry, reference.repository)
+        raise repository_error(problem, meant)
 
     @property
     def name(self) -> str:
@@ -198,6 +192,76 @@ class Repository:
 
     def __str__(self) -> str:
         return Reference(self.registry, self.path).familiar_name
+
+
+REPOSITORY_FORM = (
+    "A repository is host[:port]/path, lowercase, with no scheme and no tag or digest, "
+    "such as ghcr.io/acme/app/cache or localhost:5000/cache"
+)
+
+
+def repository_error(problem: str, meant: str | None = None) -> ValueError:
+    """`problem` with a given repository, what a repository looks like, and the one meant."""
+    fix = f" Did you mean {meant}?" if meant is not None else ""
+    return ValueError(f"{problem}. {REPOSITORY_FORM}.{fix}")
+
+
+def _repository_problem(text: str) -> tuple[str | None, str | None]:
+    """What is wrong with `text` as a repository, as its writer sees it, and the repository
+    meant when that is only a scheme, a tag, a digest, spaces or capitals away."""
+    if not text:
+        return "it is empty", None
+    problems = []
+    meant = text
+    scheme, sep, rest = meant.partition("://")
+    if sep:
+        problems.append(
+            f"it starts with a scheme ({scheme}://), which registries are named without"
+        )
+        meant = rest
+    meant, at, digest = meant.partition("@")
+    if at:
+        problems.append(f"it ends with a digest (@{_shorten(digest)})")
+    host, slash, path = meant.rpartition("/")
+    path, colon, tag = path.partition(":")
+    if colon and not slash and tag.isdigit():
+        return "it names a registry (host:port) and no repository on it", f"{meant}/cache"
+    if colon:
+        problems.append(f"it ends with a tag (:{tag})")
+    meant = f"{host}{slash}{path}"
+    first, has_host, rest = meant.partition("/")
+    host_part = bool(has_host) and (any(char in first for char in ".:") or first == "localhost")
+    remainder = rest if host_part else meant
+    lowered = f"{first}/{rest.lower()}" if host_part else meant.lower()
+    if _path_problem(remainder.lower()) is not None:
+        return "; ".join([*problems, str(_path_problem(remainder))]), None
+    if lowered != meant:
+        problems.append("its path has capitals")
+    return ("; ".join(problems), lowered) if problems else (None, None)
+
+
+def _path_problem(path: str) -> str | None:
+    """What in a repository path (below its host) breaks distribution's grammar, if anything."""
+    odd = dict.fromkeys(
+        "capitals" if char.isupper() else "a space" if char == " " else f'"{char}"'
+        for char in path
+        if not re.match(r"[a-z0-9._/-]", char)
+    )
+    if odd:
+        return f"its path has what a repository cannot have: {', '.join(odd)}"
+    for component in path.split("/"):
+        if not re.fullmatch(_PATH_COMPONENT, component):
+            return (
+                f'its path component "{component}" is not letters and digits joined by '
+                '".", "_", "__" or "-"'
+            )
+    if len(path) > NAME_TOTAL_LENGTH_MAX:
+        return f"its path is longer than {NAME_TOTAL_LENGTH_MAX} characters"
+    return None
+
+
+def _shorten(digest: str) -> str:
+    return digest if len(digest) <= 19 else f"{digest[:19]}…"
 
 
 def slugify(text: str) -> str:

@@ -122,15 +122,18 @@ def failed_cache_pushes(stages: Iterable[StageResult], cache_repo: Repository | 
     )
 
 
-def summary(results: Iterable[StageResult], mask: Callable[[str], str]) -> str:
-    """The closing lines: each stage's outcome, and the log tail of each failure."""
+def summary(
+    results: Iterable[StageResult], mask: Callable[[str], str], *, tails: bool = True
+) -> str:
+    """The closing lines: each stage's outcome, and the log tail of each failure, unless
+    `tails` is false because the whole log was shown already."""
     ordered = list(results)
     lines = []
     width = max((len(r.name) for r in ordered), default=0)
     for result in ordered:
         lines.append(f"  {result.name.ljust(width)}  {result.describe()}")
     for result in ordered:
-        if result.status is Status.FAILED and result.tail:
+        if tails and result.status is Status.FAILED and result.tail:
             lines.append(f"--- {result.name}: last lines of its log ---")
             lines.extend(line for line in result.tail.splitlines() if line.strip())
     return mask("\n".join(lines))

@@ -15,7 +15,7 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.platforms import native_platform
 
 if TYPE_CHECKING:
     from pipeline.settings.resolve import Settings

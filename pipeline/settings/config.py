@@ -48,7 +48,7 @@ from pipeline.settings.secrets import secret_from_fields, secret_from_text
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from pipeline.dockerfile.stages import Platform
+    from pipeline.dockerfile.platforms import Platform
     from pipeline.oci.reference import Repository
     from pipeline.settings.secrets import SecretSpec
 
@@ -291,12 +291,8 @@ def _repository(doc: _Document, node: Node, where: str) -> Repository:
     text = _string(doc, node, where)
     try:
         return parse_repository(text)
-    except ValueError:
-        raise doc.error(
-            node,
-            f'{where}: "{text}" is not a repository like ghcr.io/acme/app/cache '
-            "(no scheme, tag or digest)",
-        ) from None
+    except ValueError as exc:
+        raise doc.error(node, f'{where}: "{text}": {exc}') from None
 
 
 def _engine_reaches(doc: _Document, node: Node, where: str) -> tuple[str, ...]:

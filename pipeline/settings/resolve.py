@@ -32,9 +32,9 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.errors import UsageError
-from pipeline.oci.reference import Repository
+from pipeline.oci.reference import Repository, repository_error
 from pipeline.settings.ci import CIContext
 from pipeline.settings.secrets import secret_from_text
 
@@ -89,7 +89,7 @@ ARG_NAME = re.compile(r"[^\s=]+")
 def parse_repository(text: str) -> Repository:
     """A repository such as `ghcr.io/acme/shop/cache`; ValueError says what is wrong and the fix."""
     if text != text.strip():
-        raise ValueError("remove the spaces around the repository")
+        raise repository_error("it has spaces around it", text.strip() or None)
     return Repository.parse(text)
 
 

@@ -18,7 +18,8 @@ from pipeline.cache.context import BuildContext
 from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import StageKey, compute_keys
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.errors import UsageError
 
 AMD64 = Platform("linux", "amd64")

@@ -233,6 +233,49 @@ def test_exclude_is_relative_to_each_source(project: Path) -> None:
     ]
 
 
+MONOREPO = {
+    "package.json": "root",
+    "packages/package.json": "packages",
+    "packages/web/package.json": "web",
+    "packages/web/nested/lib/package.json": "lib",
+    "packages/web/src/index.js": "js",
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "changed", "keyed"),
+    [
+        # an include pattern (convert_copy.go): ** spans folders, zero of them too
+        ("packages/**/package.json", "packages/web/nested/lib/package.json", True),
+        ("packages/**/package.json", "packages/package.json", True),
+        ("packages/**/package.json", "packages/web/src/index.js", False),
+        ("packages/**/package.json", "package.json", False),
+        ("packages/*/package.json", "packages/web/nested/lib/package.json", False),
+        # a /./ pivot: the pattern is below the base
+        ("packages/./web/package.json", "packages/web/package.json", True),
+        ("packages/./web/package.json", "packages/package.json", False),
+        ("packages/./web", "packages/web/src/index.js", True),
+    ],
+)
+def test_copy_parents_reads_what_its_include_pattern_matches(
+    tmp_path: Path, source: str, changed: str, keyed: bool
+) -> None:
+    root = write(tmp_path / "ctx", MONOREPO)
+    before = BuildContext(root, rules()).digest([source], parents=True)
+    (root / changed).write_text("edited")
+    assert (BuildContext(root, rules()).digest([source], parents=True) != before) is keyed
+
+
+def test_copy_parents_keys_where_the_pivot_is(tmp_path: Path) -> None:
+    """The pivot decides the destination's folders, so it is part of what is keyed."""
+    context = BuildContext(write(tmp_path / "ctx", MONOREPO), rules())
+    digests = {
+        context.digest([source], parents=True)
+        for source in ("packages/web/package.json", "packages/./web/package.json")
+    }
+    assert len(digests) == 2
+
+
 def test_exclude_never_drops_a_source_itself(project: Path) -> None:
     assert paths(ctx(project).select(["a.txt"], excludes=["*"])) == ["a.txt"]
 

@@ -12,7 +12,8 @@ from pipeline.cache.explain import explain, key_label
 from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import StageKey, compute_keys
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import build_stages
 from tests.conftest import FIXTURES
 
 AMD64 = Platform("linux", "amd64")

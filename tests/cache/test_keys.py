@@ -12,7 +12,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.keys import compute_keys, external_images, normalized_text
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
-from pipeline.dockerfile.stages import Dockerfile, Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import Dockerfile, build_stages
 from pipeline.errors import UsageError
 from tests.conftest import FIXTURES
 from tests.dockerfile.test_graph_property import Node, dags, write
@@ -28,7 +29,9 @@ def keys_of(
     platform: Platform = AMD64,
     targets: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    df = build_stages(parse_dockerfile(root / "Dockerfile"), build_args=build_args)
+    df = build_stages(
+        parse_dockerfile(root / "Dockerfile"), build_args=build_args, platform=platform
+    )
     stages = select(df, targets).needed if targets else range(len(df.stages))
     keys = compute_keys(
         df,
@@ -212,6 +215,21 @@ def test_platform_is_an_input(php: Path) -> None:
     assert changed(before, after) == set(before)
 
 
+def test_stages_on_the_build_platform_have_one_key_for_every_target(tmp_path: Path) -> None:
+    """A stage FROM a stage runs where its parent runs, whatever its own --platform says."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM --platform=$BUILDPLATFORM golang AS go\n"
+        "FROM go AS deps\nRUN go mod download\n"
+        "FROM --platform=linux/s390x deps AS tools\nRUN go install tool\n"
+        "FROM deps AS build\nARG TARGETPLATFORM\nRUN go build\n"
+        "FROM alpine AS runtime\nRUN apk add tzdata\n"
+        "FROM runtime AS release\nCOPY --from=build /app /app\n"
+    )
+    native = keys_of(tmp_path, platform=Platform("linux", "amd64"))
+    arm = keys_of(tmp_path, platform=Platform("linux", "arm64"))
+    assert changed(native, arm) == {"build", "runtime", "release"}
+
+
 def test_secret_ids_count_but_values_are_never_read(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
         "FROM scratch\nRUN --mount=type=secret,id=token --mount=type=ssh cat /run/secrets/token\n"
@@ -231,11 +249,11 @@ def test_secret_ids_count_but_values_are_never_read(tmp_path: Path) -> None:
 
 def test_add_url_and_checksum(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        "FROM scratch\nADD --checksum=sha256:abc https://example.com/a.tgz /a\n"
+        f"FROM scratch\nADD --checksum=sha256:{'a' * 64} https://example.com/a.tgz /a\n"
     )
     before = keys_of(tmp_path)
     (tmp_path / "Dockerfile").write_text(
-        "FROM scratch\nADD --checksum=sha256:abd https://example.com/a.tgz /a\n"
+        f"FROM scratch\nADD --checksum=sha256:{'b' * 64} https://example.com/a.tgz /a\n"
     )
     assert changed(before, keys_of(tmp_path)) == {"0"}
 

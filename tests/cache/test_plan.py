@@ -16,7 +16,8 @@ from pipeline.cache.plan import Plan, make_plan
 from pipeline.cli import main
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
-from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.dockerfile.platforms import native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.oci.reference import Repository
 from pipeline.oci.registry import RegistryClient
 from tests.registry_server import RegistryServer, free_port, push_image

@@ -12,7 +12,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import PROBE_DEADLINE, Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
-from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.dockerfile.platforms import native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.oci.reference import Repository
 from pipeline.oci.registry import RegistryClient
 from tests.faulty_proxy import silent_registry

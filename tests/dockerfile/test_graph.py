@@ -55,13 +55,17 @@ def test_targets_are_case_insensitive_and_deduplicated(php: Dockerfile) -> None:
     assert [t.name for t in graph.targets] == ["test"]
 
 
-def test_unknown_target_lists_the_stages(php: Dockerfile) -> None:
+def test_unknown_target_suggests_the_closest_and_lists_the_stages(php: Dockerfile) -> None:
+    """BuildKit's words, with its suggestion, and the stages there are."""
     with pytest.raises(UsageError) as info:
         select(php, ["tset"])
     assert info.value.message == (
-        'target stage "tset" could not be found (stages: composer-build, npm-build, '
-        "php-extensions-build, app, release, dev-back, dev-front, test)"
+        'target stage "tset" could not be found (did you mean test?); the stages are '
+        "composer-build, npm-build, php-extensions-build, app, release, dev-back, dev-front, test"
     )
+    with pytest.raises(UsageError) as info:
+        select(php, ["zzz"])
+    assert "did you mean" not in info.value.message
 
 
 def test_wave_is_one_above_the_deepest_needed_dependency(dockerfile: WriteDockerfile) -> None:

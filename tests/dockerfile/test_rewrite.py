@@ -85,6 +85,19 @@ def forecast(df: Dockerfile, targets: list[str], hits: set[str], **kw: bool) -> 
     return {df.stages[i].name: f.action for i, f in result.items()}
 
 
+def test_the_stage_that_dates_the_build_is_never_restored() -> None:
+    """BuildKit (dockerfile 1.24+) refuses a SOURCE_DATE_EPOCH stage that is not FROM scratch,
+    which a restored stage would be; it evaluates the stage itself, so no build needs it."""
+    df = build_stages(
+        parse_text(
+            "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD https://example.com/s.tar /\n"
+            "FROM busybox AS app\nCOPY --from=src /s.tar /\nFROM busybox AS other\n"
+        )
+    )
+    assert forecast(df, ["app"], {"src"}) == {"app": "build", "src": "build"}
+    assert forecast(df, ["other"], {"src"}) == {"other": "build", "src": "skip"}
+
+
 def test_a_hit_target_restores_and_skips_everything_below(php: Dockerfile) -> None:
     assert forecast(php, ["test"], {"test", "app"}) == {
         "test": "restore",
@@ -179,6 +192,29 @@ def test_rerun_every_run_declares_the_nonce_arg_first_in_every_stage() -> None:
     )
     again = build_stages(parse_text(busted))
     assert [(s.name, s.base) for s in again.stages] == [("a", "busybox"), ("1", "a")]
+
+
+def test_a_restored_stage_keeps_the_platform_it_ran_on() -> None:
+    """Its children must run where they would have, not as the target under emulation."""
+    df = build_stages(
+        parse_text(
+            "FROM --platform=$BUILDPLATFORM golang AS golatest\n"
+            "FROM golatest AS gobase\n"
+            "RUN go mod download\n"
+            "FROM gobase AS build\n"
+            "RUN go build\n"
+            "FROM alpine AS runtime\n"
+            "COPY --from=build /app /app\n"
+        )
+    )
+    restored = dict.fromkeys((0, 1, 3), f"{REPO}@{DIGEST}")
+    lines = rewrite(df, restored).splitlines()
+    assert [line for line in lines if line.startswith("FROM")] == [
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS golatest",
+        f"FROM --platform=$BUILDPLATFORM {REPO}@{DIGEST} AS gobase",
+        "FROM gobase AS build",
+        f"FROM {REPO}@{DIGEST} AS runtime",
+    ]
 
 
 TRUNCATED = """\

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import Platform, build_stages, native_platform
+from pipeline.dockerfile.platforms import Platform, native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.errors import UsageError
-from tests.conftest import FIXTURES, WriteDockerfile
+from tests.conftest import FIXTURES, WriteDockerfile, graph_of
 
 
 def bases(df: object) -> list[tuple[str, str, int | None]]:
@@ -189,13 +190,22 @@ def test_mount_from_is_by_name_only(dockerfile: WriteDockerfile) -> None:
         ),
         ("RUN --mount=type=secret,id=a,from=x true", "secret mount should not have a from"),
         ("RUN --mount=type=volume,target=/a true", 'unsupported mount type "volume"'),
+        (
+            "RUN --mount=type=secrte,id=a true",
+            'unsupported mount type "secrte" (did you mean secret?)',
+        ),
+        (
+            "RUN --mount=type=cache,trget=/a true",
+            "unexpected key 'trget' in 'trget=/a' (did you mean target?)",
+        ),
+        ("RUN --mount=type=cache,zzz=/a true", "unexpected key 'zzz' in 'zzz=/a'"),
         ("ADD --from=x a b", "unknown flag: --from"),
         ("COPY --from a b", "missing a value on flag: --from"),
     ],
 )
 def test_bad_references(dockerfile: WriteDockerfile, line: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
-        dockerfile(f"ARG SRC=x\nFROM alpine AS x\nFROM alpine\n{line}\n")
+        graph_of(dockerfile(f"ARG SRC=x\nFROM alpine AS x\nFROM alpine\n{line}\n"))
     assert (info.value.line, info.value.message) == (4, message)
 
 
@@ -282,3 +292,36 @@ def test_platform_parse() -> None:
     assert str(Platform.parse("Linux/ARM64")) == "linux/arm64"
     with pytest.raises(ValueError, match="expected os/arch"):
         Platform.parse("amd64")
+
+
+@pytest.mark.parametrize(
+    ("text", "platform"),
+    [
+        ("linux/arm", "linux/arm/v7"),
+        ("linux/arm/7", "linux/arm/v7"),
+        ("linux/armhf", "linux/arm/v7"),
+        ("linux/armel", "linux/arm/v6"),
+        ("linux/arm/v6", "linux/arm/v6"),
+        ("linux/arm64/v8", "linux/arm64"),
+        ("linux/aarch64", "linux/arm64"),
+        ("linux/x86_64", "linux/amd64"),
+        ("linux/amd64/v1", "linux/amd64"),
+        ("linux/amd64/v3", "linux/amd64/v3"),
+        ("linux/i386", "linux/386"),
+        ("macos/arm64", "darwin/arm64"),
+    ],
+)
+def test_a_platform_is_normalised_as_buildkit_parses_it(text: str, platform: str) -> None:
+    assert str(Platform.parse(text)) == platform
+
+
+def test_the_target_args_a_from_sees_are_the_normalised_platform(
+    dockerfile: WriteDockerfile,
+) -> None:
+    """`FROM build_${TARGETARCH}${TARGETVARIANT}` picks build_armv7 for linux/arm."""
+    text = (
+        "FROM alpine AS build_armv7\nFROM alpine AS build_arm64\n"
+        "FROM build_${TARGETARCH}${TARGETVARIANT}\n"
+    )
+    assert dockerfile(text, platform="linux/arm").stages[2].base_stage == 0
+    assert dockerfile(text, platform="linux/arm64/v8").stages[2].base_stage == 1

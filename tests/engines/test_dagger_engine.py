@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from pipeline.dockerfile.mounts import Mount, parse_mount
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.engines.base import BuildSpec, Image, RegistryLogin, StageJob, TestRun
 from pipeline.engines.dagger_engine import (
     DOCKERFILE,

@@ -14,7 +14,8 @@ from pipeline.cache.plan import Plan, make_plan
 from pipeline.cli import main
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
-from pipeline.dockerfile.stages import build_stages, native_platform
+from pipeline.dockerfile.platforms import native_platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.dagger_rules import (
     Use,
     check,

@@ -15,8 +15,9 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
+from pipeline.dockerfile.platforms import Platform
 from pipeline.dockerfile.rewrite import build_targets
-from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.base import Image, StageJob
 from pipeline.engines.results import StageResult
 from pipeline.engines.runner import RunOptions, execute, jobs_for
@@ -107,6 +108,7 @@ def digest_of(name: str) -> str:
 class Recorder:
     def __init__(self) -> None:
         self.updates: list[StageResult] = []
+        self.notes: list[str] = []
         self.warnings: list[str] = []
 
     def update(self, result: StageResult) -> None:
@@ -114,6 +116,9 @@ class Recorder:
 
     def log(self, stage: str, line: str) -> None:
         pass
+
+    def note(self, stage: str, line: str) -> None:
+        self.notes.append(f"[{stage}] {line}")
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
@@ -450,6 +455,9 @@ class Logs(Recorder):
         self.lines: list[tuple[str, str]] = []
 
     def log(self, stage: str, line: str) -> None:
+        self.lines.append((stage, line))
+
+    def note(self, stage: str, line: str) -> None:
         self.lines.append((stage, line))
 
 

@@ -201,18 +201,44 @@ def test_repository_parse(text: str, registry: str, path: str, shown: str) -> No
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("", "the repository is empty"),
-        ("http://localhost:5000/cache", "without http://"),
-        ("localhost:5000/cache:tag", "without a tag or digest"),
-        (f"ghcr.io/o/r@{DIGEST}", "without a tag or digest"),
-        ("library/Not A Repo!", "must be lowercase"),
-        ("a//b", "not a valid repository"),
+        ("", "it is empty."),
+        (
+            "http://localhost:5000/cache",
+            "it starts with a scheme (http://), which registries are named without.",
+        ),
+        ("localhost:5000/cache:tag", "it ends with a tag (:tag)."),
+        (f"ghcr.io/o/r@{DIGEST}", "it ends with a digest (@sha256:aaaaaaaaaaaa…)."),
+        ("localhost:5000", "it names a registry (host:port) and no repository on it."),
+        (
+            "Not A Repo!",
+            'its path has what a repository cannot have: capitals, a space, "!".',
+        ),
+        ("a//b", 'its path component "" is not letters and digits joined by'),
     ],
 )
-def test_repository_parse_errors_say_the_fix(text: str, reason: str) -> None:
+def test_repository_parse_errors_say_what_is_wrong_and_the_form(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)) as caught:
         Repository.parse(text)
-    assert ":x" not in str(caught.value)
+    message = str(caught.value)
+    form = "A repository is host[:port]/path, lowercase, with no scheme and no tag or digest"
+    assert form in message
+    assert ":x" not in message
+    assert "invalid reference format" not in message
+    assert "library/" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("http://localhost:5000/cache", "localhost:5000/cache"),
+        ("localhost:5000/cache:tag", "localhost:5000/cache"),
+        ("HTTPS://ghcr.io/Acme/App:v1", "ghcr.io/acme/app"),
+        ("localhost:5000", "localhost:5000/cache"),
+    ],
+)
+def test_repository_parse_errors_name_the_repository_meant(text: str, meant: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"Did you mean {meant}?")):
+        Repository.parse(text)
 
 
 def test_repository_refuses_a_bad_tag() -> None:

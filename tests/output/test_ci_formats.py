@@ -16,7 +16,8 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
-from pipeline.dockerfile.stages import Platform, build_stages
+from pipeline.dockerfile.platforms import Platform
+from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.results import StageResult
 from pipeline.oci.reference import Repository
 from pipeline.output import ci_formats as ci_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import replace
 
-from pipeline.dockerfile.stages import native_platform
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.oci.reference import Repository
 from pipeline.output.reproduce import reproduce_command
 from pipeline.settings.ci import CIContext

@@ -8,9 +8,9 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.errors import UsageError
-from pipeline.oci.reference import Repository
+from pipeline.oci.reference import REPOSITORY_FORM, Repository
 from pipeline.settings import config as config_module
 from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
 from pipeline.settings.resolve import Layer, TestSpec
@@ -339,14 +339,15 @@ def test_engine_values() -> None:
         ),
         pytest.param(
             "cache_repo: ghcr.io/acme/shop:cache\n",
-            'dagger-stages.yaml:1: cache_repo: "ghcr.io/acme/shop:cache" is not a repository '
-            "like ghcr.io/acme/app/cache (no scheme, tag or digest)",
+            'dagger-stages.yaml:1: cache_repo: "ghcr.io/acme/shop:cache": it ends with a tag '
+            f"(:cache). {REPOSITORY_FORM}. Did you mean ghcr.io/acme/shop?",
             id="cache-repo-tag",
         ),
         pytest.param(
             "cache_repo: https://ghcr.io/acme\n",
-            'dagger-stages.yaml:1: cache_repo: "https://ghcr.io/acme" is not a repository '
-            "like ghcr.io/acme/app/cache (no scheme, tag or digest)",
+            'dagger-stages.yaml:1: cache_repo: "https://ghcr.io/acme": it starts with a scheme '
+            f"(https://), which registries are named without. {REPOSITORY_FORM}. "
+            "Did you mean ghcr.io/acme?",
             id="cache-repo-scheme",
         ),
         pytest.param(

@@ -10,11 +10,11 @@ import pytest
 from yaml.nodes import MappingNode
 
 from pipeline.cli import _parser, main
-from pipeline.dockerfile.stages import Platform
+from pipeline.dockerfile.platforms import Platform
 from pipeline.engines.runner import RunOptions
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import CredentialSource
-from pipeline.oci.reference import Repository
+from pipeline.oci.reference import REPOSITORY_FORM, Repository
 from pipeline.settings.ci import CIContext
 from pipeline.settings.config import _Document, _parsed_by, load_config
 from pipeline.settings.resolve import (
@@ -190,27 +190,28 @@ def test_switches() -> None:
 
 # -- validation, located where the value came from -----------------------------------------------
 
+FORM = f"{REPOSITORY_FORM}."
+
 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (
             {"cache_repo": "x/cache:tag"},
-            '--cache-repo "x/cache:tag": give a repository without a tag or digest, such as '
-            "ghcr.io/acme/app/cache or localhost:5000/cache",
+            f'--cache-repo "x/cache:tag": it ends with a tag (:tag). {FORM} Did you mean x/cache?',
         ),
         (
             {"image_repo": "http://r.example/app"},
-            '--image-repo "http://r.example/app": give a repository without http://, such as '
-            "ghcr.io/acme/app/cache or localhost:5000/cache (r.example/app)",
+            '--image-repo "http://r.example/app": it starts with a scheme (http://), which '
+            f"registries are named without. {FORM} Did you mean r.example/app?",
         ),
         (
             {"cache_repo": "acme/Shop"},
-            '--cache-repo "acme/Shop": a repository name must be lowercase (acme/Shop)',
+            f'--cache-repo "acme/Shop": its path has capitals. {FORM} Did you mean acme/shop?',
         ),
         (
             {"cache_repo": " x/cache"},
-            '--cache-repo " x/cache": remove the spaces around the repository',
+            f'--cache-repo " x/cache": it has spaces around it. {FORM} Did you mean x/cache?',
         ),
         (
             {"platforms": ["linux/amd64", "linux"]},
