@@ -19,8 +19,10 @@ import anyio
 
 from pipeline import __version__
 from pipeline.commands.build import run_build
+from pipeline.commands.local import DEFAULT_LOAD_TAG, LocalCopies, parse_output
 from pipeline.commands.plan import load_graph, run_plan
 from pipeline.commands.prune import parse_age, prune_command
+from pipeline.commands.shell import shell_command
 from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, ToolError
 from pipeline.settings.ci import detect
 from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
@@ -60,7 +62,13 @@ def run() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if argv[:1] == ["shell"] and "--" in argv:
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    if command:
+        args.shell_command = command
     try:
         return int(args.handler(args))
     except ToolError as exc:
@@ -178,7 +186,29 @@ def _parser() -> argparse.ArgumentParser:
     _add_engine(build)
     _add_secret(build, build=True)
     _add_build(build)
+    _add_local(build)
     build.set_defaults(handler=_build)
+
+    shell = commands.add_parser(
+        "shell",
+        help="a shell, or a command, in a stage's image: restored, else built; where the stage"
+        " fails, its state just before the failing step",
+        usage="%(prog)s [options] STAGE [-- CMD [ARG ...]]",
+        epilog="After --, a command to run instead of /bin/sh, e.g. -- ls -l /app.",
+    )
+    _add_inputs(shell, target="not taken: STAGE is the target")
+    _add_image_repo(shell)
+    _add_engine(shell)
+    _add_secret(shell, build=True)
+    shell.add_argument(
+        "--docker",
+        default=SUPPRESS,
+        metavar="PATH",
+        help="the docker CLI that builds (--engine docker) and runs the shell (default: "
+        "$DAGGER_STAGES_DOCKER, else docker on PATH)",
+    )
+    shell.add_argument("stage", metavar="STAGE", help="the stage whose image to open")
+    shell.set_defaults(handler=_shell, shell_command=[])
 
     prune = commands.add_parser("prune", help="delete old stage images from the cache repo")
     _add_inputs(prune, target="stage whose restored cache images are kept")
@@ -369,6 +399,32 @@ def _add_build(build: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_local(build: argparse.ArgumentParser) -> None:
+    """What a build leaves on this machine: images in Docker, files on the host."""
+    build.add_argument(
+        "--load",
+        action="store_true",
+        help="put each target's image into the local Docker image store, for docker run"
+        " (default: off)",
+    )
+    build.add_argument(
+        "--load-tag",
+        default=DEFAULT_LOAD_TAG,
+        metavar="TEMPLATE",
+        help="the name --load gives, with {project} (the context folder's name) and {target}"
+        f" (default: {DEFAULT_LOAD_TAG})",
+    )
+    build.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="STAGE:PATH=DIR",
+        help="copy PATH from STAGE's image into DIR on the host, as buildx --output type=local;"
+        " repeatable (default: none)",
+    )
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """The flags given, by dest (a field's name), over the environment, config file and CI."""
     flags = {name: value for name, value in vars(args).items() if name in OPTIONS}
@@ -384,9 +440,18 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    outputs = tuple(parse_output(text) for text in args.outputs)
+    local = LocalCopies(load_tag=args.load_tag if args.load else None, outputs=outputs)
     settings = _settings(args)
-    graph = load_graph(settings, tests=settings.run_tests)
-    return int(anyio.run(functools.partial(run_build, settings, graph, verbose=args.verbose)))
+    also = [output.stage for output in outputs]
+    graph = load_graph(settings, tests=settings.run_tests, also=also)
+    build = functools.partial(run_build, settings, graph, local, verbose=args.verbose)
+    return int(anyio.run(build))
+
+
+def _shell(args: argparse.Namespace) -> int:
+    """Everything after `--` is the command (split off in `main`), options included."""
+    return shell_command(_settings(args), args.stage, args.shell_command)
 
 
 def _prune(args: argparse.Namespace) -> int:

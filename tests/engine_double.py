@@ -15,7 +15,8 @@ Objects are lazy as in Dagger: a chain runs when a query needs a value from it (
 - `Container.publish` tags and pushes; `Container.from` pulls;
 - `Container.withExec` runs the command (`docker run`, then `docker commit`), its result
   memoized by its inputs engine-wide;
-- `Container.file/directory(…).export` copy out with `docker create` and `docker cp`.
+- `Container.file/directory(…).export` copy out with `docker create` and `docker cp`;
+  `Container.export` writes the image as a tarball (`docker save`).
 
 It enforces the engine's rules in `/work/shared/dagger/ENGINE-NOTES.md`, each citing in a
 comment the engine source it comes from: pulls need a login registered earlier in the session;
@@ -410,7 +411,10 @@ class EngineDouble:
         return kind is not None and kind == wanted.get(expected)
 
     def export(self, obj: Obj, host_path: str) -> str:
-        image, path = self.realize(obj)
+        realized = self.realize(obj)
+        if isinstance(realized, Container):
+            return self._export_image(realized, host_path)
+        image, path = realized
         made = obj.chain[-1].field
         kind = self._kind(image, path)
         if kind is None:
@@ -424,6 +428,13 @@ class EngineDouble:
             if made == "directory":
                 target.mkdir(parents=True, exist_ok=True)
             self._docker("cp", "-L", source, str(target))
+        return host_path
+
+    def _export_image(self, container: Container, host_path: str) -> str:
+        """`Container.export`: the image as a tarball on the host (`docker save`, which a
+        daemon loads back under this double's tag, as it loads the engine's archive)."""
+        Path(host_path).parent.mkdir(parents=True, exist_ok=True)
+        self._docker("save", "-o", host_path, self._materialize(container))
         return host_path
 
     # --- engine rules -------------------------------------------------------------------------

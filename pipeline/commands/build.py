@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ import anyio
 from pipeline.cache.explain import always_built
 from pipeline.cache.keys import external_images
 from pipeline.cache.tags import hint_tag, local_tag
+from pipeline.commands.local import LocalCopies, load_name, project_name
 from pipeline.commands.plan import (
     branches,
     build_context,
@@ -44,19 +46,21 @@ from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
 from pipeline.engines.dagger_rules import engine_is_dagger, refusal, secret_exposures
 from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
-from pipeline.errors import UsageError
+from pipeline.errors import StageFailed, UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport
+from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pipeline.cache.plan import Plan
+    from pipeline.commands.local import Output
     from pipeline.commands.publish import Publication
     from pipeline.dockerfile.graph import Graph
     from pipeline.engines.base import Executor, Image, Session
@@ -75,18 +79,20 @@ def choose_executor(settings: Settings) -> Executor:
     if engine_is_dagger(settings.engine, os.environ):
         from pipeline.engines.dagger_engine import DaggerExecutor
 
-        return DaggerExecutor()
+        return DaggerExecutor(docker=settings.docker)
     from pipeline.engines.docker_engine import DockerExecutor
 
     return DockerExecutor(settings.docker)
 
 
-async def run_build(settings: Settings, graph: Graph, *, verbose: bool = False) -> int:
+async def run_build(
+    settings: Settings, graph: Graph, local: LocalCopies | None = None, *, verbose: bool = False
+) -> int:
     """One registry client serves the whole run: the plan, the hint tags and publishing.
 
     `verbose`: every line of every build and push, not one line per stage event."""
     async with registry_client(settings) as client:
-        run = BuildRun(settings, graph, client, verbose=verbose)
+        run = BuildRun(settings, graph, client, local, verbose=verbose)
         report = await run.run()
     return report.exit_code
 
@@ -100,11 +106,19 @@ class BuildRun:
     """
 
     def __init__(
-        self, settings: Settings, graph: Graph, client: RegistryClient, *, verbose: bool = False
+        self,
+        settings: Settings,
+        graph: Graph,
+        client: RegistryClient,
+        local: LocalCopies | None = None,
+        *,
+        verbose: bool = False,
     ) -> None:
         self.settings = settings
         self.graph = graph
         self.client = client
+        self.local = local or LocalCopies()
+        self.outputs = self._outputs()
         self.secrets = resolve_secrets(settings.secrets, os.environ)
         self.masker = self.secrets.masker()
         self.executor = choose_executor(settings)
@@ -117,6 +131,7 @@ class BuildRun:
         self.test_outcome: TestOutcome | None = None
         self.published: list[Published] = []
         self.problems: list[str] = []
+        self.loaded: list[tuple[str, str]] = []  # (stage, local image name) for `--load`
         self.dead_reported: set[str] = set()  # registries that stopped answering, warned of once
         self.interrupted = False
 
@@ -140,6 +155,8 @@ class BuildRun:
                 print(annotation, file=sys.stderr)
         for item in report.published:
             print(f"  published {item.ref}@{item.digest}", file=sys.stderr)
+        for stage, name in self.loaded if self.local.announce else ():
+            print(f"  loaded {stage} as {name}: docker run -it --rm {name}", file=sys.stderr)
         self._write_reports(report, started)
         if report.interrupted:
             print("dagger-stages: interrupted", file=sys.stderr)
@@ -148,6 +165,9 @@ class BuildRun:
     # The runner's reporter: results are kept, everything goes on to the terminal.
 
     def update(self, result: StageResult) -> None:
+        """A failed stage is told with the command that reproduces it locally."""
+        if result.status is Status.FAILED and result.reproduce is None:
+            result = replace(result, reproduce=reproduce_command(self.settings, result.name))
         self.results[result.index] = result
         self.reporter.update(result)
 
@@ -217,7 +237,7 @@ class BuildRun:
             )
         targets = build_targets(self.graph.dockerfile)
         jobs = jobs_for(plan, targets, _tags(plan, targets))
-        if not jobs and self.test is None:
+        if not jobs and self.test is None and not self.local.wanted:
             for result in initial_results(plan).values():
                 self.update(result)
             await self._publish(plan, pending, {}, None)
@@ -246,6 +266,7 @@ class BuildRun:
             await execute(plan, session, jobs, run_options, self, images, moved, self.client)
             if self.test is not None:
                 self.test_outcome = await self._run_test(plan, session, images, *self.test)
+            await self._copy_to_host(plan, session, images)
             await self._publish(plan, pending, images, session)
 
     def _publications(self) -> list[Publication]:
@@ -324,21 +345,88 @@ class BuildRun:
         test: TestRun,
     ) -> TestOutcome | None:
         """Run the test command in its stage, built or restored; artifacts come out either way."""
-        result = self.results[index]
-        if not result.status.has_image:
+        image = self._image_of(plan, images, index)
+        if image is None:
             return None
-        image: Image | Reference
-        if index in images:
-            image = images[index]
-        else:
-            assert result.digest is not None
-            image = plan.pinned(result.digest)
-        name = result.name
+        name = self.results[index].name
         self.note(name, f"running tests: {' '.join(test.argv)}")
         code = await session.run(image, test, lambda line: self.note(name, line))
         if code:
             self.warning(f"tests in {name} failed with exit code {code}")
         return TestOutcome(name, code, str(test.artifacts_dir), tuple(test.artifacts))
+
+    def _image_of(
+        self, plan: Plan, images: Mapping[int, Image], index: int
+    ) -> Image | Reference | None:
+        """A stage's image after the run: built here, else restored (or adopted) by digest."""
+        result = self.results.get(index)
+        if result is None or not result.status.has_image:
+            return None
+        if index in images:
+            return images[index]
+        assert result.digest is not None
+        return plan.pinned(result.digest)
+
+    def _outputs(self) -> list[tuple[int, Output]]:
+        """`--output`'s stages, each one the run builds or restores: exit 2 before anything."""
+        found = []
+        for output in self.local.outputs:
+            stage = self.graph.dockerfile.stage_by_name(output.stage)
+            if stage is None and output.stage.isdigit():
+                number = int(output.stage)
+                stages = self.graph.dockerfile.stages
+                stage = stages[number] if number < len(stages) else None
+            if stage is None or stage.index not in self.graph.needed:
+                raise UsageError(
+                    f'--output {output.stage}:{output.path}: stage "{output.stage}" is not '
+                    "built here; add it with --target"
+                )
+            found.append((stage.index, output))
+        return found
+
+    async def _copy_to_host(
+        self, plan: Plan, session: Session, images: Mapping[int, Image]
+    ) -> None:
+        """`--load` each target and copy each `--output`; a stage that failed has nothing to
+        give, and one that cannot be copied is a problem of the run (exit 1)."""
+        jobs: list[tuple[int, Callable[[Image | Reference], Awaitable[None]]]] = []
+        if self.local.load_tag is not None:
+            project = project_name(Path(self.settings.context))
+            for stage in resolve_targets(self.graph.dockerfile, self.settings.targets):
+                name = load_name(self.local.load_tag, project=project, target=stage.name)
+                jobs.append((stage.index, functools.partial(self._load, session, stage.name, name)))
+        for index, output in self.outputs:
+            copy = functools.partial(self._output, session, plan.stage(index).name, output)
+            jobs.append((index, copy))
+        for index, job in jobs:
+            image = self._image_of(plan, images, index)
+            if image is not None:
+                await job(image)
+
+    async def _load(
+        self, session: Session, stage: str, name: str, image: Image | Reference
+    ) -> None:
+        try:
+            await session.load(image, name, lambda line: self.note(stage, line))
+        except StageFailed as exc:
+            self._local_problem(f"{stage}: not loaded as {name}: {exc.message}")
+            return
+        self.loaded.append((stage, name))
+
+    async def _output(
+        self, session: Session, stage: str, output: Output, image: Image | Reference
+    ) -> None:
+        log = functools.partial(self.note, stage)
+        try:
+            await session.copy_out(image, output.path, output.dest, log)
+        except StageFailed as exc:
+            self._local_problem(
+                f"{stage}: {output.path} not copied to {output.dest}: {exc.message}"
+            )
+
+    def _local_problem(self, message: str) -> None:
+        self.warning(message)
+        self.problems.append(message)
 
     async def _publish(
         self,

@@ -32,7 +32,7 @@ from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
@@ -151,12 +151,13 @@ def _print_warnings(path: str, warnings: Iterable[StageWarning]) -> None:
         print(f"{path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
 
 
-def load_graph(settings: Settings, *, tests: bool = True) -> Graph:
+def load_graph(settings: Settings, *, tests: bool = True, also: Sequence[str] = ()) -> Graph:
     """The targets' graph, with a configured test stage too: `plan` shows what `build` does.
+    `also` are more stages to build or restore without being targets (`--output`'s).
 
     Errors in stages the targets do not need are warnings, known only once the targets are.
     """
-    also = [settings.test.stage] if settings.test is not None and tests else []
+    also = [*also, *([settings.test.stage] if settings.test is not None and tests else [])]
     dockerfile = load_dockerfile(settings)
     graph = select(dockerfile, settings.targets, also=also)
     _print_warnings(dockerfile.path, graph.dockerfile.warnings[len(dockerfile.warnings) :])

@@ -6,6 +6,10 @@ directives, global ARGs and comments before the first stage are kept as written.
 stage keeps its name and its ARG lines: ARG values are not part of an image, yet BuildKit passes
 a stage's ARGs on to stages built `FROM` it, so dropping them would change those children.
 
+`truncate` is the Dockerfile as written with one stage cut short before a step: where that
+step fails, building it gives the state just before it, which BuildKit does not keep as an
+image (`dagger-stages shell` opens it).
+
 `rerun_every_run` is `build --no-cache` for an engine that has no such switch (Dagger's
 `dockerBuild`): every stage declares one more ARG, given a new value each run.
 """
@@ -21,7 +25,14 @@ if TYPE_CHECKING:
 
     from pipeline.dockerfile.stages import Dockerfile, Stage
 
-__all__ = ["NO_CACHE_ARG", "build_targets", "rerun_every_run", "restorable", "rewrite"]
+__all__ = [
+    "NO_CACHE_ARG",
+    "build_targets",
+    "rerun_every_run",
+    "restorable",
+    "rewrite",
+    "truncate",
+]
 
 NO_CACHE_ARG = "DAGGER_STAGES_NO_CACHE"
 
@@ -95,6 +106,23 @@ def rewrite(
                 out.extend(lines[instruction.line - 1 : instruction.end_line])
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def truncate(dockerfile: Dockerfile, index: int, keep: int) -> str:
+    """The Dockerfile as written, with stage `index` ending after its first `keep`
+    instructions (its `FROM` is the first; `keep` is at least 1).
+
+    Every stage keeps its position, so `COPY --from=<index>` still points where it did;
+    only the cut stage changes, so every other stage keeps its cache key.
+    """
+    lines = dockerfile.parsed.lines
+    stages = dockerfile.stages
+    stage = stages[index]
+    if not 1 <= keep <= len(stage.instructions):
+        raise ValueError(f"stage {stage.name} has {len(stage.instructions)} instructions")
+    end = stages[index + 1].line - 1 if index + 1 < len(stages) else len(lines)
+    cut = stage.instructions[keep].line - 1 if keep < len(stage.instructions) else end
+    return "\n".join([*lines[:cut], *lines[end:]]) + "\n"
 
 
 def rerun_every_run(text: str) -> str:

@@ -127,6 +127,18 @@ class Session(Protocol):
         command's exit code. A missing artifact is logged, not an error."""
         ...
 
+    async def load(self, image: Image | Reference, name: str, log: Callable[[str], None]) -> None:
+        """Put the image (built here, or a pinned ref to pull) into the local Docker image
+        store as `name`, for `docker run`; raises `StageFailed` when it cannot."""
+        ...
+
+    async def copy_out(
+        self, image: Image | Reference, path: str, dest: Path, log: Callable[[str], None]
+    ) -> None:
+        """Copy `path` of the image to the host: a directory's contents into `dest`, a file to
+        `dest/<its name>`, as `--output type=local` does; raises `StageFailed` when it cannot."""
+        ...
+
 
 class Executor(Protocol):
     name: str

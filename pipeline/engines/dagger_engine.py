@@ -32,9 +32,10 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import uuid
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
@@ -46,6 +47,7 @@ from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     import dagger
@@ -66,6 +68,8 @@ HOW_TO_GET_ONE = (
     "install the Dagger CLI v0.21.x, or use --engine docker"
 )
 RUN_ID_VARIABLE = "DAGGER_STAGES_RUN_ID"  # Dagger's cache-buster idiom: a new value, a new run
+# `docker load` names what it loaded: a tag it was saved with, else the image id
+_LOADED = re.compile(r"^Loaded image(?: ID)?: (\S+)$", re.MULTILINE)
 _PUBLISHED_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
 # core/exec_error.go: the message is the error chain, ending in the exit code
 _EXIT_CODE_SUFFIX = re.compile(r":?\s*exit code: -?\d+\s*$")
@@ -91,8 +95,9 @@ class DaggerExecutor:
 
     name = "dagger"
 
-    def __init__(self, *, log_output: TextIO | None = None) -> None:
+    def __init__(self, *, log_output: TextIO | None = None, docker: str | None = None) -> None:
         self._log_output = log_output
+        self._docker = docker  # the docker CLI that `load` hands images to
 
     async def prepare(self) -> None:
         """Nothing early: importing the SDK is a second of CPU that would slow the plan down,
@@ -118,7 +123,7 @@ class DaggerExecutor:
                 except BaseException:
                     await _forget_connection()
                     raise
-            session = DaggerSession(spec)
+            session = DaggerSession(spec, docker=self._docker)
             await session.register_logins()
             yield session
 
@@ -255,10 +260,11 @@ class DaggerSession:
     # util/llbtodagger/exec.go keeps each RUN's secret mount on every later RUN of the build
     isolates_secret_steps = True
 
-    def __init__(self, spec: BuildSpec) -> None:
+    def __init__(self, spec: BuildSpec, *, docker: str | None = None) -> None:
         from dagger import dag
 
         self._spec = spec
+        self._docker = docker
         self._platform = spec.platform or str(native_platform())
         # dockerBuild has no noCache: a new value of an ARG every stage declares reruns its RUNs
         self._build_args = dict(spec.build_args)
@@ -374,6 +380,43 @@ class DaggerSession:
         await _export_artifacts(ran, test, log)
         return code
 
+    async def load(self, image: Image | Reference, name: str, log: Callable[[str], None]) -> None:
+        """The engine writes the image as a tarball on this host, and `docker load` reads it:
+        an image built in the engine is never in the local store otherwise. Docker's media
+        types, which a daemon without OCI image support (before 25) also loads."""
+        import dagger
+
+        label, container = self._test_container(image)
+        docker = self._docker or shutil.which("docker") or "docker"
+        with tempfile.TemporaryDirectory(prefix="dagger-stages-load-") as scratch:
+            tarball = os.path.join(scratch, "image.tar")
+            with _stage_errors(label, "export", log):
+                await container.export(tarball, media_types=dagger.ImageMediaTypes.DockerMediaTypes)
+            loaded = await _docker_cli([docker, "load", "-i", tarball])
+            found = _LOADED.findall(loaded.stdout.decode(errors="replace"))
+            if loaded.returncode != 0 or not found:
+                why = loaded.stderr.decode(errors="replace").strip() or "no image loaded"
+                raise StageFailed(f"{label}: docker load: {_first_line(why)}")
+        tagged = await _docker_cli([docker, "tag", found[-1], name])
+        if tagged.returncode != 0:
+            why = _first_line(tagged.stderr.decode(errors="replace"))
+            raise StageFailed(f"{label}: docker tag {name}: {why}")
+        log(f"loaded as {name}")
+
+    async def copy_out(
+        self, image: Image | Reference, path: str, dest: Path, log: Callable[[str], None]
+    ) -> None:
+        """`directory(path).export` puts a directory's contents into `dest`; a file goes to
+        `dest/<its name>`."""
+        label, container = self._test_container(image)
+        into = str(await anyio.Path(dest).absolute())
+        target = f"{into}/{PurePosixPath(path).name}"
+        with _stage_errors(label, f"copy of {path}", log):
+            found = await _export(container, path, into, target)
+        if not found:
+            raise StageFailed(f"{label}: {path} not found in the image")
+        log(f"copied {path} -> {dest}")
+
     def _test_container(self, image: Image | Reference) -> tuple[str, dagger.Container]:
         """A built stage as it is (stripped of its secrets), or a ref pulled for the platform."""
         import dagger
@@ -455,17 +498,27 @@ async def _export_artifacts(
         log(f"artifact {path} -> {target}" if found else f"artifact {path} not found")
 
 
-async def _export(container: dagger.Container, path: str, target: str) -> bool:
-    """Export a directory or a file (symlinks followed) to the host; False if there is none."""
+async def _export(
+    container: dagger.Container, path: str, target: str, file_target: str | None = None
+) -> bool:
+    """Export a directory to `target`, or a file (symlinks followed) to `file_target` (by
+    default `target` too); False if there is none."""
     from dagger import ExistsType
 
     if await container.exists(path, expected_type=ExistsType.DIRECTORY_TYPE):
         await container.directory(path).export(target)
     elif await container.exists(path, expected_type=ExistsType.REGULAR_TYPE):
-        await container.file(path).export(target)
+        await container.file(path).export(file_target or target)
     else:
         return False
     return True
+
+
+async def _docker_cli(command: list[str]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return await anyio.run_process(command, check=False)
+    except OSError as exc:
+        raise StageFailed(f"{command[0]}: cannot run the docker CLI: {exc.strerror}") from exc
 
 
 def _login_name(host: str) -> str:

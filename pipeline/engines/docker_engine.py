@@ -342,6 +342,53 @@ class DockerSession:
             await _run([self._cli.path, "rm", "-f", name], self._env)
         return code
 
+    async def load(self, image: Image | Reference, name: str, log: Callable[[str], None]) -> None:
+        """The image is already in this daemon when built here: tag it. A restored one is
+        pulled by its digest first."""
+        source = await self._local(image, log)
+        code, output = await _run([self._cli.path, "tag", source, name], self._env)
+        if code != 0:
+            raise StageFailed(f"docker tag {name}: {_last_line(output)}")
+        log(f"loaded as {name}")
+
+    async def copy_out(
+        self, image: Image | Reference, path: str, dest: Path, log: Callable[[str], None]
+    ) -> None:
+        """`docker create` + `docker cp` into a scratch folder beside `dest`, then moved in:
+        `docker cp` alone cannot tell a directory's contents from a file before it copies."""
+        source = await self._local(image, log)
+        name = f"dagger-stages-output-{uuid.uuid4().hex[:12]}"
+        create = [self._cli.path, "create", "--name", name, source, "true"]
+        code, output = await _run(create, self._env)
+        if code != 0:
+            raise StageFailed(f"docker create from {source}: {_last_line(output)}")
+        await anyio.Path(dest).mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=dest, prefix=".dagger-stages-"))
+        try:
+            copied = scratch / "out"
+            command = [self._cli.path, "cp", "-L", f"{name}:{path}", str(copied)]
+            code, output = await _run(command, self._env)
+            if code != 0:
+                raise StageFailed(f"{path} not copied: {_last_line(output)}")
+            await anyio.to_thread.run_sync(_move_into, copied, dest, PurePosixPath(path).name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            await _run([self._cli.path, "rm", "-f", name], self._env)
+        log(f"copied {path} -> {dest}")
+
+    async def _local(self, image: Image | Reference, log: Callable[[str], None]) -> str:
+        """The image's name in this daemon: a built one has its tag; a ref is pulled first."""
+        if isinstance(image, Image):
+            return str(image.job.tag)
+        command = [self._cli.path, "pull", "--quiet"]
+        if self._spec.platform:
+            command += ["--platform", self._spec.platform]
+        code, output = await _run([*command, str(image)], self._env)
+        if code != 0:
+            raise StageFailed(f"docker pull {image}: {_last_line(output)}")
+        log(f"pulled {image}")
+        return str(image)
+
     async def _copy_artifacts(
         self, container: str, test: TestRun, log: Callable[[str], None]
     ) -> None:
@@ -355,6 +402,18 @@ class DockerSession:
                 log(f"artifact {path} not copied: {_last_line(output)}")
             else:
                 log(f"artifact {path} -> {target}")
+
+
+def _move_into(copied: Path, dest: Path, name: str) -> None:
+    """A copied directory's entries into `dest`, a copied file as `dest/name`, replacing
+    what is there by those names."""
+    moves = [(entry, dest / entry.name) for entry in copied.iterdir()] if copied.is_dir() else []
+    if not copied.is_dir():
+        moves = [(copied, dest / name)]
+    for source, target in moves:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        source.replace(target)
 
 
 def _secret_files(secrets: Secrets, private: Path) -> dict[str, Path]:

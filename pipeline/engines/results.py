@@ -57,6 +57,8 @@ class StageResult:
     # built, but another run had written its cache tag meanwhile: `digest` is that run's image,
     # which stands for the stage from then on (first writer wins); this run's was not pushed
     adopted: bool = False
+    # a failed stage: the command that reproduces it locally (`output.reproduce`)
+    reproduce: str | None = None
 
     def __post_init__(self) -> None:
         """A status given as its word (tests, old callers) becomes the enum member."""
@@ -75,6 +77,8 @@ class StageResult:
         if self.status is Status.BUILT:
             pushed = f", cache pushed to {self.cache_ref}" if self.digest else ""
             return f"built{seconds}{pushed}"
+        if self.status is Status.FAILED and self.reproduce:
+            return f"{self.status}{seconds}: {self.error}; reproduce locally: {self.reproduce}"
         if self.status in (Status.FAILED, Status.CANCELLED):
             return f"{self.status}{seconds}: {self.error}"
         return str(self.status)

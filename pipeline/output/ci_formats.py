@@ -535,7 +535,8 @@ def junit_xml(
             {"classname": clean(suite), "name": clean(r.name), "time": f"{r.seconds or 0.0:.3f}"},
         )
         if r.status is Status.FAILED:
-            message = clean(_one_line(r.error or "failed"))
+            again = f"; reproduce locally: {r.reproduce}" if r.reproduce else ""
+            message = clean(_one_line(r.error or "failed") + again)
             failure = ET.SubElement(case, "failure", {"message": message, "type": "failed"})
             failure.text = clean(r.tail) or message
         elif r.status.ok:

@@ -5,7 +5,7 @@ import pytest
 from pipeline.cache.forecast import Cache, decide
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile, parse_text
-from pipeline.dockerfile.rewrite import rerun_every_run, restorable, rewrite
+from pipeline.dockerfile.rewrite import rerun_every_run, restorable, rewrite, truncate
 from pipeline.dockerfile.stages import Dockerfile, build_stages
 from tests.conftest import FIXTURES
 
@@ -215,3 +215,38 @@ def test_a_restored_stage_keeps_the_platform_it_ran_on() -> None:
         "FROM gobase AS build",
         f"FROM {REPO}@{DIGEST} AS runtime",
     ]
+
+
+TRUNCATED = """\
+ARG BASE=busybox
+FROM $BASE AS tools
+RUN echo one
+# the step that fails
+RUN echo two \\
+    && exit 3
+RUN echo three
+FROM tools AS app
+COPY --from=0 /x /y
+"""
+
+
+def test_truncate_cuts_one_stage_before_a_step_and_keeps_the_others_in_place() -> None:
+    df = build_stages(parse_text(TRUNCATED))
+    text = truncate(df, 0, 2)
+    assert text == (
+        "ARG BASE=busybox\nFROM $BASE AS tools\nRUN echo one\n# the step that fails\n"
+        "FROM tools AS app\nCOPY --from=0 /x /y\n"
+    )
+    again = build_stages(parse_text(text))
+    assert [s.name for s in again.stages] == ["tools", "app"]
+    assert [i.original for i in again.stages[1].instructions] == [
+        i.original for i in df.stages[1].instructions
+    ]
+    assert truncate(df, 0, 1).splitlines()[:3] == [
+        "ARG BASE=busybox",
+        "FROM $BASE AS tools",
+        "FROM tools AS app",
+    ]
+    assert truncate(df, 1, 2) == TRUNCATED
+    with pytest.raises(ValueError, match="has 4 instructions"):
+        truncate(df, 0, 0)

@@ -600,3 +600,18 @@ def test_exported_names() -> None:
         "mermaid_gantt",
         "mermaid_graph",
     ]
+
+
+def test_junit_failure_message_says_how_to_reproduce_it_locally() -> None:
+    results = {
+        0: StageResult(
+            0, "app", "failed", "k0", None, error="RUN make failed",
+            reproduce="dagger-stages shell app --secret id=token,env=TOKEN",
+        )
+    }  # fmt: skip
+    root = ET.fromstring(junit_xml(results, masker=Masker()))
+    failure = root.find("testsuite/testcase[@name='app']/failure")
+    assert failure is not None
+    assert failure.get("message") == (
+        "RUN make failed; reproduce locally: dagger-stages shell app --secret id=token,env=TOKEN"
+    )

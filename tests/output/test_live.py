@@ -10,6 +10,7 @@ import select
 import struct
 import subprocess
 import termios
+import uuid
 from pathlib import Path
 
 from tests.cli import cli_command
@@ -52,7 +53,8 @@ def test_the_timer_of_a_silent_step_advances_on_screen(
         f"FROM {docker_env.base} AS base\n"
         "RUN echo base > /base\n"
         "FROM base AS slow\n"
-        f"RUN sleep 3 && echo {tmp_path.name} > /slow\n"
+        # unique per run: the daemon is shared, and a cached step shows no timer
+        f"RUN sleep 3 && echo {uuid.uuid4().hex} > /slow\n"
         "RUN echo done > /done\n"
     )
     command = cli_command(*docker_env.build_args("--cache-repo", docker_env.cache_repo()))
