@@ -81,6 +81,7 @@ class RunReport:
                     "adopted": r.adopted,
                     "seconds": None if r.seconds is None else round(r.seconds, 3),
                     "error": None if r.error is None else mask(r.error),
+                    "reproduce": r.reproduce,
                     "why": list(self.why.get(r.name, ())),
                 }
                 for r in self.stages

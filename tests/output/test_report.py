@@ -64,6 +64,7 @@ def test_report_json_contract() -> None:
         "adopted": False,
         "seconds": 2.345,
         "error": None,
+        "reproduce": None,
         "why": ["COPY src/ changed"],
     }
     assert [s["status"] for s in document["stages"]] == ["cached", "built", "failed", "cancelled"]
