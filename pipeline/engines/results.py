@@ -57,6 +57,9 @@ class StageResult:
     # built, but another run had written its cache tag meanwhile: `digest` is that run's image,
     # which stands for the stage from then on (first writer wins); this run's was not pushed
     adopted: bool = False
+    # the target platform of a multi-platform run's stage, or "all platforms" for one they
+    # share; `name` then carries it too, as logs and reports show it
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         """A status given as its word (tests, old callers) becomes the enum member."""
