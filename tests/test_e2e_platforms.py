@@ -19,6 +19,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.docker_env import DockerEnv
+from tests.engine_double import EngineDouble
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -106,13 +107,33 @@ def _report(path: Path) -> list[dict[str, object]]:
     return stages
 
 
+def _engine(
+    name: str, docker_env: DockerEnv, request: pytest.FixtureRequest
+) -> tuple[list[str], EngineDouble | None]:
+    """How `build` starts on each executor; Dagger's on the engine double, sharing the host's
+    network (as in tests/engines/test_dagger_e2e.py)."""
+    if name == "docker":
+        return docker_env.build_args(), None
+    engine: EngineDouble = request.getfixturevalue("engine_double")
+    engine.host_network = True
+    request.getfixturevalue("monkeypatch").setenv("DAGGER_STAGES_ENGINE_REACHES", "*")
+    return ["build", "--engine", "dagger"], engine
+
+
+@pytest.mark.parametrize("executor", ["docker", pytest.param("dagger", marks=pytest.mark.dagger)])
 def test_cross_compilation_for_two_platforms(
-    tmp_path: Path, docker_env: DockerEnv, two_platform_base: str
+    tmp_path: Path,
+    docker_env: DockerEnv,
+    two_platform_base: str,
+    executor: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     (tmp_path / "Dockerfile").write_text(DOCKERFILE)
     cache_repo = docker_env.cache_repo()
     image = cache_repo.rsplit("/", 1)[0] + "/app"
-    command = docker_env.build_args(
+    start, engine = _engine(executor, docker_env, request)
+    command = [
+        *start,
         "--platform",
         "linux/amd64,linux/arm64",
         "--cache-repo",
@@ -124,7 +145,7 @@ def test_cross_compilation_for_two_platforms(
         f"release={image}:v1",
         "--report",
         str(tmp_path / "report.json"),
-    )
+    ]
     cold = run_cli(*command, cwd=tmp_path)
     assert cold.returncode == 0, cold.stderr
     stages = _report(tmp_path / "report.json")
@@ -135,6 +156,15 @@ def test_cross_compilation_for_two_platforms(
         ("release (linux/amd64)", "linux/amd64", "built"),
         ("release (linux/arm64)", "linux/arm64", "built"),
     ]
+    if engine is not None:
+        builds = sorted((record.target, record.platform) for record in engine.builds)
+        assert builds == [
+            ("build", "linux/amd64"),
+            ("build", "linux/arm64"),
+            ("release", "linux/amd64"),
+            ("release", "linux/arm64"),
+            ("tools", "linux/amd64"),
+        ]
     tags = [tag for tag in docker_env.tags(cache_repo) if "--" not in tag]
     assert [tag.split("-", 1)[0] for tag in tags] == [
         "build",
