@@ -29,6 +29,7 @@ from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposures, unreachable
+from pipeline.engines.emulation import emulation_notes
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
@@ -221,7 +222,8 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     """`plan`: the graph, keys and forecast as a table, JSON (docs/plan-json.md) or Mermaid.
 
     On Dagger, what the engine would refuse comes first as warnings (`build` stops on them),
-    and a cache the engine cannot pull from is forecast as built, never restored.
+    and a cache the engine cannot pull from is forecast as built, never restored. A stage
+    that would run RUN steps under an emulator this host lacks is warned of too.
     """
     graph = load_graph(settings)
     findings = dagger_findings(settings, graph)
@@ -239,6 +241,9 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     plan = plans.first
     for message in dict.fromkeys(m for item in plans.plans for m in item.plan.warnings):
         print(_warning(message), file=sys.stderr)
+    notes = emulation_notes(plans, native_platform())
+    for note in notes:
+        print(_warning(note), file=sys.stderr)
     if engine_is_dagger(settings.engine, os.environ):
         # offline, nothing was asked, so the build is assumed to reach the cache and push
         reachable = offline or all(f.cache != "unknown" for f in plan.forecasts.values())
@@ -246,7 +251,7 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
         for exposure in secret_exposures(plan, push_cache=push_cache):
             print(f"{exposure.location}: warning: {exposure.message}", file=sys.stderr)
     if output == "json":
-        print(dumps(plan_json(plans, settings, findings)))
+        print(dumps(plan_json(plans, settings, findings, notes)))
     elif output == "mermaid":
         print(mermaid_graph(plan), end="")
     else:

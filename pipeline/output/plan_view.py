@@ -26,9 +26,13 @@ __all__ = ["dumps", "plan_json", "plan_table"]
 
 
 def plan_json(
-    plans: MultiPlan, settings: Settings, refusals: Sequence[Finding] = ()
+    plans: MultiPlan,
+    settings: Settings,
+    refusals: Sequence[Finding] = (),
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`refusals` are what the Dagger engine would refuse: warnings here, `build` stops.
+    `notes` are other warnings of no line, such as a missing emulator.
 
     Names alone are ambiguous when two stages share one (the later wins in BuildKit, but both
     are listed), so every list of stages has an index-based twin (`*_index`, `*_indices`).
@@ -50,7 +54,7 @@ def plan_json(
         for f in refusals
     ]
     messages = dict.fromkeys(m for item in plans.plans for m in item.plan.warnings)
-    warnings += [{"line": None, "message": message} for message in messages]
+    warnings += [{"line": None, "message": message} for message in [*messages, *notes]]
     return {
         "dockerfile": settings.dockerfile,
         "context": settings.context,
