@@ -13,6 +13,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -145,6 +146,8 @@ def test_cross_compilation_for_two_platforms(
         f"release={image}:v1",
         "--report",
         str(tmp_path / "report.json"),
+        "--junit",
+        str(tmp_path / "junit.xml"),
     ]
     cold = run_cli(*command, cwd=tmp_path)
     assert cold.returncode == 0, cold.stderr
@@ -156,6 +159,8 @@ def test_cross_compilation_for_two_platforms(
         ("release (linux/amd64)", "linux/amd64", "built"),
         ("release (linux/arm64)", "linux/arm64", "built"),
     ]
+    cases = ElementTree.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    assert [case.get("name") for case in cases] == [s["name"] for s in stages]
     if engine is not None:
         builds = sorted((record.target, record.platform) for record in engine.builds)
         assert builds == [
