@@ -31,7 +31,7 @@ import anyio
 
 from pipeline.cache.explain import always_built
 from pipeline.cache.keys import external_images
-from pipeline.cache.tags import hint_tag, local_tag
+from pipeline.cache.tags import hint_tag
 from pipeline.commands.plan import (
     branches,
     build_context,
@@ -40,7 +40,7 @@ from pipeline.commands.plan import (
     platform_graphs,
     registry_client,
 )
-from pipeline.commands.platforms import run_platforms
+from pipeline.commands.platforms import build_tags, run_platforms
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.platforms import native_platform
@@ -236,7 +236,7 @@ class BuildRun:
         push_cache = self.push_cache(plan)
         self.tell(plan)
         targets = build_targets(self.graph.dockerfile)
-        jobs = jobs_for(plan, targets, _tags(plan, targets))
+        jobs = jobs_for(plan, targets, build_tags(plan, targets))
         if not jobs and self.test is None:
             for result in initial_results(plan).values():
                 self.update(result)
@@ -447,14 +447,6 @@ def _always_built(plan: Plan) -> dict[int, str]:
         index: always_built(forecast.volatile, index, names)
         for index, forecast in sorted(plan.forecasts.items())
         if forecast.volatile is not None and forecast.action == "build"
-    }
-
-
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
-    """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
-    return {
-        index: plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key)
-        for index in plan.indices("build")
     }
 
 

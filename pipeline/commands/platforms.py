@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
-__all__ = ["BuildRun", "PlatformReporter", "run_platforms"]
+__all__ = ["BuildRun", "PlatformReporter", "build_tags", "run_platforms"]
 
 
 class BuildRun(Protocol):
@@ -243,11 +243,12 @@ def _jobs(
     exclude: set[int] | frozenset[int] = frozenset(),
 ) -> dict[int, StageJob]:
     plan = item.plan
-    jobs = jobs_for(plan, targets, _tags(plan, targets))
+    jobs = jobs_for(plan, targets, build_tags(plan, targets))
     return {index: job for index, job in jobs.items() if index not in exclude}
 
 
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
+def build_tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
+    """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
     return {
         index: plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key)
         for index in plan.indices("build")
