@@ -48,7 +48,10 @@ def foreign_runs(plan: Plan, native: Platform) -> Iterator[tuple[int, Platform]]
     """Each stage to build that runs a RUN step on another CPU than `native`'s, with its
     platform (the one its key was made for)."""
     for index in plan.indices("build"):
-        platform = Platform.parse(plan.keys[index].inputs["platform"])
+        try:
+            platform = Platform.parse(plan.keys[index].inputs["platform"])
+        except ValueError:
+            continue  # a FROM --platform BuildKit refuses: the plan has said so already
         if platform.arch == native.arch or not _runs(plan, index):
             continue
         yield index, platform
