@@ -264,8 +264,8 @@ def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
         dest="platforms",
         action="append",
         default=SUPPRESS,
-        metavar="OS/ARCH",
-        help="target platform; one per run until multi-platform builds land "
+        metavar="OS/ARCH[,OS/ARCH]",
+        help="target platform, repeatable or comma-separated: one image index over them "
         "(default: this machine's)",
     )
     parser.add_argument(

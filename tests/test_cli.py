@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.dockerfile.platforms import native_platform
 from pipeline.errors import UsageError
 from tests.cli import MAIN, ROOT, cli_command, run_cli
 from tests.conftest import FIXTURES
@@ -36,6 +37,9 @@ def test_plan_json_contract(
     ]
     first, app = document["stages"][0], document["stages"][3]
     assert len(first.pop("key")) == 64
+    native = str(native_platform())
+    assert document["platforms"] == [native]
+    assert (first.pop("target_platform"), first.pop("target_platforms")) == (native, [native])
     assert first == {
         "name": "composer-build",
         "index": 0,
@@ -233,26 +237,55 @@ def test_errors_buildkit_finds_in_every_stage_still_fail_unneeded_stages(
     assert capsys.readouterr().err.startswith("Dockerfile:2: invalid stage index 7")
 
 
-def test_several_platforms_exit_2_until_multi_platform_lands(
+CROSS = """\
+FROM --platform=$BUILDPLATFORM alpine AS tools
+RUN make-tools
+FROM tools AS build
+ARG TARGETARCH
+RUN build-for $TARGETARCH
+FROM alpine AS release
+COPY --from=tools /t /t
+COPY --from=build /out /out
+"""
+
+
+def test_several_platforms_plan_what_they_share_once(
     chdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (chdir / "Dockerfile").write_text("FROM alpine AS a\n")
-    two = ["--platform", "linux/amd64", "--platform", "linux/arm64"]
-    assert main(["plan", "--offline", *two]) == 2
-    err = capsys.readouterr().err
-    assert "--platform given 2 platforms (linux/amd64, linux/arm64)" in err
-    assert "run once per platform (e.g. --platform linux/amd64)" in err
-    assert "Traceback" not in err
+    (chdir / "Dockerfile").write_text(CROSS)
+    assert main(["plan", "--offline", "--platform", "linux/amd64,linux/arm64"]) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:6]]
+    assert rows == [
+        ["tools", "all"],
+        ["build", "linux/amd64"],
+        ["build", "linux/arm64"],
+        ["release", "linux/amd64"],
+        ["release", "linux/arm64"],
+    ]
     (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64, linux/arm64]\n")
-    assert main(["plan", "--offline"]) == 2
-    assert capsys.readouterr().err.startswith(
-        "dagger-stages.yaml:1: platforms: 2 platforms (linux/amd64, linux/arm64), but a run "
-        "builds one platform for now; run once per platform (e.g. --platform linux/amd64); "
-        "keep one here"
+    assert main(["plan", "--offline", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["platform"], document["platforms"]) == (
+        "linux/amd64",
+        ["linux/amd64", "linux/arm64"],
     )
-    (chdir / "dagger-stages.yaml").write_text("platforms: [linux/amd64]\n")
+    stages = [
+        (s["name"], s["target_platform"], s["target_platforms"], s["action"])
+        for s in document["stages"]
+    ]
+    assert stages == [
+        ("tools", "linux/amd64", ["linux/amd64", "linux/arm64"], "build"),
+        ("build", "linux/amd64", ["linux/amd64"], "build"),
+        ("build", "linux/arm64", ["linux/arm64"], "build"),
+        ("release", "linux/amd64", ["linux/amd64"], "build"),
+        ("release", "linux/arm64", ["linux/arm64"], "build"),
+    ]
+    keys = {(s["name"], s["target_platform"]): s["key"] for s in document["stages"]}
+    assert keys["build", "linux/amd64"] != keys["build", "linux/arm64"]
     assert main(["plan", "--offline", "--json", "--platform", "linux/arm64"]) == 0
-    assert json.loads(capsys.readouterr().out)["platform"] == "linux/arm64"
+    document = json.loads(capsys.readouterr().out)
+    assert document["platforms"] == ["linux/arm64"]
+    assert [s["target_platforms"] for s in document["stages"]] == [["linux/arm64"]] * 3
 
 
 def test_duplicate_stage_names_are_told_apart_by_index(

@@ -106,14 +106,14 @@ def report(path: Path) -> dict[str, Any]:
 
 def after_the_plan(monkeypatch: pytest.MonkeyPatch, other_run: Callable[[], None]) -> None:
     """This run's `build` runs `other_run` to its end once its plan is made, before building."""
-    real_plan = build_command.plan_for
+    real_plan = build_command.plans_for
 
     async def plan_then_the_other_run(*args: Any, **kwargs: Any) -> Any:
         plan = await real_plan(*args, **kwargs)
         await anyio.to_thread.run_sync(other_run)
         return plan
 
-    monkeypatch.setattr(build_command, "plan_for", plan_then_the_other_run)
+    monkeypatch.setattr(build_command, "plans_for", plan_then_the_other_run)
 
 
 def after_the_push(

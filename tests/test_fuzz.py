@@ -458,7 +458,7 @@ VALID_ENTRIES = [
     entry("image_repo", "image_repo: registry.example/team/app", True),
     entry("engine", "engine: docker", True),
     entry("platforms", "platforms: [linux/arm64/v8]", True),
-    entry("platforms", "platforms: [linux/amd64, linux/arm64/v8]", False),
+    entry("platforms", "platforms: [linux/amd64, linux/arm64/v8]", True),
     entry("secrets", "secrets:\n  - id=x,env=X_TOKEN", True),
     entry("secrets", "secrets:\n  - id: x\n    src: token.txt", True),
     entry("publish", "publish:\n  b: ['{sha}', latest]", True),

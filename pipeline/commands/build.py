@@ -3,6 +3,9 @@
     on Dagger, what the engine would refuse (exit 2) → plan (while the engine is found)
     → rewrite → runner on an executor → test stage → publish → RunReport → reports → exit code
 
+With several target platforms, the runner runs once per platform (`commands.platforms`), and
+each target is published as one image index over them.
+
 Nothing is asked of a registry or an engine before the Dagger engine's refusals
 (`engines.dagger_rules`) are checked. A run whose every cache push failed still exits 0, with
 one warning that says why in the summary and the report.
@@ -29,15 +32,17 @@ import anyio
 
 from pipeline.cache.explain import always_built
 from pipeline.cache.keys import external_images
-from pipeline.cache.tags import hint_tag, local_tag
+from pipeline.cache.tags import hint_tag
 from pipeline.commands.local import LocalCopies, load_name, project_name
 from pipeline.commands.plan import (
     branches,
     build_context,
     dagger_findings,
-    plan_for,
+    plans_for,
+    platform_graphs,
     registry_client,
 )
+from pipeline.commands.platforms import build_tags, run_platforms
 from pipeline.commands.publish import publications, publish
 from pipeline.dockerfile.graph import resolve_targets
 from pipeline.dockerfile.platforms import native_platform
@@ -59,12 +64,15 @@ from pipeline.settings.secrets import resolve_secrets
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+    from pipeline.cache.multi import MultiPlan
     from pipeline.cache.plan import Plan
     from pipeline.commands.local import Output
     from pipeline.commands.publish import Publication
     from pipeline.dockerfile.graph import Graph
+    from pipeline.dockerfile.platforms import Platform
     from pipeline.engines.base import Executor, Image, Session
     from pipeline.engines.results import Published, StageResult
+    from pipeline.engines.runner import Reporter
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
@@ -126,13 +134,16 @@ class BuildRun:
         self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)
         self.reporter = make_reporter(self.masker, provider=settings.ci.provider, verbose=verbose)
-        self.results: dict[int, StageResult] = {}
-        self.plan: Plan | None = None
+        # by stage index and platform ("" in a single-platform run)
+        self.results: dict[tuple[int, str], StageResult] = {}
+        self.plan: Plan | None = None  # the first platform's
+        self.plans: MultiPlan | None = None
         self.test_outcome: TestOutcome | None = None
         self.published: list[Published] = []
         self.problems: list[str] = []
         self.loaded: list[tuple[str, str]] = []  # (stage, local image name) for `--load`
         self.dead_reported: set[str] = set()  # registries that stopped answering, warned of once
+        self.warned: set[str] = set()  # what several platforms' runs found, said once
         self.interrupted = False
 
     async def run(self) -> RunReport:
@@ -141,8 +152,12 @@ class BuildRun:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_signals, group.cancel_scope)
-                self.plan = await self._plan_while_preparing()
-                await self._run_plan(self.plan)
+                self.plans = await self._plan_while_preparing()
+                self.plan = self.plans.first
+                if self.plans.several:
+                    await run_platforms(self, self.plans)
+                else:
+                    await self._run_plan(self.plan)
                 group.cancel_scope.cancel()
         finally:
             self.reporter.close()
@@ -168,7 +183,7 @@ class BuildRun:
         """A failed stage is told with the command that reproduces it locally."""
         if result.status is Status.FAILED and result.reproduce is None:
             result = replace(result, reproduce=reproduce_command(self.settings, result.name))
-        self.results[result.index] = result
+        self.results[result.index, result.platform or ""] = result
         self.reporter.update(result)
 
     def log(self, stage: str, line: str) -> None:
@@ -187,18 +202,19 @@ class BuildRun:
         or would forecast restores it cannot pull and push a cache that never fills."""
         if self.executor.name != "dagger":
             return
-        published = [publication.ref for publication in self._publications()]
+        published = [publication.ref for publication in self.publications()]
         findings = dagger_findings(self.settings, self.graph, published)
         if findings:
             raise refusal(findings)
 
-    async def _plan_while_preparing(self) -> Plan:
+    async def _plan_while_preparing(self) -> MultiPlan:
         """The engine is found while the registry answers the plan's questions."""
+        graphs = platform_graphs(self.settings, self.graph, tests=self.settings.run_tests)
         async with anyio.create_task_group() as group:
             group.start_soon(self.executor.prepare)
-            plan = await plan_for(
+            plan = await plans_for(
                 self.settings,
-                self.graph,
+                graphs,
                 context=self.context,
                 no_cache=self.settings.no_cache,
                 client=self.client,
@@ -213,72 +229,91 @@ class BuildRun:
                 scope.cancel()
                 return
 
-    async def _run_plan(self, plan: Plan) -> None:
-        pending = self._publications()
+    def push_cache(self, plan: Plan) -> bool:
+        """Whether built stages push their cache: asked, and the cache registry answered."""
         reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
-        push_cache = self.settings.push_cache and reachable and plan.cache_repo is not None
+        return self.settings.push_cache and reachable and plan.cache_repo is not None
+
+    def tell(self, plan: Plan, reporter: Reporter | None = None) -> None:
+        """What the plan found, before anything is built: warnings, and why stages are built."""
+        reporter = reporter or self
+        push_cache = self.push_cache(plan)
+        reachable = all(f.cache != "unknown" for f in plan.forecasts.values())
         if self.executor.name == "dagger":
             for exposure in secret_exposures(plan, push_cache=push_cache):
-                self.warning(f"{exposure.location}: {exposure.message}")
+                reporter.warning(f"{exposure.location}: {exposure.message}")
         unreachable = plan.cache_repo is not None and not reachable
         for message in plan.warnings:
             if not (unreachable and message == plan.cache_warning):
-                self.warning(message)
+                reporter.warning(message)
         for index, reasons in plan.why.items():
             for reason in reasons:
-                self.note(plan.stage(index).name, f"missed: {reason}")
+                reporter.note(plan.stage(index).name, f"missed: {reason}")
         for index, reason in _always_built(plan).items():
-            self.note(plan.stage(index).name, f"always built: {reason}")
+            reporter.note(plan.stage(index).name, f"always built: {reason}")
         if unreachable:
             why = f" ({plan.cache_warning})" if plan.cache_warning else ""
-            self.warning(
+            reporter.warning(
                 f"the cache registry is unreachable{why}:"
                 " building every needed stage, pushing no cache"
             )
+
+    async def _run_plan(self, plan: Plan) -> None:
+        pending = self.publications()
+        push_cache = self.push_cache(plan)
+        self.tell(plan)
         targets = build_targets(self.graph.dockerfile)
-        jobs = jobs_for(plan, targets, _tags(plan, targets))
+        jobs = jobs_for(plan, targets, build_tags(plan, targets))
         if not jobs and self.test is None and not self.local.wanted:
             for result in initial_results(plan).values():
                 self.update(result)
             await self._publish(plan, pending, {}, None)
             return
-        spec = BuildSpec(
+        logins = await self.logins(plan, [p.ref for p in pending])
+        spec = self.spec(plan, self.settings.platform or native_platform(), logins)
+        run_options = self.run_options(push_cache)
+        async with self.executor.session(spec) as session:
+            for message in session.warnings:
+                self.warning(message)
+            images: dict[int, Image] = {}
+            moved = functools.partial(self.move_hint, plan)
+            await execute(plan, session, jobs, run_options, self, images, moved, self.client)
+            if self.test is not None:
+                index, test = self.test
+                result = self.results[index, ""]
+                self.test_outcome = await self.run_test(plan, session, images, result, test)
+            await self._copy_to_host(plan, session, images)
+            await self._publish(plan, pending, images, session)
+
+    def spec(self, plan: Plan, platform: Platform, logins: tuple[RegistryLogin, ...]) -> BuildSpec:
+        """What every build of one platform shares; `platform` is the one its keys were made for."""
+        return BuildSpec(
             context=Path(self.settings.context),
             dockerfile=plan.rewritten(name_unnamed=True),
             ignore_file=_read(self.context.ignore.source),
             build_args=self.settings.build_args,
             secrets=self.secrets,
-            platform=str(self.settings.platform or native_platform()),  # as the keys were made
-            logins=await self._logins(plan, [p.ref for p in pending]),
+            platform=str(platform),
+            logins=logins,
             no_cache=self.settings.no_cache,
         )
-        run_options = RunOptions(
+
+    def run_options(self, push_cache: bool) -> RunOptions:
+        return RunOptions(
             jobs=self.settings.jobs,
             fail_fast=self.settings.fail_fast,
             push_cache=push_cache,
             first_writer_wins=not self.settings.no_cache,
         )
-        async with self.executor.session(spec) as session:
-            for message in session.warnings:
-                self.warning(message)
-            images: dict[int, Image] = {}
-            moved = functools.partial(self._move_hint, plan)
-            await execute(plan, session, jobs, run_options, self, images, moved, self.client)
-            if self.test is not None:
-                self.test_outcome = await self._run_test(plan, session, images, *self.test)
-            await self._copy_to_host(plan, session, images)
-            await self._publish(plan, pending, images, session)
 
-    def _publications(self) -> list[Publication]:
+    def publications(self) -> list[Publication]:
         if not self.settings.push:
             return []
         asked = resolve_targets(self.graph.dockerfile, self.settings.targets)
         settings = self.settings
         return publications(asked, settings.publish, settings.ci, settings.image_repo)
 
-    async def _logins(
-        self, plan: Plan, published: Sequence[Reference]
-    ) -> tuple[RegistryLogin, ...]:
+    async def logins(self, plan: Plan, published: Sequence[Reference]) -> tuple[RegistryLogin, ...]:
         """Credentials from env or CI for every registry the engine talks to on its own.
 
         That is the cache (pushes, restored stages the builds pull), the published refs, and
@@ -301,7 +336,7 @@ class BuildRun:
                 logins.append(RegistryLogin(host, secret.username, secret.password))
         return tuple(logins)
 
-    async def _move_hint(self, plan: Plan, index: int, ref: Reference, digest: str) -> None:
+    async def move_hint(self, plan: Plan, index: int, ref: Reference, digest: str) -> None:
         """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
         branch = branches(self.settings)[0]
         if plan.cache_repo is None:
@@ -336,19 +371,19 @@ class BuildRun:
         artifacts_dir = Path(self.settings.artifacts_dir)
         return stage.index, TestRun(spec.command, spec.artifacts, artifacts_dir, spec.secrets)
 
-    async def _run_test(
+    async def run_test(
         self,
         plan: Plan,
         session: Session,
         images: Mapping[int, Image],
-        index: int,
+        result: StageResult,
         test: TestRun,
     ) -> TestOutcome | None:
         """Run the test command in its stage, built or restored; artifacts come out either way."""
-        image = self._image_of(plan, images, index)
+        image = self._image_of(plan, images, result)
         if image is None:
             return None
-        name = self.results[index].name
+        name = result.name
         self.note(name, f"running tests: {' '.join(test.argv)}")
         code = await session.run(image, test, lambda line: self.note(name, line))
         if code:
@@ -356,14 +391,13 @@ class BuildRun:
         return TestOutcome(name, code, str(test.artifacts_dir), tuple(test.artifacts))
 
     def _image_of(
-        self, plan: Plan, images: Mapping[int, Image], index: int
+        self, plan: Plan, images: Mapping[int, Image], result: StageResult | None
     ) -> Image | Reference | None:
         """A stage's image after the run: built here, else restored (or adopted) by digest."""
-        result = self.results.get(index)
         if result is None or not result.status.has_image:
             return None
-        if index in images:
-            return images[index]
+        if result.index in images:
+            return images[result.index]
         assert result.digest is not None
         return plan.pinned(result.digest)
 
@@ -399,7 +433,7 @@ class BuildRun:
             copy = functools.partial(self._output, session, plan.stage(index).name, output)
             jobs.append((index, copy))
         for index, job in jobs:
-            image = self._image_of(plan, images, index)
+            image = self._image_of(plan, images, self.results.get((index, "")))
             if image is not None:
                 await job(image)
 
@@ -442,9 +476,13 @@ class BuildRun:
         if failed or (self.test_outcome is not None and not self.test_outcome.passed):
             self.warning("nothing published: the build or its tests failed")
             return
+        results = {index: result for (index, _), result in self.results.items()}
         published, failures = await publish(
-            self.client, plan, pending, self.results, images, session, self.log
+            self.client, plan, pending, results, images, session, self.log
         )
+        self.published_or_failed(published, failures)
+
+    def published_or_failed(self, published: Sequence[Published], failures: Sequence[str]) -> None:
         for failure in failures:
             self.warning(failure)
         self.published.extend(published)
@@ -453,10 +491,13 @@ class BuildRun:
     def _report(self, seconds: float) -> RunReport:
         plan = self.plan
         why: dict[str, tuple[str, ...]] = {}
-        if plan is not None:
-            why = {plan.stage(i).name: r for i, r in plan.why.items()}
-            for index, reason in _always_built(plan).items():
-                why[plan.stage(index).name] = (f"always built: {reason}",)
+        for position, item in enumerate(() if self.plans is None else self.plans.plans):
+            assert self.plans is not None
+            shown = functools.partial(_shown, self.plans, position)
+            for index, reasons in item.plan.why.items():
+                why[shown(index)] = reasons
+            for index, reason in _always_built(item.plan).items():
+                why[shown(index)] = (f"always built: {reason}",)
         return RunReport(
             engine=self.executor.name,
             targets=tuple(stage.name for stage in self.graph.targets),
@@ -472,7 +513,7 @@ class BuildRun:
 
     def _write_reports(self, report: RunReport, started: float) -> None:
         options, masker = self.settings, self.masker
-        results = {result.index: result for result in report.stages}
+        results = dict(enumerate(report.stages))
         if options.report:
             _write(options.report, json.dumps(report.to_json(masker), indent=2) + "\n")
         if options.junit:
@@ -487,6 +528,12 @@ class BuildRun:
             _append(summary_file, text)
 
 
+def _shown(plans: MultiPlan, position: int, index: int) -> str:
+    """A stage as results name it: with its platforms when there are several."""
+    name = plans.plans[position].plan.stage(index).name
+    return f"{name} ({plans.shown(position, index)})" if plans.several else name
+
+
 def _always_built(plan: Plan) -> dict[int, str]:
     """Why each volatile stage to build is built whatever the cache holds."""
     names = {stage.index: stage.name for stage in plan.graph.stages}
@@ -494,14 +541,6 @@ def _always_built(plan: Plan) -> dict[int, str]:
         index: always_built(forecast.volatile, index, names)
         for index, forecast in sorted(plan.forecasts.items())
         if forecast.volatile is not None and forecast.action == "build"
-    }
-
-
-def _tags(plan: Plan, targets: Mapping[int, str]) -> dict[int, Reference]:
-    """Where each built image goes: its cache ref, or a local name when there is no cache repo."""
-    return {
-        index: plan.refs.get(index) or local_tag(targets[index], plan.keys[index].key)
-        for index in plan.indices("build")
     }
 
 

@@ -2,13 +2,16 @@
 
 `load_graph` reads the Dockerfile into the targets' stage graph, `plan_for` makes the plan
 (keys, cache refs, forecast) with the one registry client a command uses; every command that
-plans (`plan`, `build`, `prune`) calls them the same way. `dagger_findings` says what the
+plans (`plan`, `build`, `prune`) calls them the same way. With several target platforms,
+`platform_graphs` reads the graph of each and `plans_for` plans them all at once
+(`cache.multi`: what they share is planned once). `dagger_findings` says what the
 Dagger engine would refuse, when it is the engine: `build` stops on it, `plan` warns of it and
 forecasts no restore the engine could not pull. `run_plan` prints what it found.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -19,12 +22,14 @@ import anyio
 
 from pipeline.cache.context import BuildContext
 from pipeline.cache.ignore import IgnoreRules
+from pipeline.cache.multi import share
 from pipeline.cache.plan import make_plan
 from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_dockerfile
 from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposures, unreachable
+from pipeline.engines.emulation import emulation_notes
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
@@ -32,10 +37,12 @@ from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from pipeline.cache.multi import MultiPlan
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.graph import Graph
+    from pipeline.dockerfile.platforms import Platform
     from pipeline.dockerfile.stages import Dockerfile
     from pipeline.dockerfile.stages import Warning as StageWarning
     from pipeline.engines.dagger_rules import Finding
@@ -49,6 +56,8 @@ __all__ = [
     "load_dockerfile",
     "load_graph",
     "plan_for",
+    "plans_for",
+    "platform_graphs",
     "registry_client",
     "run_plan",
 ]
@@ -86,15 +95,18 @@ async def plan_for(
     offline: bool = False,
     no_cache: bool = False,
     client: RegistryClient | None = None,
+    platform: Platform | None = None,
 ) -> Plan:
-    """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused."""
+    """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
+
+    `platform` is the target platform, by default the first of the settings."""
 
     async def make(client: RegistryClient | None) -> Plan:
         return await make_plan(
             graph,
             cache_repo=settings.cache_repo,
             build_args=settings.build_args,
-            platform=settings.platform or native_platform(),
+            platform=platform or settings.platform or native_platform(),
             context=context or build_context(settings),
             client=client,
             no_cache=no_cache,
@@ -107,7 +119,57 @@ async def plan_for(
         return await make(own)
 
 
-def load_dockerfile(settings: Settings) -> Dockerfile:
+async def plans_for(
+    settings: Settings,
+    graphs: Mapping[Platform, Graph],
+    *,
+    context: BuildContext | None = None,
+    offline: bool = False,
+    no_cache: bool = False,
+    client: RegistryClient | None = None,
+) -> MultiPlan:
+    """One plan per target platform, made at once with one client; shared work marked."""
+    context = context or build_context(settings)
+    plans: dict[Platform, Plan] = {}
+
+    async def one(platform: Platform, graph: Graph, client: RegistryClient | None) -> None:
+        plans[platform] = await plan_for(
+            settings,
+            graph,
+            context=context,
+            offline=offline,
+            no_cache=no_cache,
+            client=client,
+            platform=platform,
+        )
+
+    async def every(client: RegistryClient | None) -> MultiPlan:
+        async with anyio.create_task_group() as group:
+            for platform, graph in graphs.items():
+                group.start_soon(one, platform, graph, client)
+        return share({platform: plans[platform] for platform in graphs})
+
+    if offline or client is not None:
+        return await every(client)
+    async with registry_client(settings) as own:
+        return await every(own)
+
+
+def platform_graphs(
+    settings: Settings, graph: Graph, *, tests: bool = True
+) -> dict[Platform, Graph]:
+    """The targets' graph for each target platform, `graph` being the first's: FROM lines
+    may read TARGETARCH. The Dockerfile's warnings were told once, for the first."""
+    first = settings.platform or native_platform()
+    graphs = {first: graph}
+    for platform in settings.platforms[1:]:
+        graphs[platform] = load_graph(
+            dataclasses.replace(settings, platforms=(platform,)), tests=tests, quiet=True
+        )
+    return graphs
+
+
+def load_dockerfile(settings: Settings, *, quiet: bool = False) -> Dockerfile:
     """The Dockerfile's stages as BuildKit reads them; its warnings go to stderr."""
     if not Path(settings.context).is_dir():
         raise UsageError(
@@ -123,7 +185,8 @@ def load_dockerfile(settings: Settings) -> Dockerfile:
         platform=settings.platform,
         target=target,
     )
-    _print_warnings(dockerfile.path, dockerfile.warnings)
+    if not quiet:
+        _print_warnings(dockerfile.path, dockerfile.warnings)
     return dockerfile
 
 
@@ -151,16 +214,19 @@ def _print_warnings(path: str, warnings: Iterable[StageWarning]) -> None:
         print(f"{path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
 
 
-def load_graph(settings: Settings, *, tests: bool = True, also: Sequence[str] = ()) -> Graph:
+def load_graph(
+    settings: Settings, *, tests: bool = True, also: Sequence[str] = (), quiet: bool = False
+) -> Graph:
     """The targets' graph, with a configured test stage too: `plan` shows what `build` does.
     `also` are more stages to build or restore without being targets (`--output`'s).
 
     Errors in stages the targets do not need are warnings, known only once the targets are.
     """
     also = [*also, *([settings.test.stage] if settings.test is not None and tests else [])]
-    dockerfile = load_dockerfile(settings)
+    dockerfile = load_dockerfile(settings, quiet=quiet)
     graph = select(dockerfile, settings.targets, also=also)
-    _print_warnings(dockerfile.path, graph.dockerfile.warnings[len(dockerfile.warnings) :])
+    if not quiet:
+        _print_warnings(dockerfile.path, graph.dockerfile.warnings[len(dockerfile.warnings) :])
     return graph
 
 
@@ -183,7 +249,8 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     """`plan`: the graph, keys and forecast as a table, JSON (docs/plan-json.md) or Mermaid.
 
     On Dagger, what the engine would refuse comes first as warnings (`build` stops on them),
-    and a cache the engine cannot pull from is forecast as built, never restored.
+    and a cache the engine cannot pull from is forecast as built, never restored. A stage
+    that would run RUN steps under an emulator this host lacks is warned of too.
     """
     graph = load_graph(settings)
     findings = dagger_findings(settings, graph)
@@ -194,11 +261,16 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     restore_nothing = (
         cache is not None and bool(findings) and _engine_cannot_reach(settings, cache.registry)
     )
-    plan = anyio.run(
-        functools.partial(plan_for, settings, graph, offline=offline, no_cache=restore_nothing)
+    graphs = platform_graphs(settings, graph)
+    plans = anyio.run(
+        functools.partial(plans_for, settings, graphs, offline=offline, no_cache=restore_nothing)
     )
-    for message in plan.warnings:
+    plan = plans.first
+    for message in dict.fromkeys(m for item in plans.plans for m in item.plan.warnings):
         print(_warning(message), file=sys.stderr)
+    notes = emulation_notes(plans, native_platform())
+    for note in notes:
+        print(_warning(note), file=sys.stderr)
     if engine_is_dagger(settings.engine, os.environ):
         # offline, nothing was asked, so the build is assumed to reach the cache and push
         reachable = offline or all(f.cache != "unknown" for f in plan.forecasts.values())
@@ -206,11 +278,11 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
         for exposure in secret_exposures(plan, push_cache=push_cache):
             print(f"{exposure.location}: warning: {exposure.message}", file=sys.stderr)
     if output == "json":
-        print(dumps(plan_json(plan, settings, findings)))
+        print(dumps(plan_json(plans, settings, findings, notes)))
     elif output == "mermaid":
         print(mermaid_graph(plan), end="")
     else:
-        print(plan_table(plan))
+        print(plan_table(plans))
     return 0
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from pipeline.cache.tags import stage_of
-from pipeline.commands.plan import load_graph, plan_for, registry_client
+from pipeline.commands.plan import load_graph, plans_for, platform_graphs, registry_client
 from pipeline.errors import UsageError
 from pipeline.oci.reference import Reference, validate_digest
 from pipeline.oci.registry import RegistryError, RegistryNotFound, RegistryUnsupported
@@ -369,13 +369,15 @@ def render(
 
 
 def prune_command(settings: Settings, older_than: timedelta, keep: int, *, yes: bool) -> int:
-    """`prune`: what the current plan restores is never deleted, so plan first if we can."""
+    """`prune`: what the current plan restores is never deleted, so plan first if we can;
+    with several target platforms, what any platform's plan restores."""
     if settings.cache_repo is None:
         raise UsageError("prune needs --cache-repo (or cache_repo in the config, or CI)")
     protected: list[Reference] = []
     if Path(settings.dockerfile).is_file():
-        plan = anyio.run(functools.partial(plan_for, settings, load_graph(settings)))
-        protected = restored_refs(plan)
+        graphs = platform_graphs(settings, load_graph(settings))
+        plans = anyio.run(functools.partial(plans_for, settings, graphs))
+        protected = [ref for item in plans.plans for ref in restored_refs(item.plan)]
     return anyio.run(run_prune, settings, older_than, keep, protected, yes)
 
 

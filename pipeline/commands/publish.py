@@ -9,6 +9,10 @@ Without templates, a target is published as {sha}, plus {tag} on a tag build and
 the default branch.
 
 `publish` pushes them once the build passed: registry-side for images already in the cache.
+`publish_index` publishes a multi-platform build's target as one image index over its
+platform images, registry-side too: each image already in the cache is mounted into the
+target's repository by digest (no bytes through the runner), one built without a cache push is
+pushed there by its platform's engine, then the index is PUT over them.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import TYPE_CHECKING
 
 from pipeline.engines.results import Published
 from pipeline.errors import StageFailed, ToolError, UsageError
+from pipeline.oci.index import PlatformImage, image_index
 from pipeline.oci.reference import Reference, slugify
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from pipeline.cache.multi import MultiPlan
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.stages import Stage
     from pipeline.engines.base import Image, Session
@@ -33,7 +39,14 @@ if TYPE_CHECKING:
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.ci import CIContext
 
-__all__ = ["Publication", "default_templates", "publications", "publish", "slugify"]
+__all__ = [
+    "Publication",
+    "default_templates",
+    "publications",
+    "publish",
+    "publish_index",
+    "slugify",
+]
 
 FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stage")
 
@@ -151,4 +164,47 @@ async def publish(
         published.append(Published(result.name, str(item.ref), digest))
     for error, refs in unanswered.items():
         failures.append(f"publishing {', '.join(refs)} failed: {error.message}")
+    return published, failures
+
+
+async def publish_index(
+    client: RegistryClient,
+    plans: MultiPlan,
+    pending: Sequence[Publication],
+    results: Sequence[Mapping[int, StageResult]],
+    images: Sequence[Mapping[int, Image]],
+    sessions: Sequence[Session],
+    log: Callable[[str, str], None],
+) -> tuple[list[Published], list[str]]:
+    """Publish each target as one index over its platform images (`results[n]`, `images[n]`
+    and `sessions[n]` are the n-th platform's); what was published, and what failed."""
+    published: list[Published] = []
+    failures: list[str] = []
+    for item in pending:
+        platform_images = []
+        name = plans.first.stage(item.stage).name
+        try:
+            for position, entry in enumerate(plans.plans):
+                result = results[position].get(item.stage)
+                if result is None or not result.status.has_image:
+                    raise StageFailed(f"{name} has no image for {entry.platform}")
+                if result.digest and result.cache_ref and entry.plan.cache_repo:
+                    target = item.ref.with_digest(result.digest)
+                    digest = await client.copy_image(entry.plan.pinned(result.digest), target)
+                elif item.stage in images[position] and sessions:
+                    digest = await sessions[position].push(
+                        images[position][item.stage], item.ref, functools.partial(log, result.name)
+                    )
+                else:
+                    raise StageFailed(f"{result.name} has no image to publish")
+                manifest = await client.head_manifest(item.ref.with_digest(digest))
+                if manifest is None:
+                    raise StageFailed(f"{item.ref.with_digest(digest)} is not in the registry")
+                platform_images.append(PlatformImage(entry.platform, manifest))
+            body, media_type = image_index(platform_images)
+            digest = await client.put_manifest(item.ref, body, media_type)
+        except ToolError as exc:
+            failures.append(f"publishing {item.ref} failed: {exc.message}")
+            continue
+        published.append(Published(name, str(item.ref), digest))
     return published, failures

@@ -59,6 +59,9 @@ class StageResult:
     adopted: bool = False
     # a failed stage: the command that reproduces it locally (`output.reproduce`)
     reproduce: str | None = None
+    # the target platform of a multi-platform run's stage, or "all platforms" for one they
+    # share; `name` then carries it too, as logs and reports show it
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         """A status given as its word (tests, old callers) becomes the enum member."""

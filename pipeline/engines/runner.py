@@ -152,18 +152,20 @@ async def execute(
     images: dict[int, Image] | None = None,
     pushed: Callable[[int, str, str], Awaitable[None]] | None = None,
     client: RegistryClient | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> dict[int, StageResult]:
     """Results for every needed stage, in index order; `images` collects what was built and
     stands for its stage from then on (not a stage whose cache tag it adopted).
 
-    With `client`, each cache push is preceded by one HEAD of its tag (`_written`).
+    With `client`, each cache push is preceded by one HEAD of its tag (`_written`). A
+    `limiter` shared by several runs (one per target platform) bounds their builds together.
     """
     results = initial_results(plan)
     for result in results.values():
         reporter.update(result)
     scopes = {index: anyio.CancelScope() for index in jobs}
     done = {index: anyio.Event() for index in jobs}
-    limiter = anyio.CapacityLimiter(max(1, options.jobs))
+    limiter = limiter or anyio.CapacityLimiter(max(1, options.jobs))
     dependents = _dependents(plan, set(jobs))
     clock = time.monotonic
     waits: dict[int, tuple[int, ...]] = {}

@@ -179,6 +179,7 @@ def mermaid_gantt(results: Mapping[int, StageResult], *, start: float) -> str:
     """Each built (`done`) or failed (`crit`) stage from when it started to when it ended.
 
     `start` is the `time.monotonic()` of the start of the run, the clock `started` uses.
+    Tasks are named by the results' keys: a stage has one per platform it is built for.
     """
     lines = [
         "gantt",
@@ -188,12 +189,13 @@ def mermaid_gantt(results: Mapping[int, StageResult], *, start: float) -> str:
         "    todayMarker off",
     ]
     ran = False
-    for result in _ordered(results):
+    for key in sorted(results):
+        result = results[key]
         span = _span(result, start)
         if span is not None:
             ran = True
             tag = _GANTT_TAGS[result.status]
-            task = f"{_gantt_text(result.name)} :{tag}, s{result.index}"
+            task = f"{_gantt_text(result.name)} :{tag}, s{key}"
             lines.append(f"    {task}, {span[0]}, {span[1]}")
     if not ran:
         lines.append("    nothing was built :milestone, m0, 0, 0")
@@ -275,7 +277,8 @@ def github_summary(
     lines.extend(["", "### Stage graph", "", "```mermaid", graph, "```"])
     lines.extend(["", "### Timeline", ""])
     if any(_timed(r) for r in ordered):
-        gantt = mermaid_gantt({r.index: r for r in ordered}, start=start).rstrip("\n")
+        gantt = mermaid_gantt(dict(zip(sorted(results), ordered, strict=True)), start=start)
+        gantt = gantt.rstrip("\n")
         lines.extend(["```mermaid", gantt, "```"])
     else:
         lines.append("Nothing was built: every needed stage came from the cache.")

@@ -1,4 +1,8 @@
-"""The plan shown two ways: a table for people, and `plan --json` (docs/plan-json.md)."""
+"""The plan shown two ways: a table for people, and `plan --json` (docs/plan-json.md).
+
+With several target platforms, a row is a stage and the platforms it serves: one, or all of
+them for a stage they share (`cache.multi`), which is planned once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pipeline.cache.explain import always_built
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from pipeline.cache.multi import MultiPlan, PlatformPlan
     from pipeline.cache.plan import Plan
     from pipeline.dockerfile.stages import Stage
     from pipeline.engines.dagger_rules import Finding
@@ -20,60 +25,84 @@ if TYPE_CHECKING:
 __all__ = ["dumps", "plan_json", "plan_table"]
 
 
-def plan_json(plan: Plan, settings: Settings, refusals: Sequence[Finding] = ()) -> dict[str, Any]:
+def plan_json(
+    plans: MultiPlan,
+    settings: Settings,
+    refusals: Sequence[Finding] = (),
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
     """`refusals` are what the Dagger engine would refuse: warnings here, `build` stops.
+    `notes` are other warnings of no line, such as a missing emulator.
 
     Names alone are ambiguous when two stages share one (the later wins in BuildKit, but both
     are listed), so every list of stages has an index-based twin (`*_index`, `*_indices`).
+    With several platforms, `stages[]` holds a stage once per platform that plans it: a
+    stage is told apart by `index` and `target_platform`.
     """
+    plan = plans.first
     graph = plan.graph
     names = {stage.index: stage.name for stage in graph.stages}
     stages = []
     for stage in graph.stages:
-        key = plan.keys.get(stage.index)
-        forecast = plan.forecasts.get(stage.index)
-        stages.append(
-            {
-                "name": stage.name,
-                "index": stage.index,
-                "line": stage.line,
-                "base": stage.base,
-                "base_stage": None if stage.base_stage is None else names[stage.base_stage],
-                "base_stage_index": stage.base_stage,
-                "platform": stage.platform,
-                "depends_on": [names[i] for i in stage.depends_on],
-                "depends_on_indices": list(stage.depends_on),
-                "images": list(stage.images),
-                "needed": stage.index in graph.needed,
-                "wave": graph.wave_of(stage.index),
-                "key": None if key is None else key.key,
-                "cache_ref": _text(plan.refs.get(stage.index)),
-                "cache": None if forecast is None else forecast.cache,
-                "action": None if forecast is None else forecast.action,
-                "unpinned": [] if key is None else list(key.unpinned),
-                "hint": _text(plan.hints.get(stage.index)),
-                "why": list(plan.why.get(stage.index, ())),
-                "always_built": _always_built(plan, stage.index, names),
-            }
-        )
+        for position, item in enumerate(plans.plans):
+            if stage.index in item.shared or (position and stage.index not in item.plan.forecasts):
+                continue
+            stages.append(_stage_json(plans, position, stage, names))
     warnings = [{"line": w.line, "message": w.message} for w in graph.dockerfile.warnings]
     warnings += [
         {"line": f.line, "message": f"the Dagger engine would refuse this build: {f.message}"}
         for f in refusals
     ]
-    warnings += [{"line": None, "message": message} for message in plan.warnings]
+    messages = dict.fromkeys(m for item in plans.plans for m in item.plan.warnings)
+    warnings += [{"line": None, "message": message} for message in [*messages, *notes]]
     return {
         "dockerfile": settings.dockerfile,
         "context": settings.context,
         "targets": [stage.name for stage in graph.targets],
         "target_indices": [stage.index for stage in graph.targets],
         "platform": None if settings.platform is None else str(settings.platform),
+        "platforms": [str(item.platform) for item in plans.plans],
         "ci": settings.ci.to_json(),
         "cache_repo": _text(plan.cache_repo),
         "stages": stages,
         "waves": [[names[i] for i in wave] for wave in graph.waves],
         "wave_indices": [list(wave) for wave in graph.waves],
         "warnings": warnings,
+    }
+
+
+def _stage_json(
+    plans: MultiPlan, position: int, stage: Stage, names: dict[int, str]
+) -> dict[str, Any]:
+    item = plans.plans[position]
+    plan = item.plan
+    graph = plan.graph
+    key = plan.keys.get(stage.index)
+    forecast = plan.forecasts.get(stage.index)
+    needed = stage.index in graph.needed
+    return {
+        "name": stage.name,
+        "index": stage.index,
+        "line": stage.line,
+        "base": stage.base,
+        "base_stage": None if stage.base_stage is None else names[stage.base_stage],
+        "base_stage_index": stage.base_stage,
+        "platform": stage.platform,
+        "target_platform": str(item.platform),
+        "target_platforms": [str(p) for p in plans.serves(position, stage.index)] if needed else [],
+        "depends_on": [names[i] for i in stage.depends_on],
+        "depends_on_indices": list(stage.depends_on),
+        "images": list(stage.images),
+        "needed": needed,
+        "wave": graph.wave_of(stage.index),
+        "key": None if key is None else key.key,
+        "cache_ref": _text(plan.refs.get(stage.index)),
+        "cache": None if forecast is None else forecast.cache,
+        "action": None if forecast is None else forecast.action,
+        "unpinned": [] if key is None else list(key.unpinned),
+        "hint": _text(plan.hints.get(stage.index)),
+        "why": list(plan.why.get(stage.index, ())),
+        "always_built": _always_built(plan, stage.index, names),
     }
 
 
@@ -103,27 +132,25 @@ def _labels(stages: Sequence[Stage]) -> dict[int, str]:
     }
 
 
-def plan_table(plan: Plan) -> str:
+def plan_table(plans: MultiPlan) -> str:
+    """A row per needed stage and platform (a PLATFORM column with several), unneeded last."""
+    plan = plans.first
     graph = plan.graph
     names = _labels(graph.stages)
-    header = ("STAGE", "INDEX", "BASE", "DEPENDS ON", "WAVE", "KEY", "CACHE", "ACTION")
+    header: tuple[str, ...] = ("STAGE", "INDEX", "BASE", "DEPENDS ON", "WAVE", "KEY", "CACHE")
+    header += ("ACTION",)
     rows = []
     for stage in graph.stages:
-        key = plan.keys.get(stage.index)
-        forecast = plan.forecasts.get(stage.index)
-        wave = graph.wave_of(stage.index)
-        rows.append(
-            (
-                stage.name,
-                str(stage.index),
-                _base(stage, names),
-                ", ".join(names[i] for i in stage.depends_on) or "-",
-                "-" if wave is None else str(wave),
-                "-" if key is None else key.key[:12],
-                "-" if forecast is None or forecast.cache is None else forecast.cache,
-                "not needed" if forecast is None else forecast.action,
-            )
-        )
+        for position, item in enumerate(plans.plans):
+            if stage.index in item.shared or (position and stage.index not in item.plan.forecasts):
+                continue
+            row = _row(item.plan, stage, names)
+            if plans.several:
+                shown = plans.shown(position, stage.index) if stage.index in graph.needed else "-"
+                row = (row[0], shown, *row[1:])
+            rows.append(row)
+    if plans.several:
+        header = (header[0], "PLATFORM", *header[1:])
     widths = [max(len(row[c]) for row in (header, *rows)) for c in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -131,23 +158,35 @@ def plan_table(plan: Plan) -> str:
     ]
     targets = ", ".join(names[stage.index] for stage in graph.targets)
     counts = ", ".join(
-        f"{len(plan.indices(action))} to {action}" for action in ("build", "restore", "skip")
+        f"{sum(_owned(item, action) for item in plans.plans)} to {action}"
+        for action in ("build", "restore", "skip")
     )
     summary = (
         f"{len(graph.needed)} of {len(graph.stages)} stages needed for {targets}, "
         f"in {len(graph.waves)} waves: {counts}"
     )
+    if plans.several:
+        platforms = ", ".join(str(item.platform) for item in plans.plans)
+        shared = len(plans.plans[-1].shared)
+        summary += (
+            f"\nfor {len(plans.plans)} platforms ({platforms}); {shared} planned once for all"
+        )
     waves = [
         f"  wave {n}: {', '.join(names[i] for i in wave)}" for n, wave in enumerate(graph.waves)
     ]
     cache = f"cache repo: {_text(plan.cache_repo) or 'none (keys only)'}"
     why = [
-        f"  {names[index]}: {reason}" for index, reasons in plan.why.items() for reason in reasons
+        f"  {_where(plans, position, index, names)}: {reason}"
+        for position, item in enumerate(plans.plans)
+        for index, reasons in item.plan.why.items()
+        if index not in item.shared
+        for reason in reasons
     ]
     volatile = [
-        f"  {names[index]}: {reason}"
-        for index in sorted(plan.forecasts)
-        if (reason := _always_built(plan, index, names)) is not None
+        f"  {_where(plans, position, index, names)}: {reason}"
+        for position, item in enumerate(plans.plans)
+        for index in item.owned()
+        if (reason := _always_built(item.plan, index, names)) is not None
     ]
     return "\n".join(
         [
@@ -160,6 +199,33 @@ def plan_table(plan: Plan) -> str:
             *(["always built (content known only once fetched):", *volatile] if volatile else []),
         ]
     )
+
+
+def _row(plan: Plan, stage: Stage, names: dict[int, str]) -> tuple[str, ...]:
+    graph = plan.graph
+    key = plan.keys.get(stage.index)
+    forecast = plan.forecasts.get(stage.index)
+    wave = graph.wave_of(stage.index)
+    return (
+        stage.name,
+        str(stage.index),
+        _base(stage, names),
+        ", ".join(names[i] for i in stage.depends_on) or "-",
+        "-" if wave is None else str(wave),
+        "-" if key is None else key.key[:12],
+        "-" if forecast is None or forecast.cache is None else forecast.cache,
+        "not needed" if forecast is None else forecast.action,
+    )
+
+
+def _owned(item: PlatformPlan, action: str) -> int:
+    return sum(1 for i in item.plan.indices(action) if i not in item.shared)
+
+
+def _where(plans: MultiPlan, position: int, index: int, names: dict[int, str]) -> str:
+    """A stage as reasons name it: with its platforms when there are several."""
+    name = names[index]
+    return f"{name} ({plans.shown(position, index)})" if plans.several else name
 
 
 def _base(stage: Stage, names: dict[int, str]) -> str:

@@ -74,6 +74,7 @@ class RunReport:
             "stages": [
                 {
                     "name": r.name,
+                    "platform": r.platform,
                     "status": str(r.status),
                     "key": r.key,
                     "cache_ref": r.cache_ref if r.status.has_image else None,

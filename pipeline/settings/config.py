@@ -6,7 +6,7 @@ file and the line of the offending YAML node. The YAML's shape (mappings, lists,
 strings, duplicates, unknown keys) is checked here; a value is checked by its field's
 validator in `resolve`, the one a flag's value goes through, and a failure is told in
 the file's terms where YAML needs a hint (`platforms: "linux/amd64,linux/arm64" is not
-a platform like linux/amd64 (os/arch[/variant]; one per run for now)`).
+a platform like linux/amd64 (os/arch[/variant]; list several as a YAML list)`).
 Nothing here fills in defaults: the layer holds only the keys the file sets, and
 `resolve` merges it between the CI defaults and the environment. The keys are the
 `Settings` fields that have one; `schema/dagger-stages.schema.json` describes the
@@ -41,7 +41,6 @@ from pipeline.settings.resolve import (
     parse_repository,
     publish_stage,
     registry_host,
-    several_platforms,
 )
 from pipeline.settings.secrets import secret_from_fields, secret_from_text
 
@@ -279,12 +278,8 @@ def _targets(doc: _Document, node: Node, where: str) -> tuple[str, ...]:
 
 
 def _platforms(doc: _Document, node: Node, where: str) -> tuple[Platform, ...]:
-    what = "a platform like linux/amd64 (os/arch[/variant]; one per run for now)"
-    platforms = _checked(doc, node, where, parse_platform, what)
-    reason = several_platforms(platforms)
-    if reason is not None:
-        raise doc.error(node, f"{where}: {reason}; keep one here")
-    return platforms
+    what = "a platform like linux/amd64 (os/arch[/variant]; list several as a YAML list)"
+    return tuple(dict.fromkeys(_checked(doc, node, where, parse_platform, what)))
 
 
 def _repository(doc: _Document, node: Node, where: str) -> Repository:

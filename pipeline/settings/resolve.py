@@ -63,6 +63,7 @@ __all__ = [
     "parse_engine",
     "parse_jobs",
     "parse_platform",
+    "parse_platforms",
     "parse_repository",
     "publish_entry",
     "publish_stage",
@@ -199,23 +200,14 @@ def _build_args(items: Sequence[tuple[str, str | None]], env: Mapping[str, str])
     return args
 
 
-def several_platforms(platforms: Sequence[Platform]) -> str | None:
-    """Why several platforms are refused until multi-platform builds land (otherwise only the
-    first would be planned and built, silently), or None for one or none."""
-    if len(platforms) <= 1:
-        return None
-    listed = ", ".join(str(platform) for platform in platforms)
-    return (
-        f"{len(platforms)} platforms ({listed}), but a run builds one platform for now; "
-        f"run once per platform (e.g. --platform {platforms[0]})"
-    )
+def parse_platforms(text: str) -> tuple[Platform, ...]:
+    """One `--platform` value: a platform, or several comma-separated (buildx's spelling)."""
+    return tuple(parse_platform(part) for part in text.split(","))
 
 
-def _one_platform(items: Sequence[Platform], _: Mapping[str, str]) -> tuple[Platform, ...]:
-    reason = several_platforms(items)
-    if reason is not None:
-        raise UsageError(f"--platform given {reason}")
-    return tuple(items)
+def _platforms(items: Sequence[tuple[Platform, ...]], _: Mapping[str, str]) -> tuple[Platform, ...]:
+    """Every platform given, in order, each once: a repeated one is the same image."""
+    return tuple(dict.fromkeys(platform for item in items for platform in item))
 
 
 def _grouped(items: Sequence[tuple[str, str]], _: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
@@ -324,7 +316,7 @@ class Settings:
     platforms: tuple[Platform, ...] = field(
         default=(),
         metadata=_meta(
-            flag="--platform", key="platforms", parse=parse_platform, collect=_one_platform
+            flag="--platform", key="platforms", parse=parse_platforms, collect=_platforms
         ),
     )
     secrets: tuple[SecretSpec, ...] = field(
@@ -374,6 +366,8 @@ class Settings:
 
     @property
     def platform(self) -> Platform | None:
+        """The first target platform: the one that reads the Dockerfile's FROM lines for
+        what every platform shares (its stages and their names)."""
         return self.platforms[0] if self.platforms else None
 
 

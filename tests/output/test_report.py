@@ -57,6 +57,7 @@ def test_report_json_contract() -> None:
     assert document["cache_repo"] == "r/c"
     assert document["stages"][1] == {
         "name": "app",
+        "platform": None,
         "status": "built",
         "key": "k1",
         "cache_ref": "r/c:app-k1",

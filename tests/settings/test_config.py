@@ -124,6 +124,12 @@ def test_single_strings_become_one_item_tuples() -> None:
 
 
 @pytest.mark.usefixtures("project")
+def test_several_platforms_each_once() -> None:
+    config = load_config(write("platforms: [linux/amd64, linux/arm64, linux/x86_64]\n")).values
+    assert config["platforms"] == (Platform("linux", "amd64"), Platform("linux", "arm64"))
+
+
+@pytest.mark.usefixtures("project")
 def test_paths_are_relative_to_the_config_directory() -> None:
     path = write("context: .\ndockerfile: Dockerfile\n", "examples/php-app/dagger-stages.yaml")
     config = load_config(path).values
@@ -284,21 +290,14 @@ def test_engine_values() -> None:
         pytest.param(
             "platforms: [linux/amd64, linux]\n",
             'dagger-stages.yaml:1: platforms[1]: "linux" is not a platform like linux/amd64 '
-            "(os/arch[/variant]; one per run for now)",
+            "(os/arch[/variant]; list several as a YAML list)",
             id="platform-without-arch",
         ),
         pytest.param(
             "platforms: linux/amd64,linux/arm64\n",
             'dagger-stages.yaml:1: platforms: "linux/amd64,linux/arm64" is not a platform like '
-            "linux/amd64 (os/arch[/variant]; one per run for now)",
+            "linux/amd64 (os/arch[/variant]; list several as a YAML list)",
             id="platforms-comma",
-        ),
-        pytest.param(
-            "platforms:\n  - linux/amd64\n  - linux/arm64\n",
-            "dagger-stages.yaml:2: platforms: 2 platforms (linux/amd64, linux/arm64), but a run "
-            "builds one platform for now; run once per platform (e.g. --platform linux/amd64); "
-            "keep one here",
-            id="platforms-several",
         ),
         pytest.param(
             "build_args:\n  PHP_VERSION: 8.10\n",
@@ -597,7 +596,7 @@ AGREEMENT = [
     ("cache_repo: 'a//b'\n", False),
     ("image_repo: ghcr.io/acme/shop\n", True),
     ("platforms: linux/amd64,linux/arm64\n", False),
-    ("platforms: [linux/amd64, linux/arm64]\n", False),
+    ("platforms: [linux/amd64, linux/arm64]\n", True),
     ("platforms: [linux/arm64]\n", True),
     ("publish:\n  Web: [latest]\n", True),
     ('dockerfile: ""\n', False),

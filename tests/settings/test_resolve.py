@@ -169,12 +169,22 @@ def test_lists_are_replaced_whole() -> None:
     assert found.platform == Platform("linux", "arm64")
 
 
-def test_several_platforms_are_refused() -> None:
+def test_several_platforms_repeated_or_comma_separated_each_once() -> None:
+    found = settings({"platforms": ["linux/amd64,linux/arm64", "linux/arm/v7", "linux/x86_64"]})
+    assert found.platforms == (
+        Platform("linux", "amd64"),
+        Platform("linux", "arm64"),
+        Platform("linux", "arm", "v7"),
+    )
+    assert found.platform == Platform("linux", "amd64")
+
+
+def test_a_bad_platform_among_several_is_named() -> None:
     with pytest.raises(UsageError) as info:
-        settings({"platforms": ["linux/amd64", "linux/arm64"]})
+        settings({"platforms": ["linux/amd64,linux"]})
     assert info.value.message == (
-        "--platform given 2 platforms (linux/amd64, linux/arm64), but a run builds one platform "
-        "for now; run once per platform (e.g. --platform linux/amd64)"
+        '--platform "linux/amd64,linux": expected os/arch[/variant], such as linux/amd64 or '
+        "linux/arm/v7"
     )
 
 
@@ -218,8 +228,8 @@ FORM = f"{REPOSITORY_FORM}."
             '--platform "linux": expected os/arch[/variant], such as linux/amd64 or linux/arm/v7',
         ),
         (
-            {"platforms": ["linux/amd64,linux/arm64"]},
-            '--platform "linux/amd64,linux/arm64": expected os/arch[/variant], such as '
+            {"platforms": ["linux/amd64,"]},
+            '--platform "linux/amd64,": expected os/arch[/variant], such as '
             "linux/amd64 or linux/arm/v7",
         ),
         (
