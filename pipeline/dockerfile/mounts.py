@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.dockerfile.gostrings import go_quote
-from pipeline.errors import suggest
+from pipeline.errors import did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -112,7 +112,7 @@ def parse_mount(text: str, expand: Callable[[str], str] | None = None) -> Mount:
         elif expand is not None:
             value = expand(value)
         if key not in _KEYS:
-            raise MountError(_with_suggestion(f"unexpected key '{key}' in '{field}'", key, _KEYS))
+            raise MountError(f"unexpected key '{key}' in '{field}'" + did_you_mean(key, _KEYS))
         name = _canonical(key)
         if expand is None and key != "from" and "$" in value:
             unknown.add(name)
@@ -156,7 +156,7 @@ def _check_value(key: str, value: str, values: dict[str, str], unknown: set[str]
     """One field's value, worded as BuildKit's parseMount rejects it."""
     if key == "type" and value.lower() not in MOUNT_TYPES:
         message = f"unsupported mount type {go_quote(value)}"
-        raise MountError(_with_suggestion(message, value, MOUNT_TYPES))
+        raise MountError(message + did_you_mean(value, MOUNT_TYPES))
     if key in ("readonly", "ro", "readwrite", "rw") and not _go_bool(value):
         raise MountError(f"invalid value for {key}: {value}")
     if key == "required":
@@ -169,7 +169,7 @@ def _check_value(key: str, value: str, values: dict[str, str], unknown: set[str]
             raise MountError(f"invalid value for {key}: {value}")
     if key == "sharing" and value.lower() not in SHARING_MODES:
         message = f"unsupported sharing value {go_quote(value)}"
-        raise MountError(_with_suggestion(message, value, SHARING_MODES))
+        raise MountError(message + did_you_mean(value, SHARING_MODES))
     if key in ("mode", "uid", "gid") and not _go_uint32(value, 8 if key == "mode" else 10):
         raise MountError(f"invalid value {value} for {key}")
 
@@ -178,11 +178,6 @@ def _only_for(values: dict[str, str], unknown: set[str], key: str, types: tuple[
     kind = values.get("type", "bind").lower()
     if "type" not in unknown and kind not in types:
         raise MountError(f"unexpected key '{key}' for mount type '{kind}'")
-
-
-def _with_suggestion(message: str, value: str, options: tuple[str, ...]) -> str:
-    match = suggest(value, options, case_sensitive=True)
-    return message if match is None else f"{message} (did you mean {match}?)"
 
 
 def _go_bool(value: str) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import dockerfile as _buildkit
 
-from pipeline.errors import UsageError, suggest
+from pipeline.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -280,9 +280,8 @@ def _onbuild_trigger(
 
 
 def _unknown_instruction(keyword: str) -> str:
-    message = f"unknown instruction: {keyword}"
-    match = suggest(keyword, INSTRUCTIONS, case_sensitive=False)
-    return message if match is None else f"{message} (did you mean {match}?)"
+    hint = did_you_mean(keyword, INSTRUCTIONS, case_sensitive=False)
+    return f"unknown instruction: {keyword}{hint}"
 
 
 def _parse_flags(
@@ -300,11 +299,8 @@ def _parse_flags(
         name = flag_name[2:]
         kind = known.get(name)
         if kind is None:
-            message = f"unknown flag: {flag_name}"
-            match = suggest(name, tuple(known), case_sensitive=True)
-            if match is not None:
-                message += f" (did you mean {match}?)"
-            raise UsageError(message, path=path, line=line)
+            hint = did_you_mean(name, known)
+            raise UsageError(f"unknown flag: {flag_name}{hint}", path=path, line=line)
         if name in parsed and kind != _STRINGS:
             raise UsageError(f"duplicate flag specified: {flag_name}", path=path, line=line)
         if kind == _BOOL:

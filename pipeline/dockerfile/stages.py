@@ -17,7 +17,7 @@ from pipeline.dockerfile.epoch import SourceDateEpoch, resolve_epoch
 from pipeline.dockerfile.lex import ExpansionError, expand
 from pipeline.dockerfile.mounts import MountError, mount_source, parse_mount
 from pipeline.dockerfile.platforms import Platform, native_platform, platform_error
-from pipeline.errors import UsageError, suggest
+from pipeline.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -286,12 +286,8 @@ def _check_platform(
         message = f"failed to parse platform {written}: {reason}"
     else:
         message = f"empty platform value from expression {written}"
-    for name in sorted(platform.unset):
-        meant = suggest(name, tuple(meta), case_sensitive=True)
-        if meant is not None:
-            message += f" (did you mean {meant}?)"
-            break
-    raise UsageError(message, path=path, line=line)
+    hints = (did_you_mean(name, meta) for name in sorted(platform.unset))
+    raise UsageError(message + next((h for h in hints if h), ""), path=path, line=line)
 
 
 def _duplicate_names(stages: Sequence[_RawStage]) -> tuple[Warning, ...]:
