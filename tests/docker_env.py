@@ -67,10 +67,6 @@ class DockerEnv:
         config: dict[str, Any] = httpx.get(f"{base}/blobs/{digest}", timeout=10).json()
         return config
 
-    def clean_build(self, root: Path, target: str, tag: str, *args: str) -> None:
-        """`docker build --no-cache` of `root` as it is: what a differential compares with."""
-        self.build_clean("--target", target, "-t", tag, *args, ".", cwd=root)
-
     def build_clean(self, *args: str, cwd: Path | None = None) -> None:
         """`docker build --no-cache <args>` with BuildKit: the reference a cached build's image
         must equal. Uses no cache of any kind, so no other test's images matter."""
@@ -93,19 +89,22 @@ class DockerEnv:
         if ours or images:
             self.run("rmi", "-f", *images, *ours, check=False)
 
-    def image_files(self, image: str) -> dict[str, tuple[object, ...]]:
-        """Every path of an image's filesystem, from `docker export`: its type, mode, owner,
-        link target and content digest. Times are left out: any two builds differ in them."""
+    def export(self, image: str) -> bytes:
+        """An image's filesystem as one tar (`docker export` of a container never started)."""
         container = f"image-files-{uuid.uuid4().hex[:12]}"
         self.run("create", "--name", container, image, "none")
         try:
-            exported = subprocess.run(
+            return subprocess.run(
                 [self.docker, "export", container], capture_output=True, timeout=120, check=True
             ).stdout
         finally:
             self.run("rm", "-f", container, check=False)
+
+    def image_files(self, image: str) -> dict[str, tuple[object, ...]]:
+        """Every path of an image's filesystem, from `docker export`: its type, mode, owner,
+        link target and content digest. Times are left out: any two builds differ in them."""
         listing: dict[str, tuple[object, ...]] = {}
-        with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+        with tarfile.open(fileobj=io.BytesIO(self.export(image))) as archive:
             for member in archive:
                 content = archive.extractfile(member) if member.isfile() else None
                 digest = hashlib.sha256(content.read()).hexdigest() if content else ""

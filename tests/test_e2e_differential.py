@@ -194,7 +194,7 @@ def test_a_changed_input_rebuilds_exactly_when_a_clean_build_differs(
         build(root, docker_env, cache_repo)
         scenario.change(root)
         assert build(root, docker_env, cache_repo)["s"] == scenario.expected
-        docker_env.clean_build(root, "s", clean)
+        docker_env.build_clean("--target", "s", "-t", clean, ".", cwd=root)
         via_cache = read_report(root / "report.json")["s"]["cache_ref"]
         expected = snapshot(docker_env, clean)
         assert expected, "the clean build has files under /out"
@@ -250,7 +250,7 @@ def test_a_url_without_checksum_is_fetched_anew_on_every_build(
             built.append(image)
             assert snapshot(docker_env, image)[-1].startswith(md5(version))
         assert [tag for tag in docker_env.tags(cache_repo) if "--" not in tag] == []
-        docker_env.clean_build(root, "s", clean)
+        docker_env.build_clean("--target", "s", "-t", clean, ".", cwd=root)
         assert snapshot(docker_env, built[-1]) == snapshot(docker_env, clean)
     finally:
         docker_env.remove_images(cache_repo, clean, *built)

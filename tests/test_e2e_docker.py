@@ -117,15 +117,8 @@ def test_the_secret_never_leaks(project: Path, docker_env: DockerEnv) -> None:
 
 def filesystem(docker_env: DockerEnv, image: str) -> dict[str, bytes]:
     """Every regular file of an image with its content, read from `docker export`."""
-    container = docker_env.run("create", image, "true").stdout.strip()
-    try:
-        exported = subprocess.run(
-            [docker_env.docker, "export", container], capture_output=True, check=True, timeout=120
-        ).stdout
-    finally:
-        docker_env.run("rm", "-f", container, check=False)
     files = {}
-    with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+    with tarfile.open(fileobj=io.BytesIO(docker_env.export(image))) as archive:
         for member in archive.getmembers():
             if member.isfile() and not member.name.startswith(("proc/", "sys/", "etc/")):
                 handle = archive.extractfile(member)

@@ -63,7 +63,7 @@ def test_a_chmod_rebuilds_the_stage_with_the_clean_build_modes(
         build(project, docker_env, cache_repo)
         assert statuses(project) == {"conf": "built", "other": "cached", "app": "built"}
 
-        docker_env.clean_build(project, "app", clean)
+        docker_env.build_clean("--target", "app", "-t", clean, ".", cwd=project)
         expected = modes(docker_env, clean)
         assert expected == ("600", "700")
         via_cache = read_report(project / "report.json")["app"]["cache_ref"]
