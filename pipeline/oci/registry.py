@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +151,7 @@ class RegistryClient:
         self._auth = RegistryAuth(credentials)
         self._dead: dict[str, RegistryUnavailable] = {}
         self._suspect: dict[str, anyio.Event] = {}
+        self._heads: dict[str, _Flight] = {}
         inner = transport or _SchemeTransport()
         self._client = httpx.AsyncClient(
             transport=_CountingTransport(inner, self.stats),
@@ -182,8 +183,32 @@ class RegistryClient:
     async def head_manifest(self, ref: Reference) -> ManifestInfo | None:
         """The manifest's digest, type and size, or None if the tag or digest is unknown.
 
-        One HEAD request; a GET only for a registry that leaves out a header we need.
+        One HEAD request; a GET only for a registry that leaves out a header we need. Callers
+        asking for one ref at the same time share that request: a multi-platform plan asks for
+        its base images and its shared stages' tags once per platform. A later ask sends anew,
+        as a tag can move (the first-writer check before a push relies on it).
         """
+        key = str(ref)
+        while (shared := self._heads.get(key)) is not None:
+            await shared.done.wait()
+            if shared.error is not None:
+                raise shared.error
+            if shared.answered:
+                return shared.info
+        flight = self._heads[key] = _Flight()
+        try:
+            flight.info = await self._head_manifest(ref)
+            flight.answered = True
+            return flight.info
+        except RegistryError as exc:
+            flight.error = exc
+            raise
+        finally:
+            if self._heads.get(key) is flight:
+                del self._heads[key]
+            flight.done.set()
+
+    async def _head_manifest(self, ref: Reference) -> ManifestInfo | None:
         response = await self._send("HEAD", ref, _manifest_path(ref), PULL, accept=_ACCEPT)
         if response.status_code == httpx.codes.NOT_FOUND:
             return None
@@ -804,3 +829,16 @@ def _parse_token(response: httpx.Response) -> tuple[str | None, float]:
 def _basic(secret: Secret) -> str:
     pair = f"{secret.username}:{secret.password}".encode()
     return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+
+@dataclass
+class _Flight:
+    """One HEAD in flight, and what it found, for the callers that asked at the same time.
+
+    Unanswered (the asker was cancelled), a waiting caller sends its own.
+    """
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    answered: bool = False
+    info: ManifestInfo | None = None
+    error: RegistryError | None = None

@@ -100,6 +100,25 @@ async def test_head_manifest_is_one_request_with_the_accept_header() -> None:
 
 
 @pytest.mark.anyio
+async def test_heads_of_one_ref_at_once_share_a_request_and_a_later_one_asks_again() -> None:
+    """A multi-platform plan asks for a base image and a shared stage's tag once per platform;
+    the first-writer check before a push must still see a tag written since."""
+    async with client_for(manifest_response) as client:
+        found: list[ManifestInfo | None] = []
+
+        async def head() -> None:
+            found.append(await client.head_manifest(REF))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(head)
+        assert client.stats.requests == 1
+        assert found == [ManifestInfo(MANIFEST_DIGEST, DOCKER_MANIFEST, len(MANIFEST))] * 3
+        await client.head_manifest(REF)
+        assert client.stats.requests == 2
+
+
+@pytest.mark.anyio
 async def test_plain_http_for_loopback_and_listed_hosts_and_hub_api_host() -> None:
     urls: list[str] = []
 
