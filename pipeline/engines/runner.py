@@ -243,7 +243,8 @@ async def execute(
         digest = error = adopted = None
         adopt = options.push_cache and options.first_writer_wins
         if adopt and ref is not None and client is not None:
-            digest = adopted = await _written(client, ref, job, reporter)
+            _, adopted = await _read_tag(client, ref, job, reporter)
+            digest = adopted
         if adopted is None and images is not None:
             images[index] = image
         if options.push_cache and ref is not None and adopted is None:
@@ -362,21 +363,15 @@ def _on_images(
     )
 
 
-async def _written(
+async def _read_tag(
     client: RegistryClient, ref: Reference, job: StageJob, reporter: Reporter
-) -> str | None:
-    """The digest another run pushed under the stage's cache tag since this run's plan, if any.
+) -> tuple[bool, str | None]:
+    """Whether the registry answered, and the digest another run pushed under the stage's cache
+    tag since this run's plan, if any.
 
     One HEAD per pushed stage, on the critical path: the push is the engine's, so there is no
     request of ours to fold it into. A tag that cannot be read is pushed to, as before.
     """
-    return (await _read_tag(client, ref, job, reporter))[1]
-
-
-async def _read_tag(
-    client: RegistryClient, ref: Reference, job: StageJob, reporter: Reporter
-) -> tuple[bool, str | None]:
-    """Whether the registry answered, and the digest another run wrote under the tag, if any."""
     try:
         found = await client.head_manifest(ref)
     except RegistryError as exc:
