@@ -25,7 +25,7 @@ Action = Literal["restore", "build", "skip"]
 
 @dataclass(frozen=True)
 class Forecast:
-    cache: Cache | None
+    cache: Cache | None  # None: not asked (no cache repo, a volatile stage, build --no-cache)
     action: Action
     digest: str | None = None
     volatile: Volatile | None = None  # why it is built whatever the cache holds

@@ -3,7 +3,15 @@
 This is the one step that talks to a registry before a build: it resolves external images to
 digests (they are key inputs), then HEADs every needed stage's cache ref at once. A registry
 that cannot be reached is not an error: images stay unpinned, the cache is `unknown`, and
-everything is built.
+everything is built. `build --no-cache` builds every needed stage whatever the cache holds, so
+it asks the cache nothing: no HEAD, no hint, and each stage's `cache` is None, not asked.
+
+Over a distant registry every round of requests costs a round trip, so the hint lookups (a
+GET of the hint manifest, then of its config) do not wait for the probe: those of the stages
+likeliest to be built (`SPECULATIVE_HINTS` of them, nearest the targets first) start with
+it, each sending its first GET only; once the probe has answered, the lookups of the stages
+not built are cancelled and those of the others go on or start. A cold plan costs one round
+fewer, and a warm one at most `SPECULATIVE_HINTS` GETs more.
 
 All of it (base images, cache HEADs, hint tags) shares one deadline, `PROBE_DEADLINE`, however
 many stages there are: a registry that accepts connections and never answers would otherwise
@@ -17,6 +25,7 @@ is never pushed under a key that does not identify it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,7 +41,7 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError, RegistryNotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pipeline.cache.context import BuildContext
     from pipeline.dockerfile.graph import Graph
@@ -41,9 +50,12 @@ if TYPE_CHECKING:
     from pipeline.oci.reference import Repository
     from pipeline.oci.registry import RegistryClient
 
-__all__ = ["PROBE_DEADLINE", "Plan", "make_plan"]
+__all__ = ["PROBE_DEADLINE", "SPECULATIVE_HINTS", "Plan", "make_plan"]
 
 PROBE_DEADLINE = 15.0
+SPECULATIVE_HINTS = 8
+"""How many hint lookups start before the probe has answered: a warm plan of a 500-stage
+Dockerfile must not pay 500 GETs for hints it does not use."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ async def make_plan(
     context: BuildContext,
     client: RegistryClient | None,
     no_cache: bool = False,
+    restore: bool = True,
     branches: Sequence[str] = (),
     deadline: float = PROBE_DEADLINE,
 ) -> Plan:
@@ -108,6 +121,10 @@ async def make_plan(
     stage is built too reuses nothing from its hint, as all its layers sit on the new base:
     it gets no hint to import, only the comparison. `deadline` (seconds) bounds every
     registry question of the plan together.
+
+    `no_cache` (`build --no-cache`) builds every needed stage and asks the cache nothing.
+    `restore` False (an engine that cannot pull from the cache) restores nothing either, but
+    the cache is still asked, so that `plan` shows what it holds.
     """
     warnings: list[str] = []
     dockerfile = graph.dockerfile
@@ -142,42 +159,44 @@ async def make_plan(
     cache: dict[int, Cache] = {}
     found: dict[int, str] = {}
     cache_warning: str | None = None
-    if refs and client is not None and not expired:
+    hints: dict[int, Reference] = {}
+    labels: dict[int, str] = {}
+
+    def forecast() -> dict[int, Forecast]:
+        rebuild = no_cache or not restore
+        return decide(graph, cache, found, no_cache=rebuild, volatile=volatile)
+
+    def built() -> list[int]:
+        forecasts = forecast()
+        return [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+
+    asking = client is not None and not expired and not no_cache
+    hinting = asking and cache_repo is not None and bool(branches) and restore
+    if asking and client is not None and (refs or hinting):
+        lookup: Callable[[int, anyio.Event], Awaitable[None]] | None = None
+        if hinting:
+            assert cache_repo is not None
+            lookup = functools.partial(_hint, client, cache_repo, graph, branches, hints, labels)
         with anyio.move_on_at(until) as scope:
-            cache_warning = await _probe(client, refs, cache, found)
+            cache_warning = await _ask(client, refs, cache, found, lookup, _likely(graph), built)
         expired = scope.cancel_called
     if refs and (client is None or expired):
         cache, found = dict.fromkeys(refs, "unknown"), {}
-    forecasts = decide(graph, cache, found, no_cache=no_cache, volatile=volatile)
+    forecasts = forecast()
     building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
-    hints: dict[int, Reference] = {}
     why: dict[int, tuple[str, ...]] = {}
-    labels: dict[int, str] = {}
-    if (
-        cache_repo is not None
-        and client is not None
-        and branches
-        and not no_cache
-        and not expired
-        and "unknown" not in cache.values()
-    ):
-        with anyio.move_on_at(until) as scope:
-            await _hints(
-                client, cache_repo, [graph.stages[i] for i in building], branches, hints, labels
-            )
-        expired = scope.cancel_called
-        if expired:
-            cache, found, hints = dict.fromkeys(refs, "unknown"), {}, {}
-            forecasts = decide(graph, cache, found, no_cache=no_cache, volatile=volatile)
-            building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
-        else:
-            names = {keys[i].key: graph.stages[i].name for i in keys}
-            for index in building:
-                if forecasts[index].cache == "miss" and index not in volatile:
-                    why[index] = tuple(explain(keys[index], labels.get(index), names, context))
-            hints = {
-                i: ref for i, ref in hints.items() if graph.stages[i].base_stage not in building
-            }
+    if hinting and not expired and "unknown" not in cache.values():
+        names = {keys[i].key: graph.stages[i].name for i in keys}
+        for index in building:
+            if forecasts[index].cache == "miss" and index not in volatile:
+                why[index] = tuple(explain(keys[index], labels.get(index), names, context))
+        hints = {
+            i: ref
+            for i, ref in hints.items()
+            if i in building and graph.stages[i].base_stage not in building
+        }
+    else:
+        hints = {}
     if expired:
         cache_warning = f"cache unknown, the registry did not answer within {deadline:g} s"
         warnings.clear()
@@ -198,39 +217,107 @@ async def make_plan(
     )
 
 
-async def _hints(
+def _likely(graph: Graph) -> list[int]:
+    """The needed stages likeliest to be built, at most `SPECULATIVE_HINTS`: a changed stage
+    is built with every stage on its way to the targets, so the targets come first, then what
+    they build on, breadth first, as `forecast.decide` walks."""
+    order = [stage.index for stage in graph.targets]
+    seen = set(order)
+    for index in order:
+        if len(order) >= SPECULATIVE_HINTS:
+            break
+        for dependency in graph.stages[index].depends_on:
+            if dependency not in seen:
+                seen.add(dependency)
+                order.append(dependency)
+    return order[:SPECULATIVE_HINTS]
+
+
+async def _ask(
+    client: RegistryClient,
+    refs: Mapping[int, Reference],
+    cache: dict[int, Cache],
+    found: dict[int, str],
+    lookup: Callable[[int, anyio.Event], Awaitable[None]] | None,
+    likely: Sequence[int],
+    built: Callable[[], Sequence[int]],
+) -> str | None:
+    """The probe (`_probe`), and with `lookup` the hint lookups of the stages to build.
+
+    Those of the `likely` stages start as soon as the probe's HEADs are under way, behind them
+    for the client's connections, and send one GET each until the probe has answered (`decided`
+    is set). Then a cache that could not be asked cancels them all, as no hint is used; else
+    those of the stages that are not built are cancelled, and the others go on or start.
+    """
+    decided = anyio.Event()
+    scopes: dict[int, anyio.CancelScope] = {}
+
+    async def run(index: int, scope: anyio.CancelScope) -> None:
+        assert lookup is not None
+        with scope:
+            await lookup(index, decided)
+
+    async with anyio.create_task_group() as group:
+
+        def start(index: int) -> None:
+            scopes[index] = anyio.CancelScope()
+            group.start_soon(run, index, scopes[index])
+
+        def speculate() -> None:
+            if lookup is not None:
+                for index in likely:
+                    start(index)
+
+        warning = await _probe(client, refs, cache, found, speculate)
+        if lookup is None or "unknown" in cache.values():
+            group.cancel_scope.cancel()
+            return warning
+        building = built()
+        for index, scope in scopes.items():
+            if index not in building:
+                scope.cancel()
+        decided.set()
+        for index in building:
+            if index not in scopes:
+                start(index)
+    return warning
+
+
+async def _hint(
     client: RegistryClient,
     cache_repo: Repository,
-    stages: Sequence[Stage],
+    graph: Graph,
     branches: Sequence[str],
     hints: dict[int, Reference],
     labels: dict[int, str],
+    index: int,
+    decided: anyio.Event,
 ) -> None:
-    """For each stage to build, the first hint tag that exists, and its key-inputs label.
+    """The stage's first hint tag that exists, and its key-inputs label, filled in place so
+    that the caller keeps nothing half-known past the deadline.
 
-    They are filled in place so that the caller keeps nothing half-known past the deadline.
+    Every request but the first waits for `decided`: a lookup started before the probe has
+    answered costs one GET at most if its stage turns out not to be built.
     """
-
-    async def one(stage: Stage) -> None:
-        for branch in dict.fromkeys(branches):
-            ref = cache_repo.tag(hint_tag(stage, branch))
-            try:
-                body, _ = await client.get_manifest(ref)
-                config_digest = json.loads(body)["config"]["digest"]
-                config = json.loads(await client.get_blob(ref, config_digest))
-            except RegistryNotFound:
-                continue
-            except (RegistryError, ValueError, KeyError, TypeError):
-                return
-            hints[stage.index] = ref
-            label = ((config.get("config") or {}).get("Labels") or {}).get(LABEL)
-            if isinstance(label, str):
-                labels[stage.index] = label
+    stage = graph.stages[index]
+    for position, branch in enumerate(dict.fromkeys(branches)):
+        ref = cache_repo.tag(hint_tag(stage, branch))
+        if position:
+            await decided.wait()
+        try:
+            body, _ = await client.get_manifest(ref)
+            config_digest = json.loads(body)["config"]["digest"]
+            await decided.wait()
+            config = json.loads(await client.get_blob(ref, config_digest))
+        except RegistryNotFound:
+            continue
+        except (RegistryError, ValueError, KeyError, TypeError):
             return
-
-    async with anyio.create_task_group() as group:
-        for stage in stages:
-            group.start_soon(one, stage)
+        hints[index] = ref
+        label = ((config.get("config") or {}).get("Labels") or {}).get(LABEL)
+        if isinstance(label, str):
+            labels[index] = label
+        return
 
 
 async def _resolve(
@@ -256,9 +343,11 @@ async def _probe(
     refs: Mapping[int, Reference],
     cache: dict[int, Cache],
     found: dict[int, str],
+    started: Callable[[], None],
 ) -> str | None:
     """One HEAD per needed stage, all at once, filling `cache` and `found` in place; the
-    warning that the cache is unknown, if a HEAD failed."""
+    warning that the cache is unknown, if a HEAD failed. `started` is called once the HEADs
+    are under way: what it starts queues behind them for the client's connections."""
     failures: list[str] = []
 
     async def one(index: int, ref: Reference) -> None:
@@ -275,6 +364,7 @@ async def _probe(
     async with anyio.create_task_group() as group:
         for index, ref in refs.items():
             group.start_soon(one, index, ref)
+        started()
     if failures:
         return f"cache unknown, the registry could not be asked: {failures[0]}"
     return None

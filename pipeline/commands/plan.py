@@ -94,11 +94,14 @@ async def plan_for(
     context: BuildContext | None = None,
     offline: bool = False,
     no_cache: bool = False,
+    restore: bool = True,
     client: RegistryClient | None = None,
     platform: Platform | None = None,
 ) -> Plan:
     """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
 
+    `no_cache` (`build --no-cache`) builds everything and asks the cache nothing; `restore`
+    False builds everything too, but asks, so that `plan` shows what the cache holds.
     `platform` is the target platform, by default the first of the settings."""
 
     async def make(client: RegistryClient | None) -> Plan:
@@ -110,6 +113,7 @@ async def plan_for(
             context=context or build_context(settings),
             client=client,
             no_cache=no_cache,
+            restore=restore,
             branches=branches(settings),
         )
 
@@ -126,6 +130,7 @@ async def plans_for(
     context: BuildContext | None = None,
     offline: bool = False,
     no_cache: bool = False,
+    restore: bool = True,
     client: RegistryClient | None = None,
 ) -> MultiPlan:
     """One plan per target platform, made at once with one client; shared work marked."""
@@ -139,6 +144,7 @@ async def plans_for(
             context=context,
             offline=offline,
             no_cache=no_cache,
+            restore=restore,
             client=client,
             platform=platform,
         )
@@ -263,7 +269,7 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     )
     graphs = platform_graphs(settings, graph)
     plans = anyio.run(
-        functools.partial(plans_for, settings, graphs, offline=offline, no_cache=restore_nothing)
+        functools.partial(plans_for, settings, graphs, offline=offline, restore=not restore_nothing)
     )
     plan = plans.first
     for message in dict.fromkeys(m for item in plans.plans for m in item.plan.warnings):
