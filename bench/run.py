@@ -3,8 +3,9 @@
 Every scenario generates its Dockerfile and context in a temp dir, a git checkout on branch
 `main` as in CI (so the tool's per-branch hint tags apply), and uses a fresh cache repo.
 Registry traffic goes through a counting proxy (bench/latency_proxy.py): no added latency for
-the main scenarios, 50 ms per request for the slow-registry ones. "Wipe" is what a fresh CI
-runner has: `docker builder prune -af` and none of the images this script built.
+the main scenarios, 50 ms (`slow`) or 100 ms (`slower`) per request for the slow-registry ones,
+as issue 14's goals ask. "Wipe" is what a fresh CI runner has: `docker builder prune -af` and
+none of the images this script built.
 
     python bench/run.py [--only NAME] [--repeat N] [--json bench/results/run.json]
 """
@@ -31,17 +32,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from context_keys import generate as generate_context
+from large_dockerfile import STAGES as LARGE_STAGES
+from large_dockerfile import generate as generate_large
 from latency_proxy import LatencyProxy, Traffic
 
 from pipeline import cli
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOCKER = "/usr/bin/docker"
 SLOW_DELAY = 0.05
+SLOWER_DELAY = 0.1
 # As on a CI runner or a laptop, Python caches bytecode; this sandbox turns that off.
 TOOL_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -84,27 +88,34 @@ class Run:
 
 
 class Bench:
-    """The two proxies, the engine helpers and the log of every run."""
+    """The proxies, the engine helpers and the log of every run."""
 
     def __init__(self) -> None:
         self.fast = LatencyProxy()
         self.slow = LatencyProxy(SLOW_DELAY)
+        self.slower = LatencyProxy(SLOWER_DELAY)
         self.logs = RESULTS / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.traffic: list[dict[str, Any]] = []
         self.attempt = 0
+        # Each repeat's 0 ms cold build, which the slow-registry cold goals are relative to.
+        self.cold_seconds: dict[int, float] = {}
+        self.cold_alone = False
+
+    def proxies(self) -> tuple[LatencyProxy, ...]:
+        return (self.fast, self.slow, self.slower)
 
     def __enter__(self) -> Bench:
         # What `pip install` does for an installed copy, so no run pays for compiling.
         compile_all = [sys.executable, "-m", "compileall", "-q", str(ROOT / "pipeline")]
         subprocess.run(compile_all, env=TOOL_ENV, check=True)
-        self.fast.start()
-        self.slow.start()
+        for proxy in self.proxies():
+            proxy.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.fast.stop()
-        self.slow.stop()
+        for proxy in self.proxies():
+            proxy.stop()
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
@@ -209,6 +220,18 @@ RUN cat /mid.out /mid.input /tools.out > /final.out
 """
 
 
+FAN_IN = [3, 3, 3, 3]
+
+
+@contextlib.contextmanager
+def fan_in_project(proxy: LatencyProxy, sleeps: list[int]) -> Iterator[Path]:
+    """A fan-in project whose base image comes through `proxy`, so it pays that delay too."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        project = Path(tmp)
+        fan_in(project, f"127.0.0.1:{proxy.port}/busybox:1", sleeps)
+        yield project
+
+
 def intermediate(root: Path, base: str) -> None:
     (root / "Dockerfile").write_text(INTERMEDIATE.format(base=base))
     (root / "tools.txt").write_text("tools\n")
@@ -248,11 +271,14 @@ def plan_in_process(root: Path) -> tuple[float, dict[str, Any]]:
     return seconds, json.loads(out.getvalue())
 
 
-def plan_subprocess(root: Path) -> float:
+def plan_subprocess(root: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """`plan --offline --json` as a user runs it: a whole process, start-up and imports included."""
     command = [sys.executable, str(ROOT / "pipeline" / "main.py"), "plan", "--offline", "--json"]
     start = time.perf_counter()
-    subprocess.run(command, cwd=root, env=TOOL_ENV, capture_output=True, check=True, timeout=120)
-    return time.perf_counter() - start
+    result = subprocess.run(
+        command, cwd=root, env=TOOL_ENV, capture_output=True, text=True, check=False, timeout=120
+    )
+    return time.perf_counter() - start, result
 
 
 def step_cached(log: str, text: str) -> bool | None:
@@ -266,13 +292,33 @@ def step_cached(log: str, text: str) -> bool | None:
 # --- scenarios ------------------------------------------------------------------------------
 
 
-def cold_and_warm(bench: Bench, proxy: LatencyProxy, label: str = "", title: str = "") -> list[Row]:
-    sleeps = [3, 3, 3, 3]
-    critical = float(max(sleeps))
+def latency_title(proxy: LatencyProxy) -> str:
+    """Rows measured through a delaying proxy start with the delay; the 0 ms rows keep their
+    names, so runs stay comparable with earlier JSON."""
+    return f"slow registry (+{proxy.delay * 1000:g} ms/request) " if proxy.delay else ""
+
+
+def zero_ms_cold(bench: Bench) -> float:
+    """This repeat's 0 ms cold build, which the slow-registry cold goals add to. When `cold` was
+    not chosen (`--only slower`), one cold build of the same project at 0 ms, run now."""
+    if bench.attempt not in bench.cold_seconds:
+        with fan_in_project(bench.fast, FAN_IN) as project:
+            bench.wipe()
+            cache = fresh_repo(bench.fast, "cold")
+            run = bench.tool(bench.fast, project, cache, "cold-for-slow")
+        bench.cold_seconds[bench.attempt] = run.seconds
+        bench.cold_alone = True
+    return bench.cold_seconds[bench.attempt]
+
+
+def cold_and_warm(bench: Bench, proxy: LatencyProxy, label: str, warm_goal: Goal) -> list[Row]:
+    """A cold build, a warm one after a wipe, and plain `docker build` of the same target, all
+    through `proxy`. At 0 ms the cold goal is relative to plain docker; with a delay, to this
+    repeat's 0 ms cold, which is run first when it is not already known."""
+    title = latency_title(proxy)
+    baseline = None if proxy is bench.fast else zero_ms_cold(bench)
     cache = fresh_repo(proxy, "cold")
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        project = Path(tmp)
-        fan_in(project, f"127.0.0.1:{proxy.port}/busybox:1", sleeps)
+    with fan_in_project(proxy, FAN_IN) as project:
         bench.wipe()
         cold = bench.tool(proxy, project, cache, f"{label}cold")
         bench.wipe()
@@ -281,46 +327,77 @@ def cold_and_warm(bench: Bench, proxy: LatencyProxy, label: str = "", title: str
         start = time.perf_counter()
         bench.docker("build", "--target", "final", str(project))
         plain = time.perf_counter() - start
+    if baseline is None:
+        bench.cold_seconds[bench.attempt] = cold.seconds
+        compared_with, compared = "plain docker build of final", plain
+        cold_goal = Goal("≤ plain docker build + 0.4 s", lambda m, c: m <= (c or 0) + 0.4)
+    else:
+        alone = " (run alone first: cold not chosen)" if bench.cold_alone else ""
+        compared_with, compared = f"our 0 ms cold, same repeat{alone}", baseline
+        cold_goal = Goal("≤ our 0 ms cold + 0.3 s", lambda m, c: m <= (c or 0) + 0.3)
     built = dict.fromkeys(["s1", "s2", "s3", "s4", "final"], "built")
     restored = {**dict.fromkeys(["s1", "s2", "s3", "s4"], "skipped"), "final": "cached"}
     return [
         Row(
             f"{title}cold: 4 × sleep 3 → final",
             cold.seconds,
-            "critical path (sum of sleeps)",
-            critical,
-            Goal("≤ 1.1 × critical path + 2 s", lambda m, c: m <= 1.1 * (c or 0) + 2),
+            compared_with,
+            compared,
+            cold_goal,
             {"every stage built": cold.statuses == built},
-            {**cold.summary(), "plain_docker_build_seconds": round(plain, 3)},
+            {
+                **cold.summary(),
+                "plain_docker_build_seconds": round(plain, 3),
+                "critical_path_seconds": float(max(FAN_IN)),
+            },
         ),
         Row(
             f"{title}warm: engine wiped, registry warm",
             warm.seconds,
             "the cold run",
             cold.seconds,
-            Goal("≤ 10% of cold, 0 bytes pushed", lambda m, c: m <= 0.1 * (c or 0)),
+            warm_goal,
             {"final restored": warm.statuses == restored, "0 bytes pushed": warm.pushed() == 0},
             {**warm.summary(), "bytes_pushed": warm.pushed()},
         ),
     ]
 
 
+WARM_GOAL = Goal("≤ 0.25 s, 0 bytes pushed", lambda m, c: m <= 0.25)
+SLOW_WARM_GOAL = Goal("≤ 0.45 s, 0 bytes pushed", lambda m, c: m <= 0.45)
+
+
 def scenario_cold(bench: Bench) -> list[Row]:
-    return cold_and_warm(bench, bench.fast)
+    return cold_and_warm(bench, bench.fast, "", WARM_GOAL)
 
 
 def scenario_slow(bench: Bench) -> list[Row]:
-    title = f"slow registry (+{SLOW_DELAY * 1000:g} ms/request) "
-    return cold_and_warm(bench, bench.slow, label="slow-", title=title)
+    goal = Goal(
+        f"{SLOW_WARM_GOAL.text} (no goal in the issue; +100 ms goal for reference)",
+        SLOW_WARM_GOAL.test,
+    )
+    return cold_and_warm(bench, bench.slow, "slow-", goal)
+
+
+def scenario_slower(bench: Bench) -> list[Row]:
+    """At +100 ms: cold and warm, and the intermediate change with the recipe through the same
+    proxy."""
+    return [
+        *cold_and_warm(bench, bench.slower, "slower-", SLOW_WARM_GOAL),
+        *intermediate_change(
+            bench,
+            bench.slower,
+            "slower-",
+            Goal("≥ 3× faster (ratio ≤ 0.33)", lambda m, c: m * 3 <= (c or 0)),
+        ),
+    ]
 
 
 def scenario_leaf(bench: Bench) -> list[Row]:
     """Change the input of s4 (sleep 1); s1-s3 (sleep 3) must be restored, not rebuilt."""
     proxy = bench.fast
     cache = fresh_repo(proxy, "leaf")
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        project = Path(tmp)
-        fan_in(project, f"127.0.0.1:{proxy.port}/busybox:1", [3, 3, 3, 1])
+    with fan_in_project(proxy, [3, 3, 3, 1]) as project:
         bench.wipe()
         bench.tool(proxy, project, cache, "leaf-first")
         (project / "s4.txt").write_text("s4 v2\n")
@@ -350,15 +427,19 @@ CHANGES = 3
 
 
 def scenario_intermediate(bench: Bench) -> list[Row]:
+    goal = Goal("≥ 4× faster (ratio ≤ 0.25)", lambda m, c: m * 4 <= (c or 0))
+    return intermediate_change(bench, bench.fast, "", goal)
+
+
+def intermediate_change(bench: Bench, proxy: LatencyProxy, label: str, goal: Goal) -> list[Row]:
     """`mid` runs sleep 5, then copies input.txt, which changes in each of several commits in a
-    row; compared with the inline-cache recipe over the same commits.
+    row; compared with the inline-cache recipe over the same commits, through the same proxy.
 
     A row of commits, not one: on dockerd, a build that reused layers through a remote inline
     cache exports an image whose cache lacks those layers, so the next build misses
     (moby/buildkit#1981). The recipe is also timed with its known workaround, `docker pull`
     of the cache image before the build.
     """
-    proxy = bench.fast
     base = f"127.0.0.1:{proxy.port}/busybox:1"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         ours, theirs, pulled = Path(tmp, "ours"), Path(tmp, "theirs"), Path(tmp, "pulled")
@@ -367,25 +448,26 @@ def scenario_intermediate(bench: Bench) -> list[Row]:
             intermediate(project, base)
         cache = fresh_repo(proxy, "mid")
         bench.wipe()
-        bench.tool(proxy, ours, cache, "mid-first")
+        bench.tool(proxy, ours, cache, f"{label}mid-first")
         changed: list[Run] = []
         for change in range(1, CHANGES + 1):
             (ours / "input.txt").write_text(f"input v{change + 1}\n")
             commit(ours, f"change {change}")
             bench.wipe()
-            changed.append(bench.tool(proxy, ours, cache, f"mid-changed-{change}"))
-        recipe = inline_recipe(bench, proxy, theirs, pull=False)
-        workaround = inline_recipe(bench, proxy, pulled, pull=True)
+            changed.append(bench.tool(proxy, ours, cache, f"{label}mid-changed-{change}"))
+        recipe = inline_recipe(bench, proxy, theirs, label, pull=False)
+        workaround = inline_recipe(bench, proxy, pulled, label, pull=True)
     mean = statistics.mean(run.seconds for run in changed)
     recipe_mean = statistics.mean(r["seconds"] for r in recipe)
     expected = {"tools": "cached", "mid": "built", "final": "built"}
     return [
         Row(
-            f"change after `RUN sleep 5` in an intermediate stage, {CHANGES} commits in a row",
+            f"{latency_title(proxy)}change after `RUN sleep 5` in an intermediate stage,"
+            f" {CHANGES} commits in a row",
             mean,
             "inline-cache recipe (docker build --cache-from <final> + push), same commits",
             recipe_mean,
-            Goal("≥ 3× faster (ratio ≤ 0.33)", lambda m, c: m * 3 <= (c or 0)),
+            goal,
             {
                 "tools restored, mid and final rebuilt": all(
                     run.statuses == expected for run in changed
@@ -409,7 +491,7 @@ def scenario_intermediate(bench: Bench) -> list[Row]:
 
 
 def inline_recipe(
-    bench: Bench, proxy: LatencyProxy, project: Path, *, pull: bool
+    bench: Bench, proxy: LatencyProxy, project: Path, label: str, *, pull: bool
 ) -> list[dict[str, Any]]:
     """The usual recipe over the same commits: each after a wipe, build with `--cache-from`
     the final image (with `pull`, pulled first) and push it; build and push timed together."""
@@ -425,8 +507,7 @@ def inline_recipe(
         if pull:
             bench.docker("pull", "--quiet", image)
         build_seconds, push_seconds, log = inline_build(bench, project, image, cache_from=True)
-        label = f"mid-inline{'-pull' if pull else ''}-{change}"
-        (bench.logs / f"{label}.log").write_text(log)
+        (bench.logs / f"{label}mid-inline{'-pull' if pull else ''}-{change}.log").write_text(log)
         runs.append(
             {
                 "seconds": round(time.perf_counter() - start, 3),
@@ -462,7 +543,10 @@ def scenario_plan(bench: Bench) -> list[Row]:
         many_stages(root, count)
         first, document = plan_in_process(root)
         times = [plan_in_process(root)[0] for _ in range(9)]
-        subprocess_times = [plan_subprocess(root) for _ in range(3)]
+        subprocess_runs = [plan_subprocess(root) for _ in range(3)]
+    for _, result in subprocess_runs:
+        result.check_returncode()
+    subprocess_times = [seconds for seconds, _ in subprocess_runs]
     needed = sum(stage["needed"] for stage in document["stages"])
     return [
         Row(
@@ -478,6 +562,42 @@ def scenario_plan(bench: Bench) -> list[Row]:
                 "subprocess_median": round(statistics.median(subprocess_times), 4),
                 "subprocess": [round(t, 4) for t in subprocess_times],
                 "waves": len(document["waves"]),
+            },
+        )
+    ]
+
+
+def scenario_large(bench: Bench) -> list[Row]:
+    """`plan --offline` of a Dockerfile as large as the biggest public ones, as a whole process:
+    what a user waits for, start-up and imports included."""
+    with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
+        root = Path(tmp)
+        generate_large(root)
+        _, warm_up = plan_subprocess(root)
+        runs = [plan_subprocess(root) for _ in range(7)]
+    document = json.loads(warm_up.stdout) if warm_up.returncode == 0 else {}
+    stages = document.get("stages", [])
+    needed = sum(stage["needed"] for stage in stages)
+    times = [seconds for seconds, _ in runs]
+    exits = [warm_up.returncode, *(result.returncode for _, result in runs)]
+    return [
+        Row(
+            f"plan --offline, {LARGE_STAGES} stages shaped like moby's and buildkit's"
+            " (whole process, median of 7)",
+            statistics.median(times),
+            "—",
+            None,
+            Goal("< 0.5 s", lambda m, c: m < 0.5),
+            {
+                f"exit 0, {LARGE_STAGES} stages listed": len(stages) == LARGE_STAGES
+                and not any(exits),
+                "the last stage needs most stages": needed > LARGE_STAGES * 0.9,
+            },
+            {
+                "runs": [round(t, 4) for t in times],
+                "needed": needed,
+                "waves": len(document.get("waves", [])),
+                "stderr": warm_up.stderr[-2000:],
             },
         )
     ]
@@ -507,9 +627,13 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "leaf": scenario_leaf,
     "intermediate": scenario_intermediate,
     "plan": scenario_plan,
+    "large": scenario_large,
     "keys": scenario_keys,
     "slow": scenario_slow,
+    "slower": scenario_slower,
 }
+# Scenarios that leave nothing in the engine, so a run of only these never touches dockerd.
+WITHOUT_DOCKER = frozenset({"plan", "large", "keys"})
 
 
 # --- aggregation and output -----------------------------------------------------------------
@@ -566,7 +690,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def traffic_table(traffic: list[dict[str, Any]]) -> str:
     columns = ("requests", "bytes up", "bytes down", "pushed")
-    lines = [f"{'run':<18} {'client':<14} " + " ".join(f"{c:>11}" for c in columns)]
+    width = max([18, *(len(run["run"]) for run in traffic)])
+    lines = [f"{'run':<{width}} {'client':<14} " + " ".join(f"{c:>11}" for c in columns)]
     for run in traffic:
         kinds = {name: Traffic(**values) for name, values in run["traffic"].items()}
         total = Traffic()
@@ -577,7 +702,7 @@ def traffic_table(traffic: list[dict[str, Any]]) -> str:
             ("all", total),
         ]:
             lines.append(
-                f"{run['run']:<18} {name:<14} {value.requests:>11} {value.bytes_up:>11}"
+                f"{run['run']:<{width}} {name:<14} {value.requests:>11} {value.bytes_up:>11}"
                 f" {value.bytes_down:>11} {value.uploaded:>11}"
             )
     return "\n".join(lines)
@@ -612,13 +737,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted(SCENARIOS),
-        help="repeatable; cold and slow each give a cold and a warm row",
+        choices=list(SCENARIOS),
+        help="repeatable; run in the order listed here, cold before slow and slower; cold and"
+        " slow each give a cold and a warm row, slower those and an intermediate one",
     )
     parser.add_argument("--repeat", type=int, default=1, metavar="N")
     parser.add_argument("--json", type=Path, default=RESULTS / "run.json", metavar="FILE")
     args = parser.parse_args(argv)
-    chosen = args.only or list(SCENARIOS)
+    # Canonical order whatever --only says: slow and slower reuse this repeat's 0 ms cold.
+    chosen = [name for name in SCENARIOS if not args.only or name in args.only]
     info = machine()
     rows: dict[str, list[Row]] = {}
     with Bench() as bench:
@@ -630,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                 for row in SCENARIOS[name](bench):
                     row.details["loadavg_1m_before"] = load
                     rows.setdefault(row.scenario, []).append(row)
-        bench.wipe()
+        if set(chosen) - WITHOUT_DOCKER:
+            bench.wipe()
     results = [aggregate(runs) for runs in rows.values()]
     print(table(results))
     if last := [run for run in bench.traffic if run["repeat"] == args.repeat - 1]:
