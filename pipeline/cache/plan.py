@@ -4,7 +4,9 @@ This is the one step that talks to a registry before a build: it resolves extern
 digests (they are key inputs), then HEADs every needed stage's cache ref at once. A registry
 that cannot be reached is not an error: images stay unpinned, the cache is `unknown`, and
 everything is built. `build --no-cache` builds every needed stage whatever the cache holds, so
-it asks the cache nothing: no HEAD, no hint, and each stage's `cache` is None, not asked.
+it asks the cache only whether it answers (one HEAD, sent with the base images' resolve, so
+that an unreachable cache is not pushed to): no probe, no hint, and each stage's `cache` is
+None, not asked.
 
 Over a distant registry every round of requests costs a round trip, so the hint lookups (a
 GET of the hint manifest, then of its config) do not wait for the probe: those of the stages
@@ -35,7 +37,7 @@ import anyio
 from pipeline.cache.explain import LABEL, explain, key_label
 from pipeline.cache.forecast import Cache, Forecast, decide
 from pipeline.cache.keys import StageKey, Volatile, compute_keys, external_images
-from pipeline.cache.tags import cache_tag, hint_tag
+from pipeline.cache.tags import KEY_CHARS, cache_tag, hint_tag
 from pipeline.dockerfile.rewrite import rewrite
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError, RegistryNotFound
@@ -122,7 +124,8 @@ async def make_plan(
     it gets no hint to import, only the comparison. `deadline` (seconds) bounds every
     registry question of the plan together.
 
-    `no_cache` (`build --no-cache`) builds every needed stage and asks the cache nothing.
+    `no_cache` (`build --no-cache`) builds every needed stage and asks the cache only whether
+    it answers.
     `restore` False (an engine that cannot pull from the cache) restores nothing either, but
     the cache is still asked, so that `plan` shows what it holds.
     """
@@ -132,9 +135,15 @@ async def make_plan(
     digests: dict[str, str | None] = dict.fromkeys(images)
     until = anyio.current_time() + deadline
     expired = False
+    unreachable: list[str] = []
     if client is not None:
         with anyio.move_on_at(until) as scope:
-            await _resolve(client, digests, warnings)
+            async with anyio.create_task_group() as group:
+                if no_cache and cache_repo is not None and graph.targets:
+                    # a tag no build writes: its answer only says whether the cache answers
+                    probe = cache_repo.tag(cache_tag(graph.targets[0], "0" * KEY_CHARS))
+                    group.start_soon(_reach, client, probe, unreachable)
+                await _resolve(client, digests, warnings)
         expired = scope.cancel_called
     keys = compute_keys(
         dockerfile,
@@ -180,6 +189,9 @@ async def make_plan(
         with anyio.move_on_at(until) as scope:
             cache_warning = await _ask(client, refs, cache, found, lookup, _likely(graph), built)
         expired = scope.cancel_called
+    if refs and unreachable:
+        cache = dict.fromkeys(refs, "unknown")
+        cache_warning = f"cache unknown, the registry could not be asked: {unreachable[0]}"
     if refs and (client is None or expired):
         cache, found = dict.fromkeys(refs, "unknown"), {}
     forecasts = forecast()
@@ -215,6 +227,15 @@ async def make_plan(
         pins={image: digest for image, digest in digests.items() if digest},
         cache_warning=cache_warning,
     )
+
+
+async def _reach(client: RegistryClient, ref: Reference, failures: list[str]) -> None:
+    """`build --no-cache` probes no tag, but pushes to the cache: one HEAD, sent with the
+    base images' resolve, tells whether it answers, as the probe would have."""
+    try:
+        await client.head_manifest(ref)
+    except RegistryError as exc:
+        failures.append(exc.message)
 
 
 def _likely(graph: Graph) -> list[int]:

@@ -100,8 +100,9 @@ async def plan_for(
 ) -> Plan:
     """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
 
-    `no_cache` (`build --no-cache`) builds everything and asks the cache nothing; `restore`
-    False builds everything too, but asks, so that `plan` shows what the cache holds.
+    `no_cache` (`build --no-cache`) builds everything and asks the cache only whether it
+    answers; `restore` False builds everything too, but asks, so that `plan` shows what the
+    cache holds.
     `platform` is the target platform, by default the first of the settings."""
 
     async def make(client: RegistryClient | None) -> Plan:

@@ -159,28 +159,32 @@ def same_result(one: Plan, other: Plan) -> None:
     assert one.warnings == other.warnings
 
 
-def test_a_no_cache_plan_asks_the_cache_nothing(project: Path, registry: RegistryServer) -> None:
+def test_a_no_cache_plan_asks_the_cache_only_whether_it_answers(
+    project: Path, registry: RegistryServer
+) -> None:
     graph = graph_of(DOCKERFILE.format(base=f"{registry.host}/base/busybox:1"), "test")
     recorder = Recorder("no-cache/cache")
     plan = plan_with(project, graph, f"{registry.host}/no-cache/cache", recorder, no_cache=True)
-    assert recorder.cache_requests() == [], "no cache HEAD, no hint GET"
-    assert [e.path for e in recorder.log if e.what == "sent"] == ["/v2/base/busybox/manifests/1"]
+    asked = [e.path for e in recorder.cache_requests()]
+    assert asked == ["/v2/no-cache/cache/manifests/test-" + "0" * 32], "one HEAD, no hint GET"
+    sent = [e.path for e in recorder.log if e.what == "sent"]
+    assert sorted(sent) == sorted(["/v2/base/busybox/manifests/1", *asked])
     assert {(f.cache, f.action) for f in plan.forecasts.values()} == {(None, "build")}
     assert len(plan.refs) == len(STAGES), "every stage is still pushed under its cache tag"
     assert (plan.hints, plan.why, plan.warnings, plan.cache_warning) == ({}, {}, (), None)
     assert set(plan.labels) == set(plan.forecasts)
 
 
-def test_a_no_cache_plan_with_an_unreachable_registry_builds_everything(
-    project: Path,
-) -> None:
+def test_a_no_cache_plan_with_an_unreachable_registry_pushes_nothing(project: Path) -> None:
+    """As without --no-cache: the cache is unknown, so no push waits on a registry that is
+    not there."""
     gone = f"127.0.0.1:{free_port()}"
     graph = graph_of(DOCKERFILE.format(base=f"{gone}/base/busybox:1"), "test")
     plan = plan_with(project, graph, f"{gone}/gone/cache", Recorder("gone/cache"), no_cache=True)
-    assert {(f.cache, f.action) for f in plan.forecasts.values()} == {(None, "build")}
-    assert len(plan.warnings) == 1
+    assert {(f.cache, f.action) for f in plan.forecasts.values()} == {("unknown", "build")}
     assert "its key uses the tag, unpinned" in plan.warnings[0]
-    assert plan.cache_warning is None
+    assert plan.cache_warning is not None
+    assert plan.cache_warning.startswith("cache unknown, the registry could not be asked")
 
 
 def test_without_no_cache_an_unreachable_registry_is_still_unknown(project: Path) -> None:
