@@ -641,19 +641,30 @@ class RegistryAuth(httpx.Auth):
         return token
 
 
+_KEEPALIVE = 120.0  # seconds an idle registry connection stays open
+_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=_KEEPALIVE
+)
+
+
 class _SchemeTransport(httpx.AsyncBaseTransport):
     """TLS set up on the first HTTPS request: loading the CA bundle takes about 20 ms, which
-    a build against a plain-HTTP registry (local, or a CI service) need not wait for."""
+    a build against a plain-HTTP registry (local, or a CI service) need not wait for.
+
+    An idle connection is kept for a run's length (`_KEEPALIVE`), not httpx's 5 s: the hint
+    moves and publishing come after seconds of building, and a new connection to a distant
+    registry costs a round trip more, two more with TLS.
+    """
 
     def __init__(self) -> None:
-        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False)
+        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False, limits=_LIMITS)
         self._tls: httpx.AsyncHTTPTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme == "http":
             return await self._plain.handle_async_request(request)
         if self._tls is None:
-            self._tls = httpx.AsyncHTTPTransport(retries=0)
+            self._tls = httpx.AsyncHTTPTransport(retries=0, limits=_LIMITS)
         return await self._tls.handle_async_request(request)
 
     async def aclose(self) -> None:
