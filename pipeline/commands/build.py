@@ -345,7 +345,9 @@ class BuildRun:
         if plan.cache_repo is None:
             return None
         tags = {index: self._hint(plan, index) for index in jobs}
-        return Hints(tags, functools.partial(self.move_hint, plan), group)
+        move = functools.partial(self.move_hint, plan)
+        host = Reference(plan.cache_repo.registry, plan.cache_repo.path).api_host
+        return Hints(tags, move, group, self.client.stats.fastest.get(host))
 
     def _hint(self, plan: Plan, index: int) -> Reference:
         assert plan.cache_repo is not None

@@ -22,7 +22,7 @@ from pipeline.dockerfile.rewrite import build_targets
 from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.base import Image, StageJob
 from pipeline.engines.results import StageResult
-from pipeline.engines.runner import Hints, RunOptions, execute, jobs_for
+from pipeline.engines.runner import DISTANT, Hints, RunOptions, execute, jobs_for
 from pipeline.errors import StageFailed
 from pipeline.oci.reference import Reference, Repository
 from pipeline.oci.registry import RegistryClient
@@ -494,7 +494,11 @@ class Logs(Recorder):
 
 
 def run_with_registry(
-    plan: Plan, session: FakeSession, registry: WrittenTags, options: RunOptions | None = None
+    plan: Plan,
+    session: FakeSession,
+    registry: WrittenTags,
+    options: RunOptions | None = None,
+    round_trip: float | None = None,
 ) -> tuple[dict[str, StageResult], Logs, dict[int, Image], list[tuple[str, str]]]:
     recorder = Logs()
     jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict(plan.refs))
@@ -510,7 +514,7 @@ def run_with_registry(
             RegistryClient(transport=transport, retries=0) as client,
             anyio.create_task_group() as group,
         ):
-            hints = Hints(hint_tags(plan, jobs), move, group)
+            hints = Hints(hint_tags(plan, jobs), move, group, round_trip)
             chosen = options or RunOptions()
             return await execute(plan, session, jobs, chosen, recorder, images, hints, client)  # type: ignore[arg-type]
 
@@ -710,11 +714,25 @@ def test_hint_tags_are_pushed_beside_the_cache_tags_where_pushes_share_uploads(
     assert {r.status for r in results.values()} == {"built"}
 
 
-def test_elsewhere_every_hint_is_copied_to_its_stage_digest(tmp_path: Path) -> None:
-    session = FakeSession()
-    results, _, _, moved = run_with_registry(make(tmp_path), session, WrittenTags({"c": OTHER}))
+@pytest.mark.parametrize(
+    ("shares", "round_trip"), [(False, None), (False, 0.1), (True, DISTANT / 10)]
+)
+def test_elsewhere_every_hint_is_copied_to_its_stage_digest(
+    tmp_path: Path, shares: bool, round_trip: float | None
+) -> None:
+    """On an engine whose pushes do not share uploads, or with a registry close enough that a
+    second push beside the cache push costs more than copying the hint after it."""
+    session = FakeSession(shares_push_uploads=shares)
+    registry = WrittenTags({"c": OTHER})
+    results, _, _, moved = run_with_registry(make(tmp_path), session, registry, None, round_trip)
     assert session.hints_pushed == []
     assert sorted(moved) == sorted((name, results[name].digest) for name in STAGES)
+
+
+def test_with_a_distant_registry_hints_are_pushed_beside_the_cache(tmp_path: Path) -> None:
+    session = FakeSession(shares_push_uploads=True)
+    run_with_registry(make(tmp_path), session, WrittenTags({}), None, DISTANT)
+    assert len(session.hints_pushed) == len(STAGES)
 
 
 class OddHintPushes(FakeSession):
