@@ -21,8 +21,8 @@ by digest (docs/cache-keys.md, "Two runs, one stage").
 Registry work stays off the critical path where it can. The HEAD of a stage's cache tag is
 sent when the engine starts exporting its image (`Session.build`'s `exporting`), so its answer
 is there when the build returns. Hint tags (`Hints`) are moved in the caller's task group, so
-nothing after the builds waits for them; on an engine whose pushes share their uploads, the
-hint tag is pushed beside the cache tag instead of copied after it.
+nothing after the builds waits for them; on an engine whose pushes share their uploads, with a
+distant registry, the hint tag is pushed beside the cache tag instead of copied after it.
 """
 
 from __future__ import annotations
