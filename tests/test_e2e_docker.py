@@ -8,9 +8,13 @@ import subprocess
 import tarfile
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
+from pipeline.cli import main
+from pipeline.engines import runner
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
 from tests.e2e_project import (
@@ -21,6 +25,7 @@ from tests.e2e_project import (
     statuses,
     write_project,
 )
+from tests.faulty_proxy import cutting_proxy
 from tests.registry_server import free_port
 
 
@@ -332,3 +337,56 @@ def test_no_cache_runs_every_step_again_as_docker_build_no_cache_does(
         docker_env.remove_images(cache_repo)
     assert len(stamps[0]) == 32
     assert stamps[0] != stamps[1]
+
+
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def pushed_manifest(registry: str, name: str, reference: str) -> tuple[str, dict[str, object]]:
+    """The digest and the document of the manifest a tag or digest names, as a pull reads it."""
+    response = httpx.get(
+        f"http://{registry}/v2/{name}/manifests/{reference}", headers={"Accept": MANIFEST}
+    )
+    response.raise_for_status()
+    document: dict[str, object] = response.json()
+    return response.headers["Docker-Content-Digest"], document
+
+
+def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each stage's hint tag is pushed beside its cache tag, by dockerd, which shares the layer
+    uploads of concurrent pushes to one repository: the hint ends at the digest the cache push
+    produced, each layer is uploaded once, and the run copies no hint through the registry.
+
+    The local registry is as close as can be: it counts as distant here (`runner.DISTANT`)."""
+    monkeypatch.setattr(runner, "DISTANT", 0.0)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        command += ["--secret", "id=token,env=TOKEN", "--report", str(project / "report.json")]
+        code = main(command)
+    assert code == 0, capsys.readouterr().err
+    report = read_report(project / "report.json")
+    assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
+    layers: set[str] = set()
+    for stage, found in report.items():
+        digest, document = pushed_manifest(docker_env.registry, name, f"{stage}--local")
+        assert digest == found["digest"], stage
+        assert document == pushed_manifest(docker_env.registry, name, digest)[1]
+        layers |= {layer["digest"] for layer in document["layers"]}  # type: ignore[attr-defined]
+    uploads = [
+        parse_qs(urlsplit(r.path).query)["digest"][0]
+        for r in proxy.requests
+        if r.method == "PUT" and "/blobs/uploads/" in r.path
+    ]
+    assert layers <= set(uploads)
+    assert sorted(d for d in uploads if d in layers) == sorted(layers)
+    ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
+    assert not [r for r in ours if r.startswith(("PUT ", "POST "))], ours
+    assert not [r for r in ours if "/manifests/sha256:" in r], ours

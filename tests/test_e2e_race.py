@@ -123,14 +123,16 @@ def after_the_push(
     stage: str,
 ) -> dict[str, str]:
     """Once this run has pushed the stage's cache tag, another run pushes another image to it;
-    returns {tag: the other run's digest}."""
+    returns {tag: the other run's digest}. The hint tag, which the docker executor pushes
+    beside the cache tag, is left to this run."""
     repository = Reference.parse(cache_repo + ":x").repository
     other: dict[str, str] = {}
     real_push = session.push
 
     async def push_then_the_other_run(self: Any, image: Any, ref: Reference, log: Any) -> str:
         digest = await real_push(self, image, ref, log)
-        if str(ref).startswith(f"{cache_repo}:{stage}-") and ref.tag is not None:
+        hint = ref.tag is None or "--" in ref.tag
+        if str(ref).startswith(f"{cache_repo}:{stage}-") and ref.tag is not None and not hint:
             config = {"os": "linux", "architecture": "amd64", "other run": uuid.uuid4().hex}
             other[ref.tag] = push_image("http://127.0.0.1:5000", repository, ref.tag, config=config)
         return digest

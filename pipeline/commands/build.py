@@ -50,7 +50,7 @@ from pipeline.dockerfile.rewrite import build_targets
 from pipeline.engines.base import BuildSpec, RegistryLogin, TestRun
 from pipeline.engines.dagger_rules import engine_is_dagger, refusal, secret_exposures
 from pipeline.engines.results import Status, TestOutcome
-from pipeline.engines.runner import RunOptions, execute, initial_results, jobs_for
+from pipeline.engines.runner import Hints, RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import StageFailed, UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
@@ -62,7 +62,9 @@ from pipeline.output.terminal import make_reporter
 from pipeline.settings.secrets import resolve_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
 
     from pipeline.cache.multi import MultiPlan
     from pipeline.cache.plan import Plan
@@ -280,12 +282,12 @@ class BuildRun:
         logins = await self.logins(plan, [p.ref for p in pending])
         spec = self.spec(plan, self.settings.platform or native_platform(), logins)
         run_options = self.run_options(push_cache)
-        async with self.executor.session(spec) as session:
+        async with self.executor.session(spec) as session, anyio.create_task_group() as along:
             for message in session.warnings:
                 self.warning(message)
             images: dict[int, Image] = {}
-            moved = functools.partial(self.move_hint, plan)
-            await execute(plan, session, jobs, run_options, self, images, moved, self.client)
+            hints = self.hints(plan, jobs, along)
+            await execute(plan, session, jobs, run_options, self, images, hints, self.client)
             if self.test is not None:
                 index, test = self.test
                 result = self.results[index, ""]
@@ -344,12 +346,26 @@ class BuildRun:
                 logins.append(RegistryLogin(host, secret.username, secret.password))
         return tuple(logins)
 
-    async def move_hint(self, plan: Plan, index: int, ref: Reference, digest: str) -> None:
-        """Point this branch's hint tag at the stage just pushed; a failure costs only a hint."""
-        branch = branches(self.settings)[0]
+    def hints(self, plan: Plan, jobs: Iterable[int], group: TaskGroup) -> Hints | None:
+        """This branch's hint tag of each stage to build, moved in `group`: a group that ends
+        after publishing and before the session closes, so nothing of the run waits for a
+        hint but its end."""
+        if plan.cache_repo is None:
+            return None
+        tags = {index: self._hint(plan, index) for index in jobs}
+        move = functools.partial(self.move_hint, plan)
+        host = Reference(plan.cache_repo.registry, plan.cache_repo.path).api_host
+        return Hints(tags, move, group, self.client.stats.fastest.get(host))
+
+    def _hint(self, plan: Plan, index: int) -> Reference:
+        assert plan.cache_repo is not None
+        return plan.cache_repo.tag(hint_tag(plan.stage(index), branches(self.settings)[0]))
+
+    async def move_hint(self, plan: Plan, index: int, digest: str) -> None:
+        """Point this branch's hint tag at the stage's image; a failure costs only a hint."""
         if plan.cache_repo is None:
             return
-        hint = plan.cache_repo.tag(hint_tag(plan.stage(index), branch))
+        hint = self._hint(plan, index)
         try:
             await self.client.copy_image(plan.pinned(digest), hint)
         except RegistryError as exc:

@@ -13,7 +13,6 @@ Results are reported once per stage and platform, named `stage (linux/arm64)`, o
 
 from __future__ import annotations
 
-import functools
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
@@ -27,7 +26,9 @@ from pipeline.engines.results import Status
 from pipeline.engines.runner import execute, initial_results, jobs_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
 
     from pipeline.cache.multi import MultiPlan, PlatformPlan
     from pipeline.cache.plan import Plan
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
         TestRun,
     )
     from pipeline.engines.results import Published, StageResult, TestOutcome
-    from pipeline.engines.runner import Reporter, RunOptions
+    from pipeline.engines.runner import Hints, Reporter, RunOptions
     from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
@@ -89,7 +90,7 @@ class BuildRun(Protocol):
 
     def run_options(self, push_cache: bool) -> RunOptions: ...
 
-    async def move_hint(self, plan: Plan, index: int, ref: Reference, digest: str) -> None: ...
+    def hints(self, plan: Plan, jobs: Iterable[int], group: TaskGroup) -> Hints | None: ...
 
     async def run_test(
         self,
@@ -173,7 +174,9 @@ async def run_platforms(run: BuildRun, plans: MultiPlan) -> None:
                 for message in session.warnings:
                     run.warning(message)
                 sessions.append(session)
-            after = await _build(run, plans, sessions, targets, images)
+            # the hint moves: they end before the sessions close, and nothing else waits for them
+            along = await stack.enter_async_context(anyio.create_task_group())
+            after = await _build(run, plans, sessions, targets, images, along)
         else:
             for position, item in enumerate(plans.plans):
                 reporter = PlatformReporter(run, plans, position, _owned(item))
@@ -203,6 +206,7 @@ async def _build(
     sessions: list[Session],
     targets: Mapping[int, str],
     images: list[dict[int, Image]],
+    along: TaskGroup,
 ) -> MultiPlan:
     """The shared stages, then every platform at once; the plans as they were run."""
     limiter = anyio.CapacityLimiter(max(1, run.settings.jobs))
@@ -221,7 +225,7 @@ async def _build(
             jobs = {index: replace(job, dockerfile=text) for index, job in jobs.items()}
         options = run.run_options(run.push_cache(item.plan))
         # hint tags are named by stage and branch only: the first platform's images move them
-        moved = functools.partial(run.move_hint, item.plan) if position == 0 else None
+        hints = run.hints(item.plan, jobs, along) if position == 0 else None
         await execute(
             item.plan,
             sessions[position],
@@ -229,7 +233,7 @@ async def _build(
             options,
             reporter,
             images[position],
-            moved,
+            hints,
             run.client,
             limiter=limiter,
         )

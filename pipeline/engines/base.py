@@ -114,8 +114,21 @@ class Session(Protocol):
     # on the pushed images of the dependencies whose RUNs mount secrets, instead of
     # re-running their steps in its build.
     isolates_secret_steps: bool
+    # Concurrent pushes of one image to one repository share its layer uploads (dockerd's
+    # upload manager): a second tag pushed beside the cache tag costs a manifest PUT, where
+    # copying it through the registry afterwards costs a GET and a PUT after the push.
+    shares_push_uploads: bool
 
-    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image: ...
+    async def build(
+        self,
+        job: StageJob,
+        log: Callable[[str], None],
+        exporting: Callable[[], None] | None = None,
+    ) -> Image:
+        """Build the stage's image; `exporting` is called once, when the engine starts
+        exporting it (its steps have run), so the runner can ask the registry about its cache
+        tag meanwhile. An engine that cannot tell never calls it."""
+        ...
 
     async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:
         """Push the image under `ref`; returns the pushed manifest's digest."""

@@ -259,6 +259,8 @@ class DaggerSession:
 
     # util/llbtodagger/exec.go keeps each RUN's secret mount on every later RUN of the build
     isolates_secret_steps = True
+    # nothing says two publishes of one container share their uploads: hints are copied
+    shares_push_uploads = False
 
     def __init__(self, spec: BuildSpec, *, docker: str | None = None) -> None:
         from dagger import dag
@@ -336,7 +338,13 @@ class DaggerSession:
             container = container.with_label(name, value)
         return container
 
-    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
+    async def build(
+        self,
+        job: StageJob,
+        log: Callable[[str], None],
+        exporting: Callable[[], None] | None = None,
+    ) -> Image:
+        """The SDK says when the build ends, not when it exports: `exporting` is not called."""
         log(f"dagger: docker build --target {job.target}")
         with _stage_errors(job.name, "build", log):
             container = await self._docker_build(job).sync()

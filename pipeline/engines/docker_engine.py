@@ -38,6 +38,8 @@ __all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
 
 TAIL_LINES = 30
 _PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+# BuildKit's plain progress when the build's last vertex, the image export, starts
+_EXPORTING = re.compile(r"#\d+ exporting to ")
 _FIX = (
     "install it (Debian: docker-buildx), or choose a CLI that can build with --docker PATH "
     "or DAGGER_STAGES_DOCKER"
@@ -217,6 +219,8 @@ class DockerSession:
     warnings: tuple[str, ...] = ()
     # BuildKit mounts a secret only on the RUN that asks for it
     isolates_secret_steps = False
+    # dockerd's pushes of one repository share each layer's upload (distribution/xfer)
+    shares_push_uploads = True
 
     def __init__(self, cli: DockerCLI, spec: BuildSpec, private: Path, env: dict[str, str]):
         self._cli = cli
@@ -262,10 +266,16 @@ class DockerSession:
             command += ["--platform", spec.platform]
         return [*command, str(spec.context)]
 
-    async def build(self, job: StageJob, log: Callable[[str], None]) -> Image:
+    async def build(
+        self,
+        job: StageJob,
+        log: Callable[[str], None],
+        exporting: Callable[[], None] | None = None,
+    ) -> Image:
         if self._cli.daemon_builder and job.cache_from:
             job = replace(job, cache_from=await self._pull(job.cache_from, log))
-        code, tail = await _stream(self._build_command(job), self._env, log)
+        watched = log if exporting is None else _on_export(log, exporting)
+        code, tail = await _stream(self._build_command(job), self._env, watched)
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
         return Image(job, handle=job.tag)
@@ -402,6 +412,20 @@ class DockerSession:
                 log(f"artifact {path} not copied: {_last_line(output)}")
             else:
                 log(f"artifact {path} -> {target}")
+
+
+def _on_export(log: Callable[[str], None], exporting: Callable[[], None]) -> Callable[[str], None]:
+    """`log`, calling `exporting` once at the first line of the image export."""
+    seen = False
+
+    def watch(line: str) -> None:
+        nonlocal seen
+        log(line)
+        if not seen and _EXPORTING.match(line):
+            seen = True
+            exporting()
+
+    return watch
 
 
 def _move_into(copied: Path, dest: Path, name: str) -> None:

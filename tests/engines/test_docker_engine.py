@@ -22,8 +22,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def fake_docker(tmp_path: Path, *, driver: str | None = None, failing_pull: str = "") -> Path:
-    """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver."""
+# BuildKit's plain progress for a one-step stage, as dockerd 20.10 prints it
+BUILD_OUTPUT = """\
+#5 [web 2/2] RUN true
+#5 DONE 0.1s
+
+#6 exporting to image
+#6 exporting layers 0.0s done
+#6 writing image sha256:0123 done
+#6 naming to cache:web-k done
+#6 DONE 0.1s
+"""
+
+
+def fake_docker(
+    tmp_path: Path, *, driver: str | None = None, failing_pull: str = "", build_output: str = ""
+) -> Path:
+    """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver;
+    its builds print `build_output`."""
     path = tmp_path / "bin" / "docker"
     path.parent.mkdir()
     path.write_text(
@@ -40,6 +56,8 @@ def fake_docker(tmp_path: Path, *, driver: str | None = None, failing_pull: str 
         "    sys.exit(print('Error response from daemon: manifest unknown') or 1)\n"
         "if args[0] == 'pull':\n"
         "    __import__('time').sleep(0.3)\n"
+        "if args[0] == 'build':\n"
+        f"    print({build_output!r}, end='')\n"
     )
     path.chmod(0o755)
     return path
@@ -167,3 +185,18 @@ async def test_a_job_with_its_own_dockerfile_is_built_from_it(tmp_path: Path) ->
         assert private.parent == shared.parent
         ignore = private.with_name(f"{private.name}.dockerignore")
         assert ignore.read_text() == "node_modules\n"
+
+
+@pytest.mark.anyio
+async def test_a_build_says_once_when_it_starts_exporting_its_image(tmp_path: Path) -> None:
+    """The runner sends the HEAD of the stage's cache tag then, while the image is written."""
+    docker = fake_docker(tmp_path, build_output=BUILD_OUTPUT)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    lines: list[str] = []
+    exported: list[int] = []
+    async with executor.session(spec(tmp_path)) as session:
+        await session.build(job(), lines.append, lambda: exported.append(len(lines)))
+        await session.build(job(), lines.append)
+    assert lines[exported[0] - 1] == "#6 exporting to image"
+    assert exported == [4]
+    assert len(lines) == 2 * len(BUILD_OUTPUT.splitlines())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -20,10 +22,13 @@ from pipeline.dockerfile.rewrite import build_targets
 from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.base import Image, StageJob
 from pipeline.engines.results import StageResult
-from pipeline.engines.runner import RunOptions, execute, jobs_for
+from pipeline.engines.runner import DISTANT, Hints, RunOptions, execute, jobs_for
 from pipeline.errors import StageFailed
 from pipeline.oci.reference import Reference, Repository
 from pipeline.oci.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DOCKERFILE = """\
 FROM busybox AS a
@@ -65,8 +70,13 @@ class FakeSession:
         quick: frozenset[str] = frozenset(),
         slow: frozenset[str] = frozenset(),
         isolates_secret_steps: bool = False,
+        exports: bool = False,
+        shares_push_uploads: bool = False,
     ) -> None:
         self.isolates_secret_steps = isolates_secret_steps
+        self.shares_push_uploads = shares_push_uploads
+        # says when it exports, and lets every other task run until blocked before returning
+        self.exports = exports
         self.jobs: dict[str, StageJob] = {}
         self.events: list[str] = []
         self.fail = fail
@@ -77,8 +87,11 @@ class FakeSession:
         self.peak = 0
         self.pushed: list[str] = []
         self.started: list[str] = []
+        self.hints_pushed: list[str] = []  # hint tags pushed beside cache tags
 
-    async def build(self, job: StageJob, log: object) -> Image:
+    async def build(
+        self, job: StageJob, log: object, exporting: Callable[[], None] | None = None
+    ) -> Image:
         self.started.append(job.name)
         self.jobs[job.name] = job
         self.events.append(f"build {job.name}")
@@ -87,17 +100,32 @@ class FakeSession:
         try:
             quick = job.name in self.fail or job.name in self.quick
             await anyio.sleep(0.01 if quick else 30 if job.name in self.slow else 0.1)
+            if self.exports and exporting is not None:
+                await self.exporting(job, exporting)
             if job.name in self.fail:
                 raise StageFailed(f"{job.name} broke", tail="line 1\nline 2")
+            self.events.append(f"built {job.name}")
             return Image(job)
         finally:
             self.in_flight -= 1
 
+    async def exporting(self, job: StageJob, exporting: Callable[[], None]) -> None:
+        exporting()
+        await anyio.wait_all_tasks_blocked()
+
     async def push(self, image: Image, ref: Reference, log: object) -> str:
+        if ref.tag is not None and "--" in ref.tag:
+            return await self.push_hint(image, ref)
         if image.job.name in self.push_fails:
             raise StageFailed("push failed", tail="retrying\nconnection reset\n")
         self.pushed.append(image.job.name)
         self.events.append(f"pushed {image.job.name}")
+        return digest_of(image.job.name)
+
+    async def push_hint(self, image: Image, ref: Reference) -> str:
+        await anyio.lowlevel.checkpoint()
+        self.hints_pushed.append(str(ref.tag))
+        self.events.append(f"pushed {ref.tag}")
         return digest_of(image.job.name)
 
 
@@ -428,17 +456,21 @@ def test_a_secret_stage_fetching_a_url_anew_is_built_along_and_never_pushed(
 class WrittenTags:
     """A registry that holds `written` (tag -> digest) in the cache repo; records requests."""
 
-    def __init__(self, written: dict[str, str], *, broken: bool = False) -> None:
+    def __init__(
+        self, written: dict[str, str], *, broken: bool = False, events: list[str] | None = None
+    ) -> None:
         self.written = written
         self.broken = broken
         self.requests: list[tuple[str, str]] = []
+        self.events = [] if events is None else events  # "<method> <stage>", with the session's
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path))
-        if self.broken:
-            return httpx.Response(500)
         tag = request.url.path.rpartition("/")[2]
         stage = tag.rpartition("-")[0]
+        self.events.append(f"{request.method} {stage}")
+        if self.broken:
+            return httpx.Response(500)
         if request.method != "HEAD" or stage not in self.written:
             return httpx.Response(404)
         headers = {
@@ -462,24 +494,37 @@ class Logs(Recorder):
 
 
 def run_with_registry(
-    plan: Plan, session: FakeSession, registry: WrittenTags, options: RunOptions | None = None
+    plan: Plan,
+    session: FakeSession,
+    registry: WrittenTags,
+    options: RunOptions | None = None,
+    round_trip: float | None = None,
 ) -> tuple[dict[str, StageResult], Logs, dict[int, Image], list[tuple[str, str]]]:
     recorder = Logs()
     jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict(plan.refs))
     images: dict[int, Image] = {}
     moved: list[tuple[str, str]] = []
 
-    async def hint(index: int, ref: str, digest: str) -> None:
+    async def move(index: int, digest: str) -> None:
         moved.append((plan.stage(index).name, digest))
 
     async def go() -> dict[int, StageResult]:
         transport = httpx.MockTransport(registry)
-        async with RegistryClient(transport=transport, retries=0) as client:
+        async with (
+            RegistryClient(transport=transport, retries=0) as client,
+            anyio.create_task_group() as group,
+        ):
+            hints = Hints(hint_tags(plan, jobs), move, group, round_trip)
             chosen = options or RunOptions()
-            return await execute(plan, session, jobs, chosen, recorder, images, hint, client)  # type: ignore[arg-type]
+            return await execute(plan, session, jobs, chosen, recorder, images, hints, client)  # type: ignore[arg-type]
 
     results = anyio.run(go)
     return {r.name: r for r in results.values()}, recorder, images, moved
+
+
+def hint_tags(plan: Plan, jobs: dict[int, StageJob]) -> dict[int, Reference]:
+    assert plan.cache_repo is not None
+    return {index: plan.cache_repo.tag(f"{job.name}--main") for index, job in jobs.items()}
 
 
 OTHER = "sha256:" + "0" * 64
@@ -581,3 +626,179 @@ def test_without_first_writer_wins_a_run_pushes_its_own_images(tmp_path: Path) -
     assert (results["c"].digest, results["c"].adopted) == (digest_of("c"), False)
     assert len(images) == 6
     assert registry.requests == []
+
+
+# --- registry work off the critical path ----------------------------------------------------
+
+STAGES = ("a", "b", "c", "d", "e", "top")
+
+
+def test_the_cache_tag_is_read_while_the_image_exports(tmp_path: Path) -> None:
+    """On an engine that says when it exports, each stage's HEAD goes out before its build
+    returns, and its answer still decides: c, written by another run, is adopted."""
+    session = FakeSession(exports=True)
+    registry = WrittenTags({"c": OTHER}, events=session.events)
+    results, _, _, _ = run_with_registry(make(tmp_path), session, registry)
+    events = session.events
+    for name in STAGES:
+        assert events.index(f"HEAD {name}") < events.index(f"built {name}"), name
+    assert (results["c"].adopted, results["c"].digest) == (True, OTHER)
+    assert sorted(session.pushed) == ["a", "b", "d", "e", "top"]
+    assert sorted(method for method, _ in registry.requests) == ["HEAD"] * 6
+
+
+def test_an_engine_that_cannot_tell_has_the_tag_read_when_its_build_returns(
+    tmp_path: Path,
+) -> None:
+    session = FakeSession()
+    registry = WrittenTags({}, events=session.events)
+    run_with_registry(make(tmp_path), session, registry)
+    events = session.events
+    for name in STAGES:
+        built, head, pushed = (events.index(f"{e} {name}") for e in ("built", "HEAD", "pushed"))
+        assert built < head < pushed, name
+
+
+class WritingSession(FakeSession):
+    """Another run writes c's cache tag while c's image exports: before this run's HEAD of it
+    is sent (`before`), or once that HEAD has been answered."""
+
+    def __init__(self, registry: WrittenTags, *, before: bool) -> None:
+        super().__init__(exports=True)
+        self.registry = registry
+        self.before = before
+
+    async def exporting(self, job: StageJob, exporting: Callable[[], None]) -> None:
+        if job.name == "c" and self.before:
+            self.registry.written["c"] = OTHER
+        await super().exporting(job, exporting)
+        if job.name == "c" and not self.before:
+            self.registry.written["c"] = OTHER
+
+
+def test_a_tag_written_before_the_head_is_sent_is_adopted(tmp_path: Path) -> None:
+    registry = WrittenTags({})
+    session = WritingSession(registry, before=True)
+    results, _, _, _ = run_with_registry(make(tmp_path), session, registry)
+    assert (results["c"].adopted, results["c"].digest) == (True, OTHER)
+    assert "c" not in session.pushed
+
+
+def test_a_tag_written_after_the_head_was_answered_is_pushed_over(tmp_path: Path) -> None:
+    """The race window of two runs that both found the tag absent: each keeps its own digest."""
+    registry = WrittenTags({})
+    session = WritingSession(registry, before=False)
+    results, _, _, _ = run_with_registry(make(tmp_path), session, registry)
+    assert (results["c"].adopted, results["c"].digest) == (False, digest_of("c"))
+    assert "c" in session.pushed
+
+
+def test_a_build_failing_while_it_exports_pushes_nothing(tmp_path: Path) -> None:
+    session = FakeSession(exports=True, fail=frozenset({"c"}))
+    results, recorder, _, _ = run_with_registry(make(tmp_path), session, WrittenTags({}))
+    assert results["c"].status == "failed"
+    assert "c" not in session.pushed
+    assert results["e"].status == "built"
+    assert not recorder.warnings
+
+
+def test_hint_tags_are_pushed_beside_the_cache_tags_where_pushes_share_uploads(
+    tmp_path: Path,
+) -> None:
+    """dockerd: a pushed stage's hint tag goes with its cache push, at that push's digest; only
+    the adopted stage's hint is copied, to the digest it adopted."""
+    session = FakeSession(shares_push_uploads=True)
+    results, _, _, moved = run_with_registry(make(tmp_path), session, WrittenTags({"c": OTHER}))
+    assert sorted(session.hints_pushed) == [f"{n}--main" for n in ("a", "b", "d", "e", "top")]
+    assert moved == [("c", OTHER)]
+    assert {r.status for r in results.values()} == {"built"}
+
+
+@pytest.mark.parametrize(
+    ("shares", "round_trip"), [(False, None), (False, 0.1), (True, DISTANT / 10)]
+)
+def test_elsewhere_every_hint_is_copied_to_its_stage_digest(
+    tmp_path: Path, shares: bool, round_trip: float | None
+) -> None:
+    """On an engine whose pushes do not share uploads, or with a registry close enough that a
+    second push beside the cache push costs more than copying the hint after it."""
+    session = FakeSession(shares_push_uploads=shares)
+    registry = WrittenTags({"c": OTHER})
+    results, _, _, moved = run_with_registry(make(tmp_path), session, registry, None, round_trip)
+    assert session.hints_pushed == []
+    assert sorted(moved) == sorted((name, results[name].digest) for name in STAGES)
+
+
+def test_with_a_distant_registry_hints_are_pushed_beside_the_cache(tmp_path: Path) -> None:
+    session = FakeSession(shares_push_uploads=True)
+    run_with_registry(make(tmp_path), session, WrittenTags({}), None, DISTANT)
+    assert len(session.hints_pushed) == len(STAGES)
+
+
+class OddHintPushes(FakeSession):
+    """Its hint push of `a` fails, and that of `b` ends on another digest than b's cache push."""
+
+    def __init__(self) -> None:
+        super().__init__(shares_push_uploads=True)
+
+    async def push_hint(self, image: Image, ref: Reference) -> str:
+        if image.job.name == "a":
+            await anyio.lowlevel.checkpoint()
+            raise StageFailed("docker push exited with 1")
+        digest = await super().push_hint(image, ref)
+        return OTHER if image.job.name == "b" else digest
+
+
+def test_a_hint_push_that_failed_or_ended_elsewhere_is_copied_to_the_cache_digest(
+    tmp_path: Path,
+) -> None:
+    session = OddHintPushes()
+    results, recorder, _, moved = run_with_registry(make(tmp_path), session, WrittenTags({}))
+    assert sorted(moved) == [("a", digest_of("a")), ("b", digest_of("b"))]
+    assert ("a", f"hint tag {CACHE}:a--main not pushed: docker push exited with 1") in (
+        recorder.lines
+    )
+    assert not recorder.warnings
+    assert {r.status for r in results.values()} == {"built"}
+
+
+def test_a_stage_whose_cache_push_failed_gets_no_hint(tmp_path: Path) -> None:
+    session = FakeSession(shares_push_uploads=True, push_fails=frozenset({"e"}))
+    results, _, _, moved = run_with_registry(make(tmp_path), session, WrittenTags({}))
+    assert results["e"].digest is None
+    assert "e--main" not in session.hints_pushed
+    assert "e" not in {name for name, _ in moved}
+
+
+def test_execute_returns_while_the_hint_moves_still_run(tmp_path: Path) -> None:
+    """The test, the local copies and publishing follow `execute`: none of them waits for a
+    hint move, however slow, as the moves run in the caller's group."""
+    plan = make(tmp_path)
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), dict(plan.refs))
+    order: list[str] = []
+    release = anyio.Event()
+    every_move_started = anyio.Event()
+    started: list[int] = []
+
+    async def move(index: int, digest: str) -> None:
+        started.append(index)
+        if len(started) == len(jobs):
+            every_move_started.set()
+        await release.wait()
+        order.append("moved")
+
+    async def release_once_all_wait() -> None:
+        """Were `execute` waiting for the moves, it would return only after this, after them."""
+        await every_move_started.wait()
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(release_once_all_wait)
+            hints = Hints(hint_tags(plan, jobs), move, group)
+            await execute(plan, FakeSession(), jobs, RunOptions(), Recorder(), None, hints)  # type: ignore[arg-type]
+            order.append("returned")
+
+    anyio.run(go)
+    assert order == ["returned"] + ["moved"] * len(jobs)
