@@ -15,7 +15,6 @@ same file for editors, and `tests/settings/test_config.py` keeps the two in agre
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, suggest
 from pipeline.settings.resolve import (
     ENGINES,
     OPTIONS,
@@ -192,8 +191,10 @@ def _pairs(doc: _Document, node: MappingNode, where: str) -> Iterator[tuple[str,
 
 
 def _unknown(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f'did you mean "{close[0]}"?' if close else "allowed: " + ", ".join(allowed)
+    """The closest key by the rule of every other "did you mean" (`errors.suggest`), quoted as
+    YAML keys are, else the list of keys there are."""
+    close = suggest(key, allowed, case_sensitive=True)
+    hint = f'did you mean "{close}"?' if close else "allowed: " + ", ".join(allowed)
     return f'unknown key "{key}" ({hint})'
 
 
