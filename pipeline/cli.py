@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         usage="%(prog)s [options] STAGE [-- CMD [ARG ...]]",
         epilog="After --, a command to run instead of /bin/sh, e.g. -- ls -l /app.",
     )
-    _add_inputs(shell, target="not taken: STAGE is the target")
+    _add_inputs(shell, target=None)  # STAGE is the target
     _add_image_repo(shell)
     _add_engine(shell)
     _add_secret(shell, build=True)
@@ -225,8 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
-    """What the stages and their keys are made of, and where their cache is: every command."""
+def _add_inputs(parser: argparse.ArgumentParser, *, target: str | None) -> None:
+    """What the stages and their keys are made of, and where their cache is: every command;
+    `--target` where the command takes one (`target`, its help)."""
     parser.add_argument(
         "--config", metavar="FILE", help=f"config file (default: {CONFIG_FILENAME}, if there)"
     )
@@ -243,14 +244,15 @@ def _add_inputs(parser: argparse.ArgumentParser, *, target: str) -> None:
         metavar="DIR",
         help=f"build context (default: {Settings.context})",
     )
-    parser.add_argument(
-        "--target",
-        dest="targets",
-        action="append",
-        default=SUPPRESS,
-        metavar="STAGE",
-        help=f"{target}; repeatable (default: the last stage)",
-    )
+    if target is not None:
+        parser.add_argument(
+            "--target",
+            dest="targets",
+            action="append",
+            default=SUPPRESS,
+            metavar="STAGE",
+            help=f"{target}; repeatable (default: the last stage)",
+        )
     parser.add_argument(
         "--build-arg",
         dest="build_args",

@@ -636,3 +636,16 @@ def test_the_default_engine_is_auto_and_docker_without_dagger(
         monkeypatch.delenv(name, raising=False)
     assert Settings().engine == "auto"
     assert isinstance(choose_executor(Settings()), DockerExecutor)
+
+
+def test_shell_takes_its_stage_as_the_target_and_refuses_target(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`shell STAGE` opens STAGE: a `--target` beside it would be ignored, so it is refused."""
+    with pytest.raises(SystemExit) as caught:
+        main(["shell", "--target", "app", "app"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --target app" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["shell", "--help"])
+    assert "--target" not in capsys.readouterr().out
