@@ -176,8 +176,7 @@ async def make_plan(
         return decide(graph, cache, found, no_cache=rebuild, volatile=volatile)
 
     def built() -> list[int]:
-        forecasts = forecast()
-        return [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+        return _to_build(forecast())
 
     asking = client is not None and not expired and not no_cache
     hinting = asking and cache_repo is not None and bool(branches) and restore
@@ -191,11 +190,11 @@ async def make_plan(
         expired = scope.cancel_called
     if refs and unreachable:
         cache = dict.fromkeys(refs, "unknown")
-        cache_warning = f"cache unknown, the registry could not be asked: {unreachable[0]}"
+        cache_warning = _unasked(unreachable[0])
     if refs and (client is None or expired):
         cache, found = dict.fromkeys(refs, "unknown"), {}
     forecasts = forecast()
-    building = [i for i in sorted(forecasts) if forecasts[i].action == "build"]
+    building = _to_build(forecasts)
     why: dict[int, tuple[str, ...]] = {}
     if hinting and not expired and "unknown" not in cache.values():
         names = {keys[i].key: graph.stages[i].name for i in keys}
@@ -387,5 +386,13 @@ async def _probe(
             group.start_soon(one, index, ref)
         started()
     if failures:
-        return f"cache unknown, the registry could not be asked: {failures[0]}"
+        return _unasked(failures[0])
     return None
+
+
+def _unasked(failure: str) -> str:
+    return f"cache unknown, the registry could not be asked: {failure}"
+
+
+def _to_build(forecasts: Mapping[int, Forecast]) -> list[int]:
+    return [i for i in sorted(forecasts) if forecasts[i].action == "build"]

@@ -354,8 +354,7 @@ class BuildRun:
             return None
         tags = {index: self._hint(plan, index) for index in jobs}
         move = functools.partial(self.move_hint, plan)
-        host = Reference(plan.cache_repo.registry, plan.cache_repo.path).api_host
-        return Hints(tags, move, group, self.client.stats.fastest.get(host))
+        return Hints(tags, move, group, self.client.stats.fastest.get(plan.cache_repo.api_host))
 
     def _hint(self, plan: Plan, index: int) -> Reference:
         assert plan.cache_repo is not None

@@ -330,11 +330,11 @@ async def execute(
             images[index] = image
         if options.push_cache and ref is not None and adopted is None:
             reporter.note(job.name, f"built in {clock() - started:.1f}s, pushing its cache")
-            hint = None if hints is None else hints.tags.get(index)
-            beside = hints is not None and hints.beside and session.shares_push_uploads
-            if hint is not None and hints is not None and beside:
-                along[index] = anyio.CancelScope()
-                hints.group.start_soon(push_hint, index, image, hint)
+            if hints is not None and hints.beside and session.shares_push_uploads:
+                hint = hints.tags.get(index)
+                if hint is not None:
+                    along[index] = anyio.CancelScope()
+                    hints.group.start_soon(push_hint, index, image, hint)
             digest, error = await _push(session, image, ref, job, reporter)
             if error is not None and index in along:
                 along[index].cancel()

@@ -127,8 +127,7 @@ class Reference:
 
     @property
     def api_host(self) -> str:
-        """The host that serves the distribution API: Docker Hub's differs from its name."""
-        return DOCKER_HUB_API if self.registry in _HUB_ALIASES else self.registry
+        return self.repo.api_host
 
     def with_tag(self, tag: str) -> Reference:
         """The same repository under `tag`; the digest goes, since a new tag names other content."""
@@ -177,6 +176,11 @@ class Repository:
     def name(self) -> str:
         """The fully qualified name, `docker.io/acme/cache`."""
         return f"{self.registry}/{self.path}"
+
+    @property
+    def api_host(self) -> str:
+        """The host that serves the distribution API: Docker Hub's differs from its name."""
+        return DOCKER_HUB_API if self.registry in _HUB_ALIASES else self.registry
 
     def tag(self, tag: str) -> Reference:
         """`<repository>:<tag>`; ValueError for a tag outside the grammar."""
