@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pipeline.cli import main
-from pipeline.engines import runner
+from pipeline.engines import docker_engine, runner
 from tests.cli import cli_command, run_cli
 from tests.docker_env import DockerEnv, read_report
 from tests.e2e_project import (
@@ -362,8 +362,10 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
     uploads of concurrent pushes to one repository: the hint ends at the digest the cache push
     produced, each layer is uploaded once, and the run copies no hint through the registry.
 
-    The local registry is as close as can be: it counts as distant here (`runner.DISTANT`)."""
+    The local registry is as close as can be: it counts as distant here (`runner.DISTANT`), and
+    the images count as too big to push from `docker save` (`docker_engine.uploads_faster`)."""
     monkeypatch.setattr(runner, "DISTANT", 0.0)
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: False)
     monkeypatch.chdir(project)
     monkeypatch.setenv("TOKEN", SECRET)
     name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
@@ -390,3 +392,45 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
     ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
     assert not [r for r in ours if r.startswith(("PUT ", "POST "))], ours
     assert not [r for r in ours if "/manifests/sha256:" in r], ours
+
+
+@pytest.mark.parametrize("distant", [False, True], ids=["hint-copied", "hint-beside"])
+def test_small_images_are_pushed_from_docker_save_each_layer_once(
+    project: Path, docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch, distant: bool
+) -> None:
+    """Below `uploads_faster`'s size, the run pushes each stage's image itself, from `docker
+    save`: dockerd pushes nothing, each layer is uploaded once though stages share the base
+    layer, and the config pushed is the image's own (its digest is the local image's ID). A
+    hint tag costs one manifest PUT, after the push (its manifest is not read back) or, with
+    a distant registry, beside it (sharing the push's save and uploads)."""
+    if distant:
+        monkeypatch.setattr(runner, "DISTANT", 0.0)
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
+        cache_repo = f"{proxy.host}/{name}"
+        result = build(project, docker_env, cache_repo, "--target", "app")
+    assert result.returncode == 0, result.stderr
+    assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
+    report = read_report(project / "report.json")
+    docker = [r for r in proxy.requests if not r.user_agent.startswith("dagger")]
+    assert not [r for r in docker if r.method in ("PUT", "POST", "PATCH")]
+    uploads = [
+        parse_qs(urlsplit(r.path).query)["digest"][0]
+        for r in proxy.requests
+        if r.method == "PUT" and "/blobs/uploads/" in r.path
+    ]
+    assert len(uploads) == len(set(uploads)), uploads
+    layers: set[str] = set()
+    for stage, found in report.items():
+        digest, document = pushed_manifest(
+            docker_env.registry, name, found["cache_ref"].split(":")[-1]
+        )
+        assert digest == found["digest"], stage
+        assert pushed_manifest(docker_env.registry, name, f"{stage}--local")[0] == digest
+        config = document["config"]["digest"]  # type: ignore[index]
+        local = docker_env.run("image", "inspect", "--format", "{{.Id}}", found["cache_ref"])
+        assert local.stdout.strip() == config, stage
+        layers |= {layer["digest"] for layer in document["layers"]}  # type: ignore[attr-defined]
+    assert layers <= set(uploads)
+    ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
+    assert not [r for r in ours if r.startswith("GET ") and "/manifests/sha256:" in r], ours

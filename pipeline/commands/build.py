@@ -81,8 +81,9 @@ if TYPE_CHECKING:
 __all__ = ["BuildRun", "choose_executor", "run_build"]
 
 
-def choose_executor(settings: Settings) -> Executor:
-    """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened).
+def choose_executor(settings: Settings, client: RegistryClient | None = None) -> Executor:
+    """`auto`: Dagger when a session or its CLI is there, else Docker (checked when opened),
+    which pushes small images with the run's registry `client`.
 
     Each executor's module is imported only here, once chosen: `import dagger` costs a second.
     """
@@ -92,7 +93,7 @@ def choose_executor(settings: Settings) -> Executor:
         return DaggerExecutor(docker=settings.docker)
     from pipeline.engines.docker_engine import DockerExecutor
 
-    return DockerExecutor(settings.docker)
+    return DockerExecutor(settings.docker, registry=client)
 
 
 async def run_build(
@@ -131,7 +132,7 @@ class BuildRun:
         self.outputs = self._outputs()
         self.secrets = resolve_secrets(settings.secrets, os.environ)
         self.masker = self.secrets.masker()
-        self.executor = choose_executor(settings)
+        self.executor = choose_executor(settings, client)
         self.test = self._test_run()
         self._refuse_what_the_engine_cannot_build()
         self.context = build_context(settings)

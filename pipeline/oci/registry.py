@@ -157,6 +157,8 @@ class RegistryClient:
         self._dead: dict[str, RegistryUnavailable] = {}
         self._suspect: dict[str, anyio.Event] = {}
         self._heads: dict[str, _Flight] = {}
+        # manifests this client wrote or read, by repository and digest: content never changes
+        self._manifests: dict[str, tuple[bytes, ManifestInfo]] = {}
         inner = transport or _SchemeTransport()
         self._client = httpx.AsyncClient(
             transport=_CountingTransport(inner, self.stats),
@@ -236,7 +238,13 @@ class RegistryClient:
         return info.digest
 
     async def get_manifest(self, ref: Reference) -> tuple[bytes, ManifestInfo]:
-        """The manifest's bytes as stored (digests are over these) and its description."""
+        """The manifest's bytes as stored (digests are over these) and its description.
+
+        By digest, one this client wrote or read before is not asked for again.
+        """
+        known = self._manifests.get(_pinned(ref, ref.digest)) if ref.digest else None
+        if known is not None:
+            return known
         response = await self._send("GET", ref, _manifest_path(ref), PULL, accept=_ACCEPT)
         self._check(response, ref, missing=f"{ref} not found on registry {ref.registry}")
         body = response.content
@@ -247,7 +255,10 @@ class RegistryClient:
             )
         digest = response.headers.get("Docker-Content-Digest") or ref.digest or computed
         media_type = _media_type(response) or _body_media_type(body)
-        return body, ManifestInfo(digest, media_type, len(body))
+        info = ManifestInfo(digest, media_type, len(body))
+        if digest == computed:
+            self._manifests[_pinned(ref, digest)] = body, info
+        return body, info
 
     async def get_blob(self, ref: Reference, digest: str) -> bytes:
         """A small blob such as an image config, read into memory and checked against `digest`."""
@@ -308,7 +319,37 @@ class RegistryClient:
             headers={"Content-Type": media_type},
         )
         self._check(response, ref)
-        return response.headers.get("Docker-Content-Digest") or _sha256(body)
+        digest = response.headers.get("Docker-Content-Digest") or _sha256(body)
+        if digest == _sha256(body):
+            info = ManifestInfo(digest, media_type, len(body))
+            self._manifests[_pinned(ref, digest)] = body, info
+        return digest
+
+    async def upload_blob(
+        self, ref: Reference, digest: str, content: bytes, *, mount_from: str | None = None
+    ) -> bool:
+        """Put a blob into `ref`'s repository; returns whether its bytes were sent.
+
+        The POST that opens the upload asks to mount the blob from `mount_from` (default: this
+        repository), so one request both finds a blob the registry has and starts the upload
+        of one it lacks: one round trip for a blob that is there, two for one that is not. A
+        registry that does not mount answers as if the blob were missing (the OCI spec's 202).
+        """
+        attempt = 0
+        while True:
+            location = await self._open_upload(ref, digest, mount_from or ref.repository)
+            if location is None:
+                return False
+            try:
+                await self._finish_upload(ref, location, digest, content, retries=0)
+                return True
+            except RegistryUnavailable as error:
+                # a registry drops an upload whose PUT broke off: a retry opens another
+                delay = self._delay(attempt, error.retry_after)
+                if attempt >= self._retries or delay is None or self.dead(ref.registry):
+                    raise
+            attempt += 1
+            await anyio.sleep(delay)
 
     async def copy_image(self, source: Reference, target: Reference) -> str:
         """Point `target` at the image `source` names, without an engine; returns its digest.
@@ -336,29 +377,46 @@ class RegistryClient:
         head = await self._send("HEAD", target, f"blobs/{digest}", PUSH)
         if head.status_code == httpx.codes.OK:
             return
-        query = f"?mount={digest}&from={source.repository}"
         same_registry = source.registry == target.registry
-        started = await self._send(
-            "POST", target, f"blobs/uploads/{query if same_registry else ''}", PUSH
+        location = await self._open_upload(
+            target, digest, source.repository if same_registry else None
         )
+        if location is not None:
+            await self._finish_upload(target, location, digest, await self.get_blob(source, digest))
+
+    async def _open_upload(self, ref: Reference, digest: str, mount_from: str | None) -> str | None:
+        """The location of a new upload of the blob, or None when the registry mounted it."""
+        query = f"?mount={digest}&from={mount_from}" if mount_from else ""
+        started = await self._send("POST", ref, f"blobs/uploads/{query}", PUSH)
         if started.status_code == httpx.codes.CREATED:
-            return
-        self._check(started, target)
-        location = started.headers.get("Location")
+            return None
+        self._check(started, ref)
+        location: str | None = started.headers.get("Location")
         if not location:
-            raise RegistryProtocolError(f"registry {target.registry} gave no upload location")
-        data = await self.get_blob(source, digest)
-        url = httpx.URL(self._url(target, "")).join(location)
-        url = url.copy_merge_params({"digest": digest})
+            raise RegistryProtocolError(f"registry {ref.registry} gave no upload location")
+        return location
+
+    async def _finish_upload(
+        self,
+        ref: Reference,
+        location: str,
+        digest: str,
+        content: bytes,
+        *,
+        retries: int | None = None,
+    ) -> None:
+        """The blob's bytes, in one PUT that closes the upload under its digest."""
+        url = httpx.URL(self._url(ref, "")).join(location).copy_merge_params({"digest": digest})
         done = await self._request(
             "PUT",
-            target,
+            ref,
             str(url),
             PUSH,
-            content=data,
+            content=content,
             headers={"Content-Type": "application/octet-stream"},
+            retries=retries,
         )
-        self._check(done, target)
+        self._check(done, ref)
 
     def _url(self, ref: Reference, path: str) -> str:
         scheme = "http" if is_insecure_host(ref.api_host, self._insecure) else "https"
@@ -392,8 +450,11 @@ class RegistryClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        retries: int | None = None,
     ) -> httpx.Response:
-        """Send with bounded retries on transient failures, exponential backoff and jitter."""
+        """Send with bounded retries (`retries`, else the client's) on transient failures,
+        exponential backoff and jitter."""
+        retries = self._retries if retries is None else retries
         build = functools.partial(
             self._client.build_request,
             method,
@@ -417,7 +478,7 @@ class RegistryClient:
                         self._suspect[host] = anyio.Event()
                         owner = True
                     delay = self._delay(attempt, error.retry_after)
-                    if attempt >= self._retries or delay is None:
+                    if attempt >= retries or delay is None:
                         raise self._give_up(host, error, attempt) from error
                     logger.debug("%s %s: %s; retrying in %.2f s", method, url, error.message, delay)
                 attempt += 1
@@ -726,6 +787,10 @@ def _manifest_path(ref: Reference) -> str:
     if reference is None:
         raise ValueError(f"{ref.name} has neither a tag nor a digest")
     return f"manifests/{reference}"
+
+
+def _pinned(ref: Reference, digest: str) -> str:
+    return f"{ref.registry}/{ref.repository}@{digest}"
 
 
 def _sha256(body: bytes) -> str:

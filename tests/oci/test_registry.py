@@ -693,9 +693,11 @@ async def test_real_registry_round_trip(registry: RegistryServer) -> None:
         manifest = json.loads(body)
         blob = await client.get_blob(ref, manifest["config"]["digest"])
         assert json.loads(blob) == config
+        asked = client.stats.requests
         pinned = await client.get_manifest(ref.with_digest(digest))
-        assert pinned[0] == body
-    assert client.stats.bytes_in >= 2 * len(body) + len(blob)
+        assert pinned == (body, info)
+        assert client.stats.requests == asked  # content by digest never changes: not asked again
+    assert client.stats.bytes_in >= len(body) + len(blob)
 
 
 @pytest.mark.anyio

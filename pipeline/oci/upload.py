@@ -1,0 +1,231 @@
+"""Pushing an image from its layer files with our own client, where the engine's push is slow.
+
+dockerd's `docker push` spends about twelve round trips on one image: a ping, then for each
+layer a HEAD, a mount or a POST, a PATCH and a PUT, then the config the same way, then the
+manifest. Here a blob the repository may lack costs one POST, which mounts it if the registry
+has it and else opens its upload, then one PUT with its bytes; the layers and the config go
+at once, then the manifest: three round trips at most, over kept-alive connections.
+
+A layer is compressed and uploaded once per run and repository however many images share it,
+and not at all when an image the repository holds shows its blob (`learn`: a stage's hint, the
+image of its last build). Layers are compressed deterministically (zlib's gzip, level 6, no
+name, no time), so one compressed in another run is the same blob, which the mount then finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from pipeline.errors import StageFailed, ToolError
+from pipeline.oci.registry import DOCKER_MANIFEST, RegistryError, RegistryProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from pipeline.oci.reference import Reference
+    from pipeline.oci.registry import RegistryClient
+
+__all__ = ["CONFIG", "LAYER", "Blob", "ImageFiles", "Uploader"]
+
+LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONFIG = "application/vnd.docker.container.image.v1+json"
+_GZIP_LAYERS = frozenset({LAYER, "application/vnd.oci.image.layer.v1.tar+gzip"})
+_CHUNK = 1 << 20
+_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    media_type: str = LAYER
+
+    def descriptor(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """An image as its engine exported it: the config's exact bytes (the image's ID is their
+    digest), and each layer uncompressed, in the order of the config's `rootfs.diff_ids`."""
+
+    config: bytes
+    layers: tuple[Path, ...]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        try:
+            diff_ids = json.loads(self.config)["rootfs"]["diff_ids"]
+        except (ValueError, KeyError, TypeError):
+            diff_ids = None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(self.layers):
+            raise StageFailed("the engine exported an image whose config lists other layers")
+        return [str(diff_id) for diff_id in diff_ids]
+
+
+@dataclass
+class _Flight:
+    """One blob's upload, awaited by every push that needs it meanwhile."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Uploader:
+    """The layers each repository has, by diff id, and the uploads of one run's pushes.
+
+    Knowledge comes from two places: the blobs this run uploaded or found (always right), and
+    those an image of the repository lists (`learn`), which a registry could have deleted
+    since. A manifest refused for a missing blob is pushed once more without the latter.
+    """
+
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+        self._blobs: dict[tuple[str, str], Blob] = {}  # (repository, diff id): found or uploaded
+        self._listed: dict[tuple[str, str], Blob] = {}  # (repository, diff id): an image lists it
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._learning: dict[str, anyio.Event] = {}
+
+    def round_trip(self, ref: Reference) -> float | None:
+        """The least a request to `ref`'s registry has taken in this run, if one was sent."""
+        return self._client.stats.fastest.get(ref.api_host)
+
+    async def learn(self, ref: Reference) -> None:
+        """Note the layers of the image `ref` names as present in its repository. Quiet: a
+        failure costs only uploads that could have been skipped. Callers asking for one image
+        at the same time share its two GETs."""
+        key = str(ref)
+        if (learning := self._learning.get(key)) is not None:
+            await learning.wait()
+            return
+        learning = self._learning[key] = anyio.Event()
+        try:
+            body, _ = await self._client.get_manifest(ref)
+            manifest = json.loads(body)
+            config = json.loads(await self._client.get_blob(ref, manifest["config"]["digest"]))
+            pairs = list(zip(config["rootfs"]["diff_ids"], manifest["layers"], strict=True))
+            listed = {
+                (_repository(ref), str(diff_id)): Blob(layer["digest"], int(layer["size"]))
+                for diff_id, layer in pairs
+                if layer.get("mediaType") in _GZIP_LAYERS
+            }
+        except (RegistryError, ValueError, KeyError, TypeError):
+            return
+        finally:
+            learning.set()
+        for key_, blob in listed.items():
+            self._listed.setdefault(key_, blob)
+
+    async def push(self, image: ImageFiles, ref: Reference) -> str:
+        """Upload what `ref`'s repository lacks of the image, then its manifest under `ref`'s
+        tag; returns the manifest's digest."""
+        try:
+            return await self._push(image, ref, trust_listed=True)
+        except RegistryProtocolError as exc:
+            if "BLOB_UNKNOWN" not in exc.message:
+                raise
+        return await self._push(image, ref, trust_listed=False)
+
+    async def _push(self, image: ImageFiles, ref: Reference, *, trust_listed: bool) -> str:
+        diff_ids = image.diff_ids
+        layers: dict[int, Blob] = {}
+        config: list[Blob] = []
+
+        async def layer(position: int) -> None:
+            layers[position] = await self._layer(
+                ref, diff_ids[position], image.layers[position], trust_listed=trust_listed
+            )
+
+        async def upload_config() -> None:
+            config.append(await self._config(ref, image.config))
+
+        try:
+            async with anyio.create_task_group() as group:
+                for position in range(len(diff_ids)):
+                    group.start_soon(layer, position)
+                group.start_soon(upload_config)
+        except* ToolError as group:
+            raise _first(group) from None  # as a push's error, like any engine's
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": config[0].descriptor(),
+            "layers": [layers[position].descriptor() for position in range(len(diff_ids))],
+        }
+        body = json.dumps(manifest, indent=3).encode()
+        return await self._client.put_manifest(ref, body, DOCKER_MANIFEST)
+
+    async def _layer(self, ref: Reference, diff_id: str, path: Path, *, trust_listed: bool) -> Blob:
+        """The layer's blob in `ref`'s repository: known, being uploaded by another push of
+        this run, or compressed and uploaded now."""
+        key = (_repository(ref), diff_id)
+        if trust_listed and key not in self._blobs and (listed := self._listed.get(key)):
+            return listed
+
+        async def upload() -> Blob:
+            data, digest = await anyio.to_thread.run_sync(_gzip, path, diff_id)
+            await self._client.upload_blob(ref, digest, data)
+            return Blob(digest, len(data))
+
+        return await self._once(key, upload)
+
+    async def _config(self, ref: Reference, config: bytes) -> Blob:
+        digest = _sha256(config)
+
+        async def upload() -> Blob:
+            await self._client.upload_blob(ref, digest, config)
+            return Blob(digest, len(config), CONFIG)
+
+        return await self._once((_repository(ref), digest), upload)
+
+    async def _once(self, key: tuple[str, str], upload: Callable[[], Awaitable[Blob]]) -> Blob:
+        """The blob under `key` once it is in the repository, uploaded by the first push of
+        this run that needs it; one whose upload failed is tried again by the next."""
+        while (known := self._blobs.get(key)) is None:
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                try:
+                    self._blobs[key] = await upload()
+                finally:
+                    del self._flights[key]
+                    flight.done.set()
+            else:
+                await flight.done.wait()
+        return known
+
+
+def _first(group: BaseExceptionGroup[ToolError]) -> ToolError:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _repository(ref: Reference) -> str:
+    return f"{ref.registry}/{ref.repository}"
+
+
+def _sha256(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _gzip(path: Path, diff_id: str) -> tuple[bytes, str]:
+    """The layer gzip-compressed the same way every time, and the digest of that; checked
+    to be the layer its diff id names, as an image pushed with a wrong one would not pull."""
+    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    uncompressed = hashlib.sha256()
+    parts = []
+    with path.open("rb") as source:
+        while chunk := source.read(_CHUNK):
+            uncompressed.update(chunk)
+            parts.append(compressor.compress(chunk))
+    parts.append(compressor.flush())
+    if f"sha256:{uncompressed.hexdigest()}" != diff_id:
+        raise StageFailed(f"the engine exported a layer that is not {diff_id}")
+    data = b"".join(parts)
+    return data, _sha256(data)
