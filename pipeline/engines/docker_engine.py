@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import anyio
 
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed
+from pipeline.oci.registry import RegistryAuthError
 from pipeline.oci.upload import ImageFiles, Uploader
 
 if TYPE_CHECKING:
@@ -387,12 +389,18 @@ class DockerSession:
                 try:
                     if await self._small(image, ref):
                         save.files = await self._save(image, save.scratch)
+                except StageFailed as exc:
+                    log(f"{exc.message}; pushing with docker push")
                 finally:
                     save.done.set()
             await save.done.wait()
             if save.files is None:
                 return await self._docker_push(image, ref, log)
-            digest = await self._uploader.push(save.files, ref)
+            try:
+                digest = await self._uploader.push(save.files, ref)
+            except RegistryAuthError as exc:  # dockerd may hold a login this client lacks
+                log(f"{exc.message}; pushing with docker push")
+                return await self._docker_push(image, ref, log)
         finally:
             save.users -= 1
             if save.users == 0:
@@ -534,7 +542,9 @@ def _on_export(log: Callable[[str], None], exporting: Callable[[], None]) -> Cal
 
 def _unpack(archive: Path, scratch: Path) -> ImageFiles:
     """A `docker save` archive's one image: its config's bytes, and its layer tarballs
-    extracted into `scratch` in the config's order (`manifest.json` names them)."""
+    extracted into `scratch` in the config's order (`manifest.json` names them), each checked
+    to be the uncompressed layer its diff id names. An archive of another shape (a containerd
+    image store saves compressed blobs) is a StageFailed, which `docker push` then replaces."""
     with tarfile.open(archive) as tar:
         manifest = _member(tar, "manifest.json")
         try:
@@ -542,12 +552,16 @@ def _unpack(archive: Path, scratch: Path) -> ImageFiles:
             config_name, layer_names = str(entry["Config"]), [str(n) for n in entry["Layers"]]
         except (ValueError, KeyError, TypeError):
             raise StageFailed("docker save wrote an archive without one image") from None
-        layers = []
-        for position, name in enumerate(layer_names):
-            path = scratch / f"layer-{position}.tar"
-            path.write_bytes(_member(tar, name))
-            layers.append(path)
-        return ImageFiles(_member(tar, config_name), tuple(layers))
+        files = ImageFiles(
+            _member(tar, config_name),
+            tuple(scratch / f"layer-{position}.tar" for position in range(len(layer_names))),
+        )
+        for name, path, diff_id in zip(layer_names, files.layers, files.diff_ids, strict=True):
+            data = _member(tar, name)
+            if f"sha256:{hashlib.sha256(data).hexdigest()}" != diff_id:
+                raise StageFailed(f"docker save wrote {name}, which is not layer {diff_id}")
+            path.write_bytes(data)
+        return files
 
 
 def _member(tar: tarfile.TarFile, name: str) -> bytes:

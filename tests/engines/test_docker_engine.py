@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import sys
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
-from pipeline.engines.base import BuildSpec, StageJob, TestRun
+from pipeline.engines.base import BuildSpec, Image, StageJob, TestRun
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import RegistryClient
 from pipeline.settings.secrets import Secrets
 
 
@@ -35,11 +40,19 @@ BUILD_OUTPUT = """\
 """
 
 
+PUSHED = "sha256:" + "d" * 64
+
+
 def fake_docker(
-    tmp_path: Path, *, driver: str | None = None, failing_pull: str = "", build_output: str = ""
+    tmp_path: Path,
+    *,
+    driver: str | None = None,
+    failing_pull: str = "",
+    build_output: str = "",
+    saved: Path | None = None,
 ) -> Path:
     """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver;
-    its builds print `build_output`."""
+    its builds print `build_output`; `docker save -o` writes `saved`; a push pushes PUSHED."""
     path = tmp_path / "bin" / "docker"
     path.parent.mkdir()
     path.write_text(
@@ -58,6 +71,12 @@ def fake_docker(
         "    __import__('time').sleep(0.3)\n"
         "if args[0] == 'build':\n"
         f"    print({build_output!r}, end='')\n"
+        "if args[:2] == ['image', 'inspect']:\n"
+        "    print(1000)\n"
+        f"if args[0] == 'save' and {str(saved)!r} != 'None':\n"
+        f"    __import__('shutil').copyfile({str(saved)!r}, args[2])\n"
+        "if args[0] == 'push':\n"
+        f"    print('web-k: digest: {PUSHED} size: 1')\n"
     )
     path.chmod(0o755)
     return path
@@ -200,3 +219,41 @@ async def test_a_build_says_once_when_it_starts_exporting_its_image(tmp_path: Pa
     assert lines[exported[0] - 1] == "#6 exporting to image"
     assert exported == [4]
     assert len(lines) == 2 * len(BUILD_OUTPUT.splitlines())
+
+
+def containerd_style_save(tmp_path: Path) -> Path:
+    """A `docker save` archive as a containerd image store writes it: compressed layer blobs."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("empty"))
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    blob = gzip.compress(layer.getvalue())
+    blob_name = "blobs/sha256/" + hashlib.sha256(blob).hexdigest()
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "Layers": [blob_name]}]).encode()
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in [(blob_name, blob), ("config.json", config), ("manifest.json", manifest)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+@pytest.mark.anyio
+async def test_an_archive_docker_save_writes_otherwise_is_pushed_by_docker_push(
+    tmp_path: Path,
+) -> None:
+    """A small image is pushed from `docker save`, unless the archive is not the layer
+    tarballs its config names: then `docker push` pushes it, before any upload of ours."""
+    docker = fake_docker(tmp_path, saved=containerd_style_save(tmp_path))
+    lines: list[str] = []
+    async with RegistryClient() as client:
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        async with executor.session(spec(tmp_path)) as session:
+            image = Image(job())
+            digest = await session.push(image, Reference.parse("cache:web-k"), lines.append)
+        assert client.stats.requests == 0
+    assert digest == PUSHED
+    assert [call[0] for call in calls(tmp_path)][-3:] == ["image", "save", "push"]
+    assert any("is not layer sha256:" in line and "docker push" in line for line in lines)
