@@ -396,20 +396,28 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
 
 @pytest.mark.parametrize("distant", [False, True], ids=["hint-copied", "hint-beside"])
 def test_small_images_are_pushed_from_docker_save_each_layer_once(
-    project: Path, docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch, distant: bool
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    distant: bool,
 ) -> None:
-    """Below `uploads_faster`'s size, the run pushes each stage's image itself, from `docker
-    save`: dockerd pushes nothing, each layer is uploaded once though stages share the base
-    layer, and the config pushed is the image's own (its digest is the local image's ID). A
+    """Where `uploads_faster` says so (a distant registry), the run pushes each stage's image
+    itself, from `docker save`: dockerd pushes nothing, each layer is uploaded once though
+    stages share the base layer, and the config pushed is the image's own (its digest is the
+    local image's ID). A
     hint tag costs one manifest PUT, after the push (its manifest is not read back) or, with
     a distant registry, beside it (sharing the push's save and uploads)."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
     if distant:
         monkeypatch.setattr(runner, "DISTANT", 0.0)
     name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
     with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
-        cache_repo = f"{proxy.host}/{name}"
-        result = build(project, docker_env, cache_repo, "--target", "app")
-    assert result.returncode == 0, result.stderr
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        command += ["--secret", "id=token,env=TOKEN", "--report", str(project / "report.json")]
+        assert main(command) == 0, capsys.readouterr().err
     assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
     report = read_report(project / "report.json")
     docker = [r for r in proxy.requests if not r.user_agent.startswith("dagger")]

@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from pipeline.engines import docker_engine
 from pipeline.engines.base import BuildSpec, Image, StageJob, TestRun
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable
@@ -242,10 +243,11 @@ def containerd_style_save(tmp_path: Path) -> Path:
 
 @pytest.mark.anyio
 async def test_an_archive_docker_save_writes_otherwise_is_pushed_by_docker_push(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A small image is pushed from `docker save`, unless the archive is not the layer
-    tarballs its config names: then `docker push` pushes it, before any upload of ours."""
+    """An image to push from `docker save` whose archive is not the layer tarballs its config
+    names is pushed by `docker push`, before any upload of ours."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
     docker = fake_docker(tmp_path, saved=containerd_style_save(tmp_path))
     lines: list[str] = []
     async with RegistryClient() as client:
@@ -257,3 +259,13 @@ async def test_an_archive_docker_save_writes_otherwise_is_pushed_by_docker_push(
     assert digest == PUSHED
     assert [call[0] for call in calls(tmp_path)][-3:] == ["image", "save", "push"]
     assert any("is not layer sha256:" in line and "docker push" in line for line in lines)
+
+
+def test_our_push_is_chosen_only_where_the_round_trips_it_spares_cost_more_than_the_save() -> None:
+    megabyte = 1_000_000
+    assert not docker_engine.uploads_faster(2 * megabyte, 0.0015)  # a registry next door
+    assert not docker_engine.uploads_faster(2 * megabyte, None)  # nothing measured
+    assert docker_engine.uploads_faster(2 * megabyte, 0.025)
+    assert not docker_engine.uploads_faster(20 * megabyte, 0.025)
+    assert docker_engine.uploads_faster(80 * megabyte, 0.1)
+    assert not docker_engine.uploads_faster(200 * megabyte, 0.1)
