@@ -334,14 +334,15 @@ class DockerSession:
     ) -> Image:
         async with anyio.create_task_group() as learning:
             if self._uploader is not None:
-                for ref in job.cache_from:  # hints: images of the cache repo a push may share
+                # what the hints (images of the cache repo) show of the layers a push may
+                # share; learnt while the stage builds, and only then: it is never waited for
+                for ref in job.cache_from:
                     learning.start_soon(self._uploader.learn, ref)
             if self._cli.daemon_builder and job.cache_from:
                 job = replace(job, cache_from=await self._pull(job.cache_from, log))
             watched = log if exporting is None else _on_export(log, exporting)
             code, tail = await _stream(self._build_command(job), self._env, watched)
-            if code != 0:
-                learning.cancel_scope.cancel()
+            learning.cancel_scope.cancel()
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
         return Image(job, handle=job.tag)
