@@ -255,14 +255,14 @@ class _Pull:
 
 @dataclass
 class _Save:
-    """One image's `docker save`, shared by its pushes at the same time (a cache tag and a
-    hint tag); its files go with the last of them. `files` is None for an image too big to
-    push that way."""
+    """One image's `docker save`, made when its build ends and shared by its pushes (a cache
+    tag and a hint tag); its files go with the last push at a time. `files` is None for an
+    image that `docker push` pushes faster."""
 
     scratch: Path
     done: anyio.Event
     files: ImageFiles | None = None
-    users: int = 1
+    users: int = 0
 
 
 class DockerSession:
@@ -345,7 +345,11 @@ class DockerSession:
             learning.cancel_scope.cancel()
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
-        return Image(job, handle=job.tag)
+        image = Image(job, handle=job.tag)
+        if self._uploader is not None:
+            # while the runner asks the registry about the cache tag, the image to push is saved
+            await self._saved(image, job.tag, log)
+        return image
 
     async def _pull(
         self, refs: Sequence[Reference], log: Callable[[str], None]
@@ -386,24 +390,9 @@ class DockerSession:
         """With our client where that is faster (`uploads_faster`), else by `docker push`."""
         if self._uploader is None:
             return await self._docker_push(image, ref, log)
-        key = str(image.job.tag)
-        save = self._saves.get(key)
-        first = save is None
-        if save is None:
-            scratch = Path(tempfile.mkdtemp(dir=self._private, prefix="save-"))
-            save = self._saves[key] = _Save(scratch, anyio.Event())
-        else:
-            save.users += 1
+        save = await self._saved(image, ref, log)
+        save.users += 1
         try:
-            if first:
-                try:
-                    if await self._small(image, ref):
-                        save.files = await self._save(image, save.scratch)
-                except StageFailed as exc:
-                    log(f"{exc.message}; pushing with docker push")
-                finally:
-                    save.done.set()
-            await save.done.wait()
             if save.files is None:
                 return await self._docker_push(image, ref, log)
             try:
@@ -413,20 +402,43 @@ class DockerSession:
                 return await self._docker_push(image, ref, log)
         finally:
             save.users -= 1
-            if save.users == 0:
-                del self._saves[key]
+            if save.users == 0 and self._saves.get(str(image.job.tag)) is save:
+                del self._saves[str(image.job.tag)]
                 shutil.rmtree(save.scratch, ignore_errors=True)
         log(f"{ref}: digest: {digest}, pushed from docker save")
         return digest
 
+    async def _saved(self, image: Image, ref: Reference, log: Callable[[str], None]) -> _Save:
+        """The image's files for its pushes to `ref`'s registry, saved once (`_Save`); none
+        where `docker push` is faster."""
+        assert self._uploader is not None
+        key = str(image.job.tag)
+        save = self._saves.get(key)
+        if save is not None:
+            await save.done.wait()
+            return save
+        scratch = Path(tempfile.mkdtemp(dir=self._private, prefix="save-"))
+        save = self._saves[key] = _Save(scratch, anyio.Event())
+        try:
+            if await self._small(image, ref):
+                save.files = await self._save(image, scratch)
+        except StageFailed as exc:
+            log(f"{exc.message}; pushing with docker push")
+        finally:
+            save.done.set()
+        return save
+
     async def _small(self, image: Image, ref: Reference) -> bool:
         assert self._uploader is not None
+        round_trip = self._uploader.round_trip(ref)
+        if not uploads_faster(0, round_trip):
+            return False  # whatever its size: asking it costs a CLI call
         inspect = [self._cli.path, "image", "inspect", "--format", "{{.Size}}", str(image.job.tag)]
         code, output = await _run(inspect, self._env)
         size = output.strip()
         if code != 0 or not size.isdigit():
             return False
-        return uploads_faster(int(size), self._uploader.round_trip(ref))
+        return uploads_faster(int(size), round_trip)
 
     async def _save(self, image: Image, scratch: Path) -> ImageFiles:
         """The image's config and layer files, from `docker save` into `scratch`."""
