@@ -307,6 +307,7 @@ class BuildRun:
             platform=str(platform),
             logins=logins,
             no_cache=self.settings.no_cache,
+            push_cache=self.push_cache(plan),
         )
 
     def run_options(self, push_cache: bool) -> RunOptions:

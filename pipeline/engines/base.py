@@ -55,6 +55,9 @@ class BuildSpec:
     logins: tuple[RegistryLogin, ...] = ()
     # `build --no-cache`: every step runs again, as with `docker build --no-cache`
     no_cache: bool = False
+    # built images are pushed to their cache refs (`StageJob.tag`): the engine may start
+    # uploading their blobs before the runner's push, never without this
+    push_cache: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.engines.base import Image
-from pipeline.errors import EngineUnavailable, StageFailed
+from pipeline.errors import EngineUnavailable, StageFailed, ToolError
 from pipeline.oci.registry import RegistryAuthError
 from pipeline.oci.upload import ImageFiles, Uploader
 
@@ -257,11 +257,14 @@ class _Pull:
 class _Save:
     """One image's `docker save`, made when its build ends and shared by its pushes (a cache
     tag and a hint tag); its files go with the last push at a time. `files` is None for an
-    image that `docker push` pushes faster."""
+    image that `docker push` pushes faster. Its blobs go to the cache repository before the
+    build returns, while the runner's HEAD of the cache tag is out: only the manifest PUT
+    waits for that answer."""
 
     scratch: Path
     done: anyio.Event
     files: ImageFiles | None = None
+    manifest: bytes | None = None  # its blobs uploaded to the cache repository ahead of the push
     users: int = 0
 
 
@@ -346,8 +349,9 @@ class DockerSession:
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
         image = Image(job, handle=job.tag)
-        if self._uploader is not None:
-            # while the runner asks the registry about the cache tag, the image to push is saved
+        if self._uploader is not None and self._spec.push_cache:
+            # while the runner asks the registry about the cache tag, the image to push is
+            # saved and its blobs uploaded
             await self._saved(image, job.tag, log)
         return image
 
@@ -395,8 +399,11 @@ class DockerSession:
         try:
             if save.files is None:
                 return await self._docker_push(image, ref, log)
+            tag = image.job.tag
+            same = (ref.registry, ref.repository) == (tag.registry, tag.repository)
+            manifest = save.manifest if same else None
             try:
-                digest = await self._uploader.push(save.files, ref)
+                digest = await self._uploader.push(save.files, ref, manifest)
             except RegistryAuthError as exc:  # dockerd may hold a login this client lacks
                 log(f"{exc.message}; pushing with docker push")
                 return await self._docker_push(image, ref, log)
@@ -420,10 +427,16 @@ class DockerSession:
         scratch = Path(tempfile.mkdtemp(dir=self._private, prefix="save-"))
         save = self._saves[key] = _Save(scratch, anyio.Event())
         try:
-            if await self._small(image, ref):
-                save.files = await self._save(image, scratch)
-        except StageFailed as exc:
-            log(f"{exc.message}; pushing with docker push")
+            try:
+                if await self._small(image, ref):
+                    save.files = await self._save(image, scratch)
+            except StageFailed as exc:
+                log(f"{exc.message}; pushing with docker push")
+            if save.files is not None and ref == image.job.tag and self._spec.push_cache:
+                try:
+                    save.manifest = await self._uploader.upload(save.files, ref)
+                except ToolError as exc:  # the push tries again, and says why it fails
+                    log(f"layers not uploaded ahead of the push: {exc.message}")
         finally:
             save.done.set()
         return save

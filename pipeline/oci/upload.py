@@ -122,17 +122,25 @@ class Uploader:
         for key_, blob in listed.items():
             self._listed.setdefault(key_, blob)
 
-    async def push(self, image: ImageFiles, ref: Reference) -> str:
+    async def push(self, image: ImageFiles, ref: Reference, manifest: bytes | None = None) -> str:
         """Upload what `ref`'s repository lacks of the image, then its manifest under `ref`'s
-        tag; returns the manifest's digest."""
+        tag; returns the manifest's digest. `manifest`: what `upload` of the image to that
+        repository returned, so that only the manifest is left to write."""
         try:
-            return await self._push(image, ref, trust_listed=True)
+            body = manifest or await self.upload(image, ref)
+            return await self._client.put_manifest(ref, body, DOCKER_MANIFEST)
         except RegistryProtocolError as exc:
             if "BLOB_UNKNOWN" not in exc.message:
                 raise
-        return await self._push(image, ref, trust_listed=False)
+        body = await self.upload(image, ref, trust_listed=False)
+        return await self._client.put_manifest(ref, body, DOCKER_MANIFEST)
 
-    async def _push(self, image: ImageFiles, ref: Reference, *, trust_listed: bool) -> str:
+    async def upload(
+        self, image: ImageFiles, ref: Reference, *, trust_listed: bool = True
+    ) -> bytes:
+        """Every blob of the image in `ref`'s repository, all at once; returns the manifest
+        that names them. Blobs alone change no tag, so this may go ahead of the decision to
+        push (the runner's first-writer HEAD)."""
         diff_ids = image.diff_ids
         layers: dict[int, Blob] = {}
         config: list[Blob] = []
@@ -158,8 +166,7 @@ class Uploader:
             "config": config[0].descriptor(),
             "layers": [layers[position].descriptor() for position in range(len(diff_ids))],
         }
-        body = json.dumps(manifest, indent=3).encode()
-        return await self._client.put_manifest(ref, body, DOCKER_MANIFEST)
+        return json.dumps(manifest, indent=3).encode()
 
     async def _layer(self, ref: Reference, diff_id: str, path: Path, *, trust_listed: bool) -> Blob:
         """The layer's blob in `ref`'s repository: known, being uploaded by another push of
