@@ -62,6 +62,16 @@ def read(server: RegistryServer, ref: Reference, reference: str) -> dict[str, ob
     return document
 
 
+def hint_of_another_tool(server: RegistryServer, tmp_path: Path) -> tuple[Path, bytes, Reference]:
+    """A layer, its blob as another tool compressed it, and the hint image `:hint` that has it."""
+    base = layer(tmp_path, "base", b"base" * 1000)
+    theirs = gzip.compress(base.read_bytes(), mtime=1)  # not our compression
+    ref = repository(server, "hint")
+    config = {"rootfs": {"type": "layers", "diff_ids": [sha256_digest(base.read_bytes())]}}
+    push_image(server.url, ref.repository, "hint", config=config, layers=[theirs])
+    return base, theirs, ref
+
+
 def read_blob(server: RegistryServer, ref: Reference, digest: str) -> bytes:
     return httpx.get(f"{server.url}/v2/{ref.repository}/blobs/{digest}").content
 
@@ -127,11 +137,7 @@ async def test_layers_an_image_of_the_repository_lists_are_not_uploaded(
 ) -> None:
     """`learn` reads a hint's manifest and config: its layers are named by their blobs, even
     ones another tool compressed differently."""
-    base = layer(tmp_path, "base", b"base" * 1000)
-    theirs = gzip.compress(base.read_bytes(), mtime=1)  # not our compression
-    ref = repository(registry, "hint")
-    config = {"rootfs": {"type": "layers", "diff_ids": [sha256_digest(base.read_bytes())]}}
-    push_image(registry.url, ref.repository, "hint", config=config, layers=[theirs])
+    base, theirs, ref = hint_of_another_tool(registry, tmp_path)
     async with RegistryClient(insecure=[registry.host]) as client:
         uploader = Uploader(client)
         await uploader.learn(ref)
@@ -145,11 +151,7 @@ async def test_a_listed_blob_the_registry_lost_is_uploaded_after_all(
 ) -> None:
     """A manifest refused for a blob an image listed (deleted since) is pushed once more,
     uploading every layer this run has not uploaded itself."""
-    base = layer(tmp_path, "base", b"base" * 1000)
-    theirs = gzip.compress(base.read_bytes(), mtime=1)
-    ref = repository(registry, "hint")
-    config = {"rootfs": {"type": "layers", "diff_ids": [sha256_digest(base.read_bytes())]}}
-    push_image(registry.url, ref.repository, "hint", config=config, layers=[theirs])
+    base, theirs, ref = hint_of_another_tool(registry, tmp_path)
     async with RegistryClient(insecure=[registry.host]) as client:
         uploader = Uploader(client)
         await uploader.learn(ref)
