@@ -110,17 +110,14 @@ class Uploader:
             manifest = json.loads(body)
             config = json.loads(await self._client.get_blob(ref, manifest["config"]["digest"]))
             pairs = list(zip(config["rootfs"]["diff_ids"], manifest["layers"], strict=True))
-            listed = {
-                (_repository(ref), str(diff_id)): Blob(layer["digest"], int(layer["size"]))
-                for diff_id, layer in pairs
-                if layer.get("mediaType") in _GZIP_LAYERS
-            }
-        except (RegistryError, ValueError, KeyError, TypeError):
+            for diff_id, layer in pairs:
+                if layer.get("mediaType") in _GZIP_LAYERS:
+                    blob = Blob(str(layer["digest"]), int(layer["size"]))
+                    self._listed.setdefault((_repository(ref), str(diff_id)), blob)
+        except (RegistryError, ValueError, KeyError, TypeError, AttributeError):
             return
         finally:
             learning.set()
-        for key_, blob in listed.items():
-            self._listed.setdefault(key_, blob)
 
     async def push(self, image: ImageFiles, ref: Reference, manifest: bytes | None = None) -> str:
         """Upload what `ref`'s repository lacks of the image, then its manifest under `ref`'s
