@@ -442,3 +442,25 @@ def test_small_images_are_pushed_from_docker_save_each_layer_once(
     assert layers <= set(uploads)
     ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
     assert not [r for r in ours if r.startswith("GET ") and "/manifests/sha256:" in r], ours
+
+
+def test_a_run_that_pushes_no_cache_uploads_nothing_ahead(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The blobs that go ahead of a push (as a build ends) go only where the cache is pushed:
+    `--no-push-cache` writes nothing to the registry, however far it is."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        command += ["--secret", "id=token,env=TOKEN", "--no-push-cache"]
+        assert main(command) == 0, capsys.readouterr().err
+    writes = [
+        f"{r.method} {r.path}" for r in proxy.requests if r.method in ("PUT", "POST", "PATCH")
+    ]
+    assert writes == []
