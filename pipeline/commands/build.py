@@ -55,7 +55,6 @@ from pipeline.errors import StageFailed, UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
-from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport
 from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter
@@ -168,6 +167,8 @@ class BuildRun:
         for warning in report.warnings:
             print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
             if self.settings.ci.provider == "github":
+                from pipeline.output.ci_formats import github_warning
+
                 annotation = github_warning(warning, title="dagger-stages", masker=self.masker)
                 print(annotation, file=sys.stderr)
         for item in report.published:
@@ -535,18 +536,27 @@ class BuildRun:
         )
 
     def _write_reports(self, report: RunReport, started: float) -> None:
+        """`output.ci_formats` is imported only when one of its files is written: a run that
+        writes none (a laptop's) does not pay for it at start-up."""
         options, masker = self.settings, self.masker
         results = dict(enumerate(report.stages))
         if options.report:
             _write(options.report, json.dumps(report.to_json(masker), indent=2) + "\n")
-        if options.junit:
-            _write(options.junit, junit_xml(results, masker=masker, seconds=report.seconds))
-        if options.dotenv:
-            _write(options.dotenv, dotenv({p.ref: p.digest for p in report.published}, results))
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-        if self.settings.ci.provider == "github" and summary_file and self.plan is not None:
-            text = github_summary(
-                results, self.plan, start=started, seconds=report.seconds, masker=masker
+        plan = self.plan if self.settings.ci.provider == "github" and summary_file else None
+        if not (options.junit or options.dotenv or plan is not None):
+            return
+        from pipeline.output import ci_formats
+
+        if options.junit:
+            junit = ci_formats.junit_xml(results, masker=masker, seconds=report.seconds)
+            _write(options.junit, junit)
+        if options.dotenv:
+            published = {p.ref: p.digest for p in report.published}
+            _write(options.dotenv, ci_formats.dotenv(published, results))
+        if summary_file and plan is not None:
+            text = ci_formats.github_summary(
+                results, plan, start=started, seconds=report.seconds, masker=masker
             )
             _append(summary_file, text)
 
