@@ -32,15 +32,18 @@ CACHED = "sha256:" + "1" * 64
 
 
 class CountedChecks:
-    """An executor that only counts how often its checks start."""
+    """An executor that only counts how often its checks start; with `hang`, they never end."""
 
     name = "docker"
 
-    def __init__(self) -> None:
+    def __init__(self, *, hang: bool = False) -> None:
         self.started = 0
+        self.hang = hang
 
     async def prepare(self) -> None:
         self.started += 1
+        if self.hang:
+            await anyio.sleep_forever()
 
     def session(self, spec: BuildSpec) -> NoReturn:
         raise AssertionError("a run that restores everything opens no session")
@@ -62,8 +65,9 @@ def registry(delay: float, base_delay: float) -> httpx.MockTransport:
 def warm_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float, base_delay: float | None = None
 ) -> int:
-    """How often a run that restores every stage started the engine checks; the registry
-    answers after `delay`, about the base image after `base_delay` (by default the same)."""
+    """How often a run that restores every stage started the engine checks, which never end:
+    the run does not wait for them. The registry answers after `delay`, about the base image
+    after `base_delay` (by default the same)."""
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text(name)
     (tmp_path / "Dockerfile").write_text(DOCKERFILE)
@@ -73,14 +77,15 @@ def warm_run(
         cache_repo=Repository.parse("registry.test/x/cache"),
         engine="docker",
     )
-    checks = CountedChecks()
+    checks = CountedChecks(hang=True)
     monkeypatch.setattr(build_module, "choose_executor", lambda settings: checks)
     graph = select(build_stages(parse_text(DOCKERFILE)), ["b"])
 
     async def run() -> None:
         transport = registry(delay, delay if base_delay is None else base_delay)
-        async with RegistryClient(transport=transport, retries=0) as client:
-            report = await BuildRun(settings, graph, client).run()
+        with anyio.fail_after(10):
+            async with RegistryClient(transport=transport, retries=0) as client:
+                report = await BuildRun(settings, graph, client).run()
         assert {stage.status for stage in report.stages} == {Status.CACHED, Status.SKIPPED}
 
     anyio.run(run)
