@@ -1,6 +1,8 @@
 """Command line: parse flags into `Settings`, run a command, turn errors into exit codes.
 
 Exit codes are the table in `errors`; an unexpected exception is a crash notice and a log file.
+Each command's module is imported by its handler, and the config file's reader only when there
+is a config file: start-up is most of a warm build's time, and a run needs one command.
 """
 
 from __future__ import annotations
@@ -15,17 +17,11 @@ from argparse import SUPPRESS
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-
 from pipeline import __version__
-from pipeline.commands.build import run_build
 from pipeline.commands.local import DEFAULT_LOAD_TAG, LocalCopies, parse_output
-from pipeline.commands.plan import load_graph, run_plan
-from pipeline.commands.prune import parse_age, prune_command
-from pipeline.commands.shell import shell_command
 from pipeline.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE, ToolError
 from pipeline.settings.ci import detect
-from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
+from pipeline.settings.config_file import CONFIG_FILENAME, find_config
 from pipeline.settings.resolve import ENGINES, JOBS, OPTIONS, Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -431,17 +427,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     """The flags given, by dest (a field's name), over the environment, config file and CI."""
     flags = {name: value for name, value in vars(args).items() if name in OPTIONS}
     config_path = find_config(args.config, Path("."))
-    config = None if config_path is None else load_config(config_path)
+    config = None
+    if config_path is not None:
+        from pipeline.settings.config import load_config
+
+        config = load_config(config_path)
     ci = detect(os.environ, Path.cwd())
     return resolve_settings(flags, config=config, ci=ci, env=os.environ)
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from pipeline.commands.plan import run_plan
+
     output = "json" if args.json else args.format
     return run_plan(_settings(args), offline=args.offline, output=output)
 
 
 def _build(args: argparse.Namespace) -> int:
+    import anyio
+
+    from pipeline.commands.build import run_build
+    from pipeline.commands.plan import load_graph
+
     outputs = tuple(parse_output(text) for text in args.outputs)
     local = LocalCopies(load_tag=args.load_tag if args.load else None, outputs=outputs)
     settings = _settings(args)
@@ -453,9 +460,13 @@ def _build(args: argparse.Namespace) -> int:
 
 def _shell(args: argparse.Namespace) -> int:
     """Everything after `--` is the command (split off in `main`), options included."""
+    from pipeline.commands.shell import shell_command
+
     return shell_command(_settings(args), args.stage, args.shell_command)
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from pipeline.commands.prune import parse_age, prune_command
+
     older_than = parse_age(args.older_than)
     return prune_command(_settings(args), older_than, args.keep, yes=args.yes)

@@ -1,6 +1,7 @@
 """`build`: one run, owned by a `BuildRun`, from the plan to the reports and the exit code.
 
-    on Dagger, what the engine would refuse (exit 2) → plan (while the engine is found)
+    on Dagger, what the engine would refuse (exit 2) → plan (while the engine is found, where
+    that costs the plan nothing)
     → rewrite → runner on an executor → test stage → publish → RunReport → reports → exit code
 
 With several target platforms, the runner runs once per platform (`commands.platforms`), and
@@ -55,7 +56,6 @@ from pipeline.errors import StageFailed, UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
-from pipeline.output.ci_formats import dotenv, github_summary, github_warning, junit_xml
 from pipeline.output.report import RunReport
 from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter
@@ -78,7 +78,11 @@ if TYPE_CHECKING:
     from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
-__all__ = ["BuildRun", "choose_executor", "run_build"]
+__all__ = ["HIDDEN_BEHIND", "BuildRun", "choose_executor", "run_build"]
+
+HIDDEN_BEHIND = 0.04
+"""Seconds: a cache registry that has not answered a request this quickly, by this time into the
+plan, keeps the plan waiting long enough to hide the engine checks."""
 
 
 def choose_executor(settings: Settings, client: RegistryClient | None = None) -> Executor:
@@ -169,6 +173,8 @@ class BuildRun:
         for warning in report.warnings:
             print(self.masker(f"dagger-stages: warning: {warning}"), file=sys.stderr)
             if self.settings.ci.provider == "github":
+                from pipeline.output.ci_formats import github_warning
+
                 annotation = github_warning(warning, title="dagger-stages", masker=self.masker)
                 print(annotation, file=sys.stderr)
         for item in report.published:
@@ -211,12 +217,30 @@ class BuildRun:
             raise refusal(findings)
 
     async def _plan_while_preparing(self) -> MultiPlan:
-        """The engine is found while the registry answers the plan's questions; a plan with
-        nothing for an engine to do stops those checks rather than wait for them (a warm run
-        spends a third of its time there)."""
+        """The engine is found (`Executor.prepare`) while the plan waits on the registry, when
+        that wait hides it; a plan with nothing for an engine to do stops the checks rather
+        than wait for them.
+
+        Docker's checks are two CLI processes, about 60 ms of CPU, which a nearby registry's
+        answers wait behind on two cores: a warm run at 0 ms took 40 ms longer with them. So
+        with a cache that has answered within `HIDDEN_BEHIND`, they start only once the plan
+        says that a stage is built, and a run that restores everything never starts them.
+        With a farther one (or one not asked by then) they start at that time, and are done
+        before the plan is. With no cache, `--no-cache`, a test or a copy to the host, the
+        engine is needed anyway: they start with the plan.
+        """
         graphs = platform_graphs(self.settings, self.graph, tests=self.settings.run_tests)
+        waiting = anyio.CancelScope()
+
+        async def prepare_unless_nearby() -> None:
+            with waiting:
+                await anyio.sleep(HIDDEN_BEHIND)
+            if not waiting.cancel_called and not self._cache_nearby():
+                await self.executor.prepare()
+
         async with anyio.create_task_group() as group:
-            group.start_soon(self.executor.prepare)
+            anyway = self._needs_engine_anyway()
+            group.start_soon(self.executor.prepare if anyway else prepare_unless_nearby)
             plans = await plans_for(
                 self.settings,
                 graphs,
@@ -226,11 +250,24 @@ class BuildRun:
             )
             if not self._needs_engine(plans):
                 group.cancel_scope.cancel()
+            waiting.cancel()  # not started yet: the session starts them, at once
         return plans
 
+    def _cache_nearby(self) -> bool:
+        repo = self.settings.cache_repo
+        quickest = None if repo is None else self.client.stats.fastest.get(repo.api_host)
+        return quickest is not None and quickest < HIDDEN_BEHIND
+
+    def _needs_engine_anyway(self) -> bool:
+        """Whatever the cache holds: every stage is built, or the test or a copy runs."""
+        settings = self.settings
+        return settings.cache_repo is None or settings.no_cache or self._uses_images()
+
+    def _uses_images(self) -> bool:
+        return self.test is not None or self.local.wanted
+
     def _needs_engine(self, plans: MultiPlan) -> bool:
-        building = any(p.plan.indices("build") for p in plans.plans)
-        return building or self.test is not None or self.local.wanted
+        return self._uses_images() or any(p.plan.indices("build") for p in plans.plans)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """SIGINT or SIGTERM, from planning on: stop everything, then report as interrupted."""
@@ -537,18 +574,27 @@ class BuildRun:
         )
 
     def _write_reports(self, report: RunReport, started: float) -> None:
+        """`output.ci_formats` is imported only when one of its files is written: a run that
+        writes none (a laptop's) does not pay for it at start-up."""
         options, masker = self.settings, self.masker
         results = dict(enumerate(report.stages))
         if options.report:
             _write(options.report, json.dumps(report.to_json(masker), indent=2) + "\n")
-        if options.junit:
-            _write(options.junit, junit_xml(results, masker=masker, seconds=report.seconds))
-        if options.dotenv:
-            _write(options.dotenv, dotenv({p.ref: p.digest for p in report.published}, results))
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-        if self.settings.ci.provider == "github" and summary_file and self.plan is not None:
-            text = github_summary(
-                results, self.plan, start=started, seconds=report.seconds, masker=masker
+        plan = self.plan if self.settings.ci.provider == "github" and summary_file else None
+        if not (options.junit or options.dotenv or plan is not None):
+            return
+        from pipeline.output import ci_formats
+
+        if options.junit:
+            junit = ci_formats.junit_xml(results, masker=masker, seconds=report.seconds)
+            _write(options.junit, junit)
+        if options.dotenv:
+            published = {p.ref: p.digest for p in report.published}
+            _write(options.dotenv, ci_formats.dotenv(published, results))
+        if summary_file and plan is not None:
+            text = ci_formats.github_summary(
+                results, plan, start=started, seconds=report.seconds, masker=masker
             )
             _append(summary_file, text)
 

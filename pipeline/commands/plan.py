@@ -33,7 +33,6 @@ from pipeline.engines.emulation import emulation_notes
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
 from pipeline.oci.registry import RegistryClient
-from pipeline.output.ci_formats import mermaid_graph
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
@@ -287,6 +286,8 @@ def run_plan(settings: Settings, *, offline: bool, output: str) -> int:
     if output == "json":
         print(dumps(plan_json(plans, settings, findings, notes)))
     elif output == "mermaid":
+        from pipeline.output.ci_formats import mermaid_graph  # only this output needs it
+
         print(mermaid_graph(plan), end="")
     else:
         print(plan_table(plans))

@@ -8,7 +8,7 @@ of a build's target platform, normalised as that same parser normalises it.
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 import re
 from dataclasses import dataclass
 
@@ -156,8 +156,11 @@ def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
 
 
 def native_platform() -> Platform:
-    """The builder's own platform, as BuildKit reports it for a Linux worker on this machine."""
-    machine = _platform.machine().lower()
+    """The builder's own platform, as BuildKit reports it for a Linux worker on this machine.
+
+    The machine comes from `os.uname`, as `platform.machine` has it, without the import of the
+    `platform` module (2 ms of start-up)."""
+    machine = os.uname().machine.lower()
     arch, variant = {
         "x86_64": ("amd64", ""),
         "amd64": ("amd64", ""),

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -165,6 +164,12 @@ def _docker_binaries(refused: str, path: str) -> list[str]:
 def _major(version: str) -> int:
     match = re.match(r"(\d+)", version)
     return int(match.group(1)) if match else 0
+
+
+def _unique() -> str:
+    """12 random hex digits for a container's name (the `uuid` module costs every run's
+    start-up more than this needs)."""
+    return os.urandom(6).hex()
 
 
 def _last_line(text: str) -> str:
@@ -482,7 +487,7 @@ class DockerSession:
 
     async def run(self, image: Image | Reference, test: TestRun, log: Callable[[str], None]) -> int:
         """`docker run` the image, then `docker cp` each artifact out, pass or fail."""
-        name = f"dagger-stages-test-{uuid.uuid4().hex[:12]}"
+        name = f"dagger-stages-test-{_unique()}"
         reference = str(image.job.tag if isinstance(image, Image) else image)
         command = [self._cli.path, "run", "--name", name]
         if self._spec.platform:
@@ -514,7 +519,7 @@ class DockerSession:
         """`docker create` + `docker cp` into a scratch folder beside `dest`, then moved in:
         `docker cp` alone cannot tell a directory's contents from a file before it copies."""
         source = await self._local(image, log)
-        name = f"dagger-stages-output-{uuid.uuid4().hex[:12]}"
+        name = f"dagger-stages-output-{_unique()}"
         create = [self._cli.path, "create", "--name", name, source, "true"]
         code, output = await _run(create, self._env)
         if code != 0:

@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from pipeline.engines.results import Status
-from pipeline.output import ci_formats
 from pipeline.output.progress import BuildProgress
 from pipeline.output.report import summary
 
@@ -137,6 +136,9 @@ def _event(result: StageResult) -> str | None:
 class GroupedReporter(PlainReporter):
     """CI logs: each stage's lines are held back and printed as one collapsible block when it
     ends (`::group::` on GitHub, `section_start` on GitLab), so parallel stages don't interleave.
+
+    `output.ci_formats` is imported where a marker is printed: no other reporter needs it, and
+    its import is a cost of every run's start-up.
     """
 
     def __init__(self, stream: TextIO, masker: Masker, provider: str) -> None:
@@ -159,9 +161,13 @@ class GroupedReporter(PlainReporter):
         header = f"{result.name}: {result.describe()}"
         self._flush(result.name, header)
         if self._provider == "github" and result.status is Status.FAILED:
+            from pipeline.output import ci_formats
+
             self._print(ci_formats.github_error(header, title=result.name, masker=self._mask))
 
     def _flush(self, stage: str, header: str) -> None:
+        from pipeline.output import ci_formats
+
         lines = self._held.pop(stage, [])
         if self._provider == "github":
             block = [ci_formats.github_group_start(header), *lines, ci_formats.github_group_end()]

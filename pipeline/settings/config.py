@@ -1,4 +1,5 @@
-"""The config file, `dagger-stages.yaml`, read into the config `Layer` of the settings.
+"""The config file, `dagger-stages.yaml`, read into the config `Layer` of the settings
+(`settings.config_file` finds it).
 
 Validation is strict, because a typo in a CI config otherwise surfaces as a
 silently ignored setting several minutes into a build. Every error names the
@@ -18,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
@@ -45,14 +45,13 @@ from pipeline.settings.secrets import secret_from_fields, secret_from_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from pipeline.dockerfile.platforms import Platform
     from pipeline.oci.reference import Repository
     from pipeline.settings.secrets import SecretSpec
 
-__all__ = ["CONFIG_FILENAME", "KEYS", "find_config", "load_config"]
-
-CONFIG_FILENAME = "dagger-stages.yaml"
+__all__ = ["KEYS", "load_config"]
 
 KEYS = tuple(opt.key for opt in OPTIONS.values() if opt.key is not None)
 TEST_KEYS = ("stage", "command", "artifacts", "secrets")
@@ -74,28 +73,6 @@ _KINDS = {
 }
 
 T = TypeVar("T")
-
-
-def find_config(explicit: str | None, cwd: Path) -> Path | None:
-    """The config file to load, or None when there is none.
-
-    An explicit path is returned as given, so relative paths (and the messages
-    that quote them) stay relative; the default is `cwd / CONFIG_FILENAME`.
-    """
-    if explicit == "":
-        raise UsageError("--config: the path is empty")
-    if explicit is not None:
-        candidate = cwd / explicit
-        if candidate.is_dir():
-            raise UsageError(
-                f"--config names a directory, not a file (try {Path(explicit, CONFIG_FILENAME)})",
-                path=explicit,
-            )
-        if not candidate.is_file():
-            raise UsageError("config file not found (given by --config)", path=explicit)
-        return Path(explicit)
-    default = cwd / CONFIG_FILENAME
-    return default if default.is_file() else None
 
 
 def load_config(path: Path) -> Layer:

@@ -196,6 +196,13 @@ def test_without_no_cache_an_unreachable_registry_is_still_unknown(project: Path
     assert plan.cache_warning.startswith("cache unknown, the registry could not be asked")
 
 
+@pytest.fixture
+def distant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local registry is as close as can be: it counts as distant here (`SPECULATE_BEYOND`)."""
+    monkeypatch.setattr(plan_module, "SPECULATE_BEYOND", 0.0)
+
+
+@pytest.mark.usefixtures("distant")
 def test_the_hint_lookups_of_a_cold_plan_go_out_before_the_probe_answers(
     project: Path, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,6 +222,7 @@ def test_the_hint_lookups_of_a_cold_plan_go_out_before_the_probe_answers(
     same_result(plan, plan_with(project, graph, cache_repo, Recorder("cold-overlap/cache")))
 
 
+@pytest.mark.usefixtures("distant")
 def test_a_partly_changed_plan_is_as_without_speculation(
     project: Path, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +270,7 @@ def chain(stages: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.usefixtures("distant")
 def test_a_warm_plan_of_100_stages_pays_at_most_8_hint_gets(
     project: Path, registry: RegistryServer
 ) -> None:
@@ -292,6 +301,23 @@ def test_a_warm_plan_of_100_stages_pays_at_most_8_hint_gets(
     gets = [e for e in requests if e.method == "GET"]
     assert len(gets) <= SPECULATIVE_HINTS == 8
     assert all(recorder.hint_get(e) for e in gets), "a manifest GET each, never its config"
+
+
+def test_a_warm_plan_next_to_its_cache_sends_the_probe_alone(
+    project: Path, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base image's digest came from the cache's registry within `SPECULATE_BEYOND` (a
+    minute here): no hint lookup starts before the probe has answered, and none after it."""
+    monkeypatch.setattr(plan_module, "SPECULATE_BEYOND", 60.0)
+    graph = graph_of(DOCKERFILE.format(base=f"{registry.host}/base/busybox:1"), "test")
+    cache_repo = f"{registry.host}/warm-near/cache"
+    before = plan_with(project, graph, cache_repo, None)
+    tags = {before.refs[i].tag or "": {"stage": before.stage(i).name} for i in before.forecasts}
+    tag_all(registry, "warm-near/cache", tags)
+    recorder = Recorder("warm-near/cache")
+    plan = plan_with(project, graph, cache_repo, recorder)
+    assert plan.indices("build") == ()
+    assert [e.method for e in recorder.cache_requests()] == ["HEAD"] * len(STAGES)
 
 
 def test_the_speculative_lookups_are_the_stages_nearest_the_targets() -> None:

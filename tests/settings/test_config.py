@@ -12,7 +12,8 @@ from pipeline.dockerfile.platforms import Platform
 from pipeline.errors import UsageError
 from pipeline.oci.reference import REPOSITORY_FORM, Repository
 from pipeline.settings import config as config_module
-from pipeline.settings.config import CONFIG_FILENAME, find_config, load_config
+from pipeline.settings.config import load_config
+from pipeline.settings.config_file import CONFIG_FILENAME, find_config
 from pipeline.settings.resolve import Layer, TestSpec
 from pipeline.settings.secrets import SecretSpec
 
