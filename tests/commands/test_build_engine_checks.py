@@ -78,7 +78,7 @@ def warm_run(
         engine="docker",
     )
     checks = CountedChecks(hang=True)
-    monkeypatch.setattr(build_module, "choose_executor", lambda settings: checks)
+    monkeypatch.setattr(build_module, "choose_executor", lambda settings, client=None: checks)
     graph = select(build_stages(parse_text(DOCKERFILE)), ["b"])
 
     async def run() -> None:
