@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _HEAD_LIMIT = 64 * 1024
+_TLS_HANDSHAKE = b"\x16\x03"  # a TLS record: handshake, protocol 3.x
 
 
 @dataclass(frozen=True)
@@ -280,8 +281,14 @@ class _Reader:
         return bool(data)
 
     def head(self) -> bytes | None:
+        """The next request's head; None at the end, or for a TLS handshake (dockerd tries
+        HTTPS first even on an insecure registry): closed at once, as a plain-HTTP registry
+        does, it falls back to HTTP, where a proxy waiting for a request head would hold it
+        for Go's 10 s handshake timeout."""
         while b"\r\n\r\n" not in self._buffer:
             if len(self._buffer) > _HEAD_LIMIT or not self._fill():
+                return None
+            if self._buffer.startswith(_TLS_HANDSHAKE):
                 return None
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
         return head + b"\r\n\r\n"
