@@ -25,7 +25,7 @@ from tests.e2e_project import (
     statuses,
     write_project,
 )
-from tests.faulty_proxy import cutting_proxy
+from tests.faulty_proxy import CuttingProxy, cutting_proxy
 from tests.registry_server import free_port
 
 
@@ -352,6 +352,36 @@ def pushed_manifest(registry: str, name: str, reference: str) -> tuple[str, dict
     return response.headers["Docker-Content-Digest"], document
 
 
+def build_through_proxy(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[str, CuttingProxy]:
+    """`build --target app` in this process (so monkeypatches hold), its cache in a fresh
+    repository behind a proxy that records every request; the repository's name, and the
+    proxy."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        command += ["--secret", "id=token,env=TOKEN", *args]
+        code = main(command)
+    assert code == 0, capsys.readouterr().err
+    return name, proxy
+
+
+def blob_uploads(proxy: CuttingProxy) -> list[str]:
+    """The digest of each blob upload the proxy saw completed, in order."""
+    return [
+        parse_qs(urlsplit(r.path).query)["digest"][0]
+        for r in proxy.requests
+        if r.method == "PUT" and "/blobs/uploads/" in r.path
+    ]
+
+
 def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
     project: Path,
     docker_env: DockerEnv,
@@ -366,14 +396,10 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
     the images count as too big to push from `docker save` (`docker_engine.uploads_faster`)."""
     monkeypatch.setattr(runner, "DISTANT", 0.0)
     monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: False)
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("TOKEN", SECRET)
-    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
-    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
-        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
-        command += ["--secret", "id=token,env=TOKEN", "--report", str(project / "report.json")]
-        code = main(command)
-    assert code == 0, capsys.readouterr().err
+    report_file = str(project / "report.json")
+    name, proxy = build_through_proxy(
+        project, docker_env, monkeypatch, capsys, "--report", report_file
+    )
     report = read_report(project / "report.json")
     assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
     layers: set[str] = set()
@@ -382,11 +408,7 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
         assert digest == found["digest"], stage
         assert document == pushed_manifest(docker_env.registry, name, digest)[1]
         layers |= {layer["digest"] for layer in document["layers"]}  # type: ignore[attr-defined]
-    uploads = [
-        parse_qs(urlsplit(r.path).query)["digest"][0]
-        for r in proxy.requests
-        if r.method == "PUT" and "/blobs/uploads/" in r.path
-    ]
+    uploads = blob_uploads(proxy)
     assert layers <= set(uploads)
     assert sorted(d for d in uploads if d in layers) == sorted(layers)
     ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
@@ -405,28 +427,20 @@ def test_small_images_are_pushed_from_docker_save_each_layer_once(
     """Where `uploads_faster` says so (a distant registry), the run pushes each stage's image
     itself, from `docker save`: dockerd pushes nothing, each layer is uploaded once though
     stages share the base layer, and the config pushed is the image's own (its digest is the
-    local image's ID). A
-    hint tag costs one manifest PUT, after the push (its manifest is not read back) or, with
-    a distant registry, beside it (sharing the push's save and uploads)."""
+    local image's ID). A hint tag costs one manifest PUT, after the push (its manifest is not
+    read back) or, with a distant registry, beside it (sharing the push's save and uploads)."""
     monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
     if distant:
         monkeypatch.setattr(runner, "DISTANT", 0.0)
-    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("TOKEN", SECRET)
-    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
-        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
-        command += ["--secret", "id=token,env=TOKEN", "--report", str(project / "report.json")]
-        assert main(command) == 0, capsys.readouterr().err
+    report_file = str(project / "report.json")
+    name, proxy = build_through_proxy(
+        project, docker_env, monkeypatch, capsys, "--report", report_file
+    )
     assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
     report = read_report(project / "report.json")
     docker = [r for r in proxy.requests if not r.user_agent.startswith("dagger")]
     assert not [r for r in docker if r.method in ("PUT", "POST", "PATCH")]
-    uploads = [
-        parse_qs(urlsplit(r.path).query)["digest"][0]
-        for r in proxy.requests
-        if r.method == "PUT" and "/blobs/uploads/" in r.path
-    ]
+    uploads = blob_uploads(proxy)
     assert len(uploads) == len(set(uploads)), uploads
     layers: set[str] = set()
     for stage, found in report.items():
@@ -453,13 +467,7 @@ def test_a_run_that_pushes_no_cache_uploads_nothing_ahead(
     """The blobs that go ahead of a push (as a build ends) go only where the cache is pushed:
     `--no-push-cache` writes nothing to the registry, however far it is."""
     monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("TOKEN", SECRET)
-    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
-    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
-        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
-        command += ["--secret", "id=token,env=TOKEN", "--no-push-cache"]
-        assert main(command) == 0, capsys.readouterr().err
+    _, proxy = build_through_proxy(project, docker_env, monkeypatch, capsys, "--no-push-cache")
     writes = [
         f"{r.method} {r.path}" for r in proxy.requests if r.method in ("PUT", "POST", "PATCH")
     ]

@@ -249,7 +249,7 @@ def _distant(client: RegistryClient, cache_repo: Repository | None) -> bool:
     """Whether the cache registry is far enough for the hint lookups to start with the probe."""
     if cache_repo is None:
         return False
-    quickest = client.stats.fastest.get(cache_repo.api_host)
+    quickest = client.round_trip(cache_repo)
     return quickest is None or quickest >= SPECULATE_BEYOND
 
 

@@ -255,7 +255,7 @@ class BuildRun:
 
     def _cache_nearby(self) -> bool:
         repo = self.settings.cache_repo
-        quickest = None if repo is None else self.client.stats.fastest.get(repo.api_host)
+        quickest = None if repo is None else self.client.round_trip(repo)
         return quickest is not None and quickest < HIDDEN_BEHIND
 
     def _needs_engine_anyway(self) -> bool:
@@ -393,7 +393,7 @@ class BuildRun:
             return None
         tags = {index: self._hint(plan, index) for index in jobs}
         move = functools.partial(self.move_hint, plan)
-        return Hints(tags, move, group, self.client.stats.fastest.get(plan.cache_repo.api_host))
+        return Hints(tags, move, group, self.client.round_trip(plan.cache_repo))
 
     def _hint(self, plan: Plan, index: int) -> Reference:
         assert plan.cache_repo is not None

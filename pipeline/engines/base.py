@@ -118,8 +118,9 @@ class Session(Protocol):
     # re-running their steps in its build.
     isolates_secret_steps: bool
     # Concurrent pushes of one image to one repository share its layer uploads (dockerd's
-    # upload manager): a second tag pushed beside the cache tag costs a manifest PUT, where
-    # copying it through the registry afterwards costs a GET and a PUT after the push.
+    # upload manager, or the Docker executor's own): a second tag pushed beside the cache tag
+    # costs a manifest PUT within the push, where copying it through the registry costs a PUT
+    # after it (and a GET first, of a manifest the run's client has not seen).
     shares_push_uploads: bool
 
     async def build(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import anyio
 
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, ToolError
-from pipeline.oci.registry import RegistryAuthError
+from pipeline.oci.registry import RegistryAuthError, sha256_digest
 from pipeline.oci.upload import ImageFiles, Uploader
 
 if TYPE_CHECKING:
@@ -598,7 +597,7 @@ def _unpack(archive: Path, scratch: Path) -> ImageFiles:
         )
         for name, path, diff_id in zip(layer_names, files.layers, files.diff_ids, strict=True):
             data = _member(tar, name)
-            if f"sha256:{hashlib.sha256(data).hexdigest()}" != diff_id:
+            if sha256_digest(data) != diff_id:
                 raise StageFailed(f"docker save wrote {name}, which is not layer {diff_id}")
             path.write_bytes(data)
         return files

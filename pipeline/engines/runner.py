@@ -105,8 +105,8 @@ class Hints:
     to it took, None if none was sent: `DISTANT`), a stage's hint tag in `tags` is pushed
     beside its cache tag. Else, and whenever the stage ends on another digest than that
     push's (adopted, pushed again, or that push failed), `move` points the hint at the
-    stage's digest through the registry, a GET and a PUT; it says itself what failed, as a
-    failed hint costs no more.
+    stage's digest through the registry, a PUT (after a GET of a manifest the run's client
+    has not seen); it says itself what failed, as a failed hint costs no more.
     """
 
     tags: Mapping[int, Reference]
@@ -486,9 +486,9 @@ async def _read_tag(
     """Whether the registry answered, and the digest another run pushed under the stage's cache
     tag since this run's plan, if any.
 
-    One HEAD per pushed stage: the push is the engine's, so there is no request of ours to
-    fold it into; it overlaps the image's export where the engine says when that starts. A
-    tag that cannot be read is pushed to, as before.
+    One HEAD per pushed stage, kept apart from the push, which is the engine's: it overlaps
+    the image's export where the engine says when that starts, and the Docker executor's
+    uploads of the image's blobs. A tag that cannot be read is pushed to, as before.
     """
     try:
         found = await client.head_manifest(ref)

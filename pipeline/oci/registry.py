@@ -51,6 +51,7 @@ __all__ = [
     "RegistryStats",
     "RegistryUnavailable",
     "RegistryUnsupported",
+    "sha256_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,12 @@ class RegistryClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def round_trip(self, where: Reference | Repository) -> float | None:
+        """The least a request to `where`'s registry has taken so far, None if none was
+        answered: what each round of requests to it costs, which decides what is worth
+        sending early or sparing."""
+        return self.stats.fastest.get(where.api_host)
+
     def dead(self, host: str) -> RegistryUnavailable | None:
         """Why `host` is no longer asked, if a request to it timed out after its retries."""
         return self._dead.get(host)
@@ -248,7 +255,7 @@ class RegistryClient:
         response = await self._send("GET", ref, _manifest_path(ref), PULL, accept=_ACCEPT)
         self._check(response, ref, missing=f"{ref} not found on registry {ref.registry}")
         body = response.content
-        computed = _sha256(body)
+        computed = sha256_digest(body)
         if ref.digest is not None and ref.digest.startswith("sha256:") and ref.digest != computed:
             raise RegistryProtocolError(
                 f"registry {ref.registry} sent a manifest for {ref} whose digest is {computed}"
@@ -265,7 +272,7 @@ class RegistryClient:
         response = await self._send("GET", ref, f"blobs/{digest}", PULL)
         self._check(response, ref, missing=f"blob {digest} not found in {ref.name}")
         body = response.content
-        if digest.startswith("sha256:") and _sha256(body) != digest:
+        if digest.startswith("sha256:") and sha256_digest(body) != digest:
             raise RegistryProtocolError(
                 f"registry {ref.registry} sent blob {digest} of {ref.name} with other content"
             )
@@ -319,25 +326,24 @@ class RegistryClient:
             headers={"Content-Type": media_type},
         )
         self._check(response, ref)
-        digest = response.headers.get("Docker-Content-Digest") or _sha256(body)
-        if digest == _sha256(body):
+        computed = sha256_digest(body)
+        digest = response.headers.get("Docker-Content-Digest") or computed
+        if digest == computed:
             info = ManifestInfo(digest, media_type, len(body))
             self._manifests[_pinned(ref, digest)] = body, info
         return digest
 
-    async def upload_blob(
-        self, ref: Reference, digest: str, content: bytes, *, mount_from: str | None = None
-    ) -> bool:
+    async def upload_blob(self, ref: Reference, digest: str, content: bytes) -> bool:
         """Put a blob into `ref`'s repository; returns whether its bytes were sent.
 
-        The POST that opens the upload asks to mount the blob from `mount_from` (default: this
-        repository), so one request both finds a blob the registry has and starts the upload
-        of one it lacks: one round trip for a blob that is there, two for one that is not. A
-        registry that does not mount answers as if the blob were missing (the OCI spec's 202).
+        The POST that opens the upload asks to mount the blob from this same repository, so
+        one request both finds a blob the registry has and starts the upload of one it lacks:
+        one round trip for a blob that is there, two for one that is not. A registry that
+        does not mount answers as if the blob were missing (the OCI spec's 202).
         """
         attempt = 0
         while True:
-            location = await self._open_upload(ref, digest, mount_from or ref.repository)
+            location = await self._open_upload(ref, digest, ref.repository)
             if location is None:
                 return False
             try:
@@ -790,11 +796,12 @@ def _manifest_path(ref: Reference) -> str:
 
 
 def _pinned(ref: Reference, digest: str) -> str:
-    return f"{ref.registry}/{ref.repository}@{digest}"
+    return f"{ref.name}@{digest}"
 
 
-def _sha256(body: bytes) -> str:
-    return f"sha256:{hashlib.sha256(body).hexdigest()}"
+def sha256_digest(data: bytes) -> str:
+    """The `sha256:…` digest of `data`: what names a blob or manifest."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def _media_type(response: httpx.Response) -> str:

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from pipeline.errors import StageFailed, ToolError
-from pipeline.oci.registry import DOCKER_MANIFEST, RegistryError, RegistryProtocolError
+from pipeline.oci.registry import (
+    DOCKER_MANIFEST,
+    RegistryError,
+    RegistryProtocolError,
+    sha256_digest,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -93,8 +98,7 @@ class Uploader:
         self._learning: dict[str, anyio.Event] = {}
 
     def round_trip(self, ref: Reference) -> float | None:
-        """The least a request to `ref`'s registry has taken in this run, if one was sent."""
-        return self._client.stats.fastest.get(ref.api_host)
+        return self._client.round_trip(ref)
 
     async def learn(self, ref: Reference) -> None:
         """Note the layers of the image `ref` names as present in its repository. Quiet: a
@@ -113,7 +117,7 @@ class Uploader:
             for diff_id, layer in pairs:
                 if layer.get("mediaType") in _GZIP_LAYERS:
                     blob = Blob(str(layer["digest"]), int(layer["size"]))
-                    self._listed.setdefault((_repository(ref), str(diff_id)), blob)
+                    self._listed.setdefault((ref.name, str(diff_id)), blob)
         except (RegistryError, ValueError, KeyError, TypeError, AttributeError):
             return
         finally:
@@ -168,7 +172,7 @@ class Uploader:
     async def _layer(self, ref: Reference, diff_id: str, path: Path, *, trust_listed: bool) -> Blob:
         """The layer's blob in `ref`'s repository: known, being uploaded by another push of
         this run, or compressed and uploaded now."""
-        key = (_repository(ref), diff_id)
+        key = (ref.name, diff_id)
         if trust_listed and key not in self._blobs and (listed := self._listed.get(key)):
             return listed
 
@@ -180,13 +184,13 @@ class Uploader:
         return await self._once(key, upload)
 
     async def _config(self, ref: Reference, config: bytes) -> Blob:
-        digest = _sha256(config)
+        digest = sha256_digest(config)
 
         async def upload() -> Blob:
             await self._client.upload_blob(ref, digest, config)
             return Blob(digest, len(config), CONFIG)
 
-        return await self._once((_repository(ref), digest), upload)
+        return await self._once((ref.name, digest), upload)
 
     async def _once(self, key: tuple[str, str], upload: Callable[[], Awaitable[Blob]]) -> Blob:
         """The blob under `key` once it is in the repository, uploaded by the first push of
@@ -210,14 +214,6 @@ def _first(group: BaseExceptionGroup[ToolError]) -> ToolError:
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def _repository(ref: Reference) -> str:
-    return f"{ref.registry}/{ref.repository}"
-
-
-def _sha256(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
 def _gzip(path: Path, diff_id: str) -> tuple[bytes, str]:
     """The layer gzip-compressed the same way every time, and the digest of that; checked
     to be the layer its diff id names, as an image pushed with a wrong one would not pull."""
@@ -232,4 +228,4 @@ def _gzip(path: Path, diff_id: str) -> tuple[bytes, str]:
     if f"sha256:{uncompressed.hexdigest()}" != diff_id:
         raise StageFailed(f"the engine exported a layer that is not {diff_id}")
     data = b"".join(parts)
-    return data, _sha256(data)
+    return data, sha256_digest(data)
