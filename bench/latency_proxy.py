@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import re
 import threading
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
@@ -58,6 +59,9 @@ class LatencyProxy:
     def __init__(self, delay: float = 0.0, port: int = 0) -> None:
         self.delay = delay
         self.traffic: defaultdict[str, Traffic] = defaultdict(Traffic)
+        # (time.monotonic() when the request arrived, client kind, its request line), for
+        # bench/timeline.py
+        self.requests: list[tuple[float, str, str]] = []
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -110,14 +114,15 @@ class LatencyProxy:
         first = await client.read(CHUNK)
         if not first:
             return
-        traffic = self.traffic[client_kind(first)]
+        kind = client_kind(first)
+        traffic = self.traffic[kind]
         traffic.connections += 1
         upstream, to_upstream = await asyncio.open_connection(*UPSTREAM)
         self._writers.add(to_upstream)
         down = asyncio.ensure_future(self._pump_down(upstream, to_client, traffic))
         try:
             with contextlib.suppress(OSError):
-                await self._pump_up(first, client, to_upstream, traffic)
+                await self._pump_up(first, client, to_upstream, traffic, kind)
             await down
         finally:
             self._writers.discard(to_upstream)
@@ -129,12 +134,15 @@ class LatencyProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         traffic: Traffic,
+        kind: str,
     ) -> None:
         method = b""
         while chunk:
             if match := METHODS.match(chunk):
                 method = match.group(1)
                 traffic.requests += 1
+                line = chunk.split(b"\r\n", 1)[0].decode(errors="replace")
+                self.requests.append((time.monotonic(), kind, line))
                 if self.delay:
                     await asyncio.sleep(self.delay)
             traffic.bytes_up += len(chunk)
