@@ -307,6 +307,40 @@ def test_layers_are_reused_on_every_change_not_every_second_one(
         assert f"#{step.group(1)} CACHED" in result.stderr, f"change {change}:\n{result.stderr}"
 
 
+@pytest.mark.wipes_engine_cache
+@pytest.mark.parametrize("distant", [True, False], ids=["distant", "nearby"])
+def test_a_distant_build_finds_the_images_it_reads_in_the_image_store(
+    project: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    distant: bool,
+) -> None:
+    """`app` builds FROM the restored `deps`: from a distant registry (`PULL_BESIDE`), that
+    image is pulled beside app's hint, and BuildKit takes it from the image store instead of
+    resolving it through the registry; the hint's layers are still reused."""
+    monkeypatch.setattr(docker_engine, "PULL_BESIDE", 0.0 if distant else 3600.0)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
+    cache_repo = docker_env.cache_repo()
+    command = docker_env.build_args("--cache-repo", cache_repo, "--secret", "id=token,env=TOKEN")
+    command += ["--target", "app", "--verbose", "--report", str(project / "report.json")]
+    assert main(command) == 0, capsys.readouterr().err
+    (project / "src" / "main.py").write_text("print('changed')\n")
+    docker_env.wipe_engine_cache(cache_repo)
+    capsys.readouterr()
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert statuses(project) == {"deps": "cached", "assets": "cached", "app": "built"}
+    deps = read_report(project / "report.json")["deps"]
+    restored = f"{cache_repo}@{deps['digest']}"
+    assert f"FROM {restored}" in err
+    assert (f"resolve {restored}" in err) is not distant, err
+    inspect = docker_env.run("image", "inspect", restored, check=False)
+    assert (inspect.returncode == 0) is distant
+    assert f"importing cache manifest from {cache_repo}:app--local" in err
+
+
 STAMPED = """\
 FROM {base} AS stamp
 RUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /stamp

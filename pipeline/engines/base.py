@@ -68,6 +68,10 @@ class StageJob:
     key: str
     tag: Reference  # where the built image goes: its cache ref, or without a cache a local name
     cache_from: tuple[Reference, ...] = ()  # images whose inline layer cache the build may reuse
+    # the registry images the build reads, each pinned by digest and of the build's platform:
+    # the bases of the stages it runs, and the restored stages they build on or copy from. An
+    # engine may fetch them ahead, so that the build need not resolve them through the registry
+    reads: tuple[Reference, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)  # put on the stage's image
     # the secret mounts of the RUN steps this build runs (its stage and the stages built along),
     # one per step

@@ -39,6 +39,7 @@ from pipeline.dockerfile.rewrite import restorable
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
+from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.settings.resolve import JOBS
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
     from pipeline.cache.plan import Plan
     from pipeline.engines.base import Image, Session
-    from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
 
 __all__ = [
@@ -131,6 +131,7 @@ def jobs_for(
     """
     building = set(plan.indices("build"))
     mounts = {index: _secret_mounts(plan, index) for index in building}
+    restored = plan.restored()
     return {
         index: StageJob(
             index=index,
@@ -141,6 +142,7 @@ def jobs_for(
             cache_from=tuple(
                 plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
             ),
+            reads=_reads(plan, _needs(plan, index, building), restored),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
             secret_mounts=tuple(
                 m for i in sorted(_needs(plan, index, building)) for m in mounts[i]
@@ -148,6 +150,30 @@ def jobs_for(
         )
         for index in sorted(building)
     }
+
+
+def _reads(plan: Plan, runs: set[int], restored: Mapping[int, Reference]) -> tuple[Reference, ...]:
+    """The pinned images a build that runs the stages `runs` reads from a registry, of the
+    build's platform only: the base of each stage FROM an image without `--platform`, and each
+    restored stage they build on or copy from whose chain of bases has none either."""
+    reads: dict[Reference, None] = {}
+    for index in sorted(runs):
+        stage = plan.stage(index)
+        digest = plan.pins.get(stage.base)
+        flagged = stage.instructions[0].flag("platform") is not None
+        if stage.base_stage is None and digest and "@" not in stage.base and not flagged:
+            reads.setdefault(Reference.parse(f"{stage.base}@{digest}"))
+        for dependency in stage.depends_on:
+            if dependency in restored and _root_platform(plan, dependency) is None:
+                reads.setdefault(restored[dependency])
+    return tuple(reads)
+
+
+def _root_platform(plan: Plan, index: int) -> str | None:
+    stage = plan.stage(index)
+    while stage.base_stage is not None:
+        stage = plan.stage(stage.base_stage)
+    return stage.instructions[0].flag("platform")
 
 
 def _secret_mounts(plan: Plan, index: int) -> tuple[Mount, ...]:

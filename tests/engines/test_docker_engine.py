@@ -131,6 +131,35 @@ async def test_builds_sharing_a_hint_wait_for_one_pull(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("round_trip", [0.1, 0.001])
+async def test_a_distant_build_pulls_the_images_it_reads_beside_its_hints(
+    tmp_path: Path, round_trip: float
+) -> None:
+    """Beside the hints it waits for anyway, and only then: for the build's platform, quietly,
+    as BuildKit resolves what was not pulled itself. Next to the registry, not at all."""
+    base = "registry.test/busybox@sha256:" + "a" * 64
+    docker = fake_docker(tmp_path, failing_pull=base)
+    lines: list[str] = []
+    reads = (Reference.parse(base), Reference.parse("registry.test/cache@sha256:" + "b" * 64))
+    async with RegistryClient() as client:
+        client.stats.fastest["registry.test"] = round_trip
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        build_spec = replace(spec(tmp_path), platform="linux/arm64")
+        async with executor.session(build_spec) as session:
+            hinted = replace(job("registry.test/cache:web--main"), reads=reads)
+            await session.build(hinted, lines.append)
+            await session.build(replace(hinted, cache_from=()), lines.append)
+    pulls = sorted(argv[1:] for argv in calls(tmp_path) if argv[0] == "pull")
+    hint = ["--quiet", "registry.test/cache:web--main"]
+    if round_trip < docker_engine.PULL_BESIDE:
+        assert pulls == [hint]
+    else:
+        beside = [["--quiet", "--platform", "linux/arm64", str(ref)] for ref in reads]
+        assert pulls == sorted([hint, *beside])
+    assert lines == []
+
+
+@pytest.mark.anyio
 async def test_a_container_builder_imports_its_cache_itself(tmp_path: Path) -> None:
     docker = fake_docker(tmp_path, driver="docker-container")
     executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from pipeline.cache.context import BuildContext
+from pipeline.cache.forecast import Forecast
 from pipeline.cache.ignore import IgnoreRules
 from pipeline.cache.plan import Plan, make_plan
 from pipeline.dockerfile.graph import select
@@ -255,6 +256,38 @@ def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> Non
         "d": ["a--main", "b--main"],
         "e": ["e--main"],
         "top": ["a--main", "b--main", "e--main", "top--main"],
+    }
+
+
+READS_DOCKERFILE = """\
+FROM busybox AS tools
+FROM --platform=$BUILDPLATFORM busybox AS native
+FROM busybox AS mid
+FROM mid AS final
+COPY --from=tools /x /x
+COPY --from=native /y /y
+COPY --from=alpine /z /z
+"""
+
+
+def test_a_build_reads_the_pinned_bases_and_restored_stages_of_its_platform(
+    tmp_path: Path,
+) -> None:
+    """`final` runs `mid` (FROM busybox, pinned) and copies from the restored `tools` and
+    `native`; `native` runs on the build platform, and alpine is not pinned: neither is read."""
+    plan = make(tmp_path, ("final",), READS_DOCKERFILE)
+    index = {plan.stage(i).name: i for i in plan.forecasts}
+    busybox, tools, native = ("sha256:" + c * 64 for c in "abc")
+    forecasts = dict(plan.forecasts)
+    for name, digest in (("tools", tools), ("native", native)):
+        forecasts[index[name]] = Forecast("hit", "restore", digest)
+    plan = replace(plan, forecasts=forecasts, pins={"busybox": busybox})
+    local = dict.fromkeys(index.values(), Reference.parse("local/x"))
+    jobs = jobs_for(plan, build_targets(plan.graph.dockerfile), local)
+    reads = {jobs[i].name: [str(ref) for ref in jobs[i].reads] for i in jobs}
+    assert reads == {
+        "mid": [f"busybox@{busybox}"],
+        "final": [f"busybox@{busybox}", f"registry.test/x/cache@{tools}"],
     }
 
 
