@@ -72,6 +72,9 @@ class StageJob:
     # the bases of the stages it runs, and the restored stages they build on or copy from. An
     # engine may fetch them ahead, so that the build need not resolve them through the registry
     reads: tuple[Reference, ...] = ()
+    # how many layers the stage's own steps may add (its RUN, COPY and ADD): an engine may
+    # prepare that many uploads, and one for the config, while it builds
+    layers: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)  # put on the stage's image
     # the secret mounts of the RUN steps this build runs (its stage and the stages built along),
     # one per step

@@ -32,7 +32,7 @@ import anyio
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, ToolError
 from pipeline.oci.registry import RegistryAuthError, sha256_digest
-from pipeline.oci.upload import ImageFiles, Uploader
+from pipeline.oci.upload import ImageFiles, Spare, Uploader
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -67,6 +67,9 @@ ROUND_TRIPS_SPARED = 9
 # than a `docker pull` process costs two cores; at +100 ms a round trip the intermediate
 # commit of bench/run.py took 2.02 s instead of 2.34 s (bench/timeline.py).
 PULL_BESIDE = 0.01
+# Seconds an ending session waits for the registry to cancel the uploads it opened for images
+# it never pushed.
+CLOSE_SECONDS = 2.0
 
 
 def uploads_faster(size: int, round_trip: float | None) -> bool:
@@ -220,7 +223,12 @@ class DockerExecutor:
             if spec.logins:
                 env["DOCKER_CONFIG"] = await _login(cli, spec.logins, private, env)
             uploader = Uploader(self._registry) if self._registry is not None else None
-            yield DockerSession(cli, spec, private, env, uploader)
+            session = DockerSession(cli, spec, private, env, uploader)
+            try:
+                yield session
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
+                    await session.close_spares()
         finally:
             shutil.rmtree(private, ignore_errors=True)
 
@@ -277,6 +285,7 @@ class _Save:
     files: ImageFiles | None = None
     manifest: bytes | None = None  # its blobs uploaded to the cache repository ahead of the push
     users: int = 0
+    spare: Spare | None = None  # uploads opened while it built, closed with its first push
 
 
 class DockerSession:
@@ -309,6 +318,7 @@ class DockerSession:
             for flag in ("--secret", f"id={secret_id},src={path}")
         ]
         self._pulls: dict[Reference, _Pull] = {}
+        self._spares: list[Spare] = []
 
     def _write_dockerfile(self, name: str, text: str) -> Path:
         """A Dockerfile in the private dir, with the context's ignore rules beside it, where
@@ -346,26 +356,45 @@ class DockerSession:
         log: Callable[[str], None],
         exporting: Callable[[], None] | None = None,
     ) -> Image:
-        async with anyio.create_task_group() as learning:
-            if self._uploader is not None:
-                # what the hints (images of the cache repo) show of the layers a push may
-                # share; learnt while the stage builds, and only then: it is never waited for
-                for ref in job.cache_from:
-                    learning.start_soon(self._uploader.learn, ref)
-            if self._cli.daemon_builder and job.cache_from:
-                beside = tuple(ref for ref in job.reads if self._far(ref))
-                job = replace(job, cache_from=await self._pull(job.cache_from, log, beside))
-            watched = log if exporting is None else _on_export(log, exporting)
-            code, tail = await _stream(self._build_command(job), self._env, watched)
-            learning.cancel_scope.cancel()
+        spare = self._spare(job)
+        uploader = self._uploader
+        async with anyio.create_task_group() as ahead:
+            if spare is not None and uploader is not None:
+                # uploads for the image's new layers and config, opened while it builds
+                ahead.start_soon(uploader.reserve, spare, job.layers + 1)
+            async with anyio.create_task_group() as learning:
+                if uploader is not None:
+                    # what the hints (images of the cache repo) show of the layers a push may
+                    # share; learnt while the stage builds, and only then: never waited for
+                    for ref in job.cache_from:
+                        learning.start_soon(uploader.learn, ref)
+                if self._cli.daemon_builder and job.cache_from:
+                    beside = tuple(ref for ref in job.reads if self._far(ref))
+                    job = replace(job, cache_from=await self._pull(job.cache_from, log, beside))
+                watched = log if exporting is None else _on_export(log, exporting)
+                code, tail = await _stream(self._build_command(job), self._env, watched)
+                learning.cancel_scope.cancel()
+            if code != 0 and spare is not None and uploader is not None:
+                ahead.start_soon(uploader.close, spare)
         if code != 0:
             raise StageFailed(_build_error(tail, code), tail=tail)
         image = Image(job, handle=job.tag)
         if self._uploader is not None and self._spec.push_cache:
             # while the runner asks the registry about the cache tag, the image to push is
             # saved and its blobs uploaded
-            await self._saved(image, job.tag, log)
+            await self._saved(image, job.tag, log, spare)
         return image
+
+    def _spare(self, job: StageJob) -> Spare | None:
+        """Uploads to open while the stage builds, where its image will be pushed by our
+        client (`uploads_faster`, whatever the image's size) to a registry that answered."""
+        if self._uploader is None or not self._spec.push_cache:
+            return None
+        if not uploads_faster(0, self._uploader.round_trip(job.tag)):
+            return None
+        spare = Spare(job.tag)
+        self._spares.append(spare)
+        return spare
 
     def _far(self, ref: Reference) -> bool:
         """Whether an image the build reads is worth pulling beside its hints (`PULL_BESIDE`)."""
@@ -420,10 +449,43 @@ class DockerSession:
         return pull.ok
 
     async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:
-        """With our client where that is faster (`uploads_faster`), else by `docker push`."""
+        """With our client where that is faster (`uploads_faster`), else by `docker push`.
+        The uploads opened for the image and left unused are cancelled meanwhile."""
         if self._uploader is None:
             return await self._docker_push(image, ref, log)
         save = await self._saved(image, ref, log)
+        if save.spare is None or save.spare.closed:
+            return await self._push_saved(image, ref, log, save)
+        pushed: list[str] = []
+        failed: list[ToolError] = []
+
+        async def pushing() -> None:
+            try:
+                pushed.append(await self._push_saved(image, ref, log, save))
+            except ToolError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(pushing)
+            group.start_soon(self._uploader.close, save.spare)
+        if failed:
+            raise failed[0]
+        return pushed[0]
+
+    async def close_spares(self) -> None:
+        """Cancel the uploads opened for images that were never pushed (a cache tag another
+        run wrote first is adopted instead), as the session ends."""
+        if self._uploader is None:
+            return
+        async with anyio.create_task_group() as group:
+            for spare in self._spares:
+                if not spare.closed:
+                    group.start_soon(self._uploader.close, spare)
+
+    async def _push_saved(
+        self, image: Image, ref: Reference, log: Callable[[str], None], save: _Save
+    ) -> str:
+        assert self._uploader is not None
         save.users += 1
         try:
             if save.files is None:
@@ -444,9 +506,15 @@ class DockerSession:
         log(f"{ref}: digest: {digest}, pushed from docker save")
         return digest
 
-    async def _saved(self, image: Image, ref: Reference, log: Callable[[str], None]) -> _Save:
+    async def _saved(
+        self,
+        image: Image,
+        ref: Reference,
+        log: Callable[[str], None],
+        spare: Spare | None = None,
+    ) -> _Save:
         """The image's files for its pushes to `ref`'s registry, saved once (`_Save`); none
-        where `docker push` is faster."""
+        where `docker push` is faster. `spare`: uploads opened for its blobs while it built."""
         assert self._uploader is not None
         key = str(image.job.tag)
         save = self._saves.get(key)
@@ -454,7 +522,7 @@ class DockerSession:
             await save.done.wait()
             return save
         scratch = Path(tempfile.mkdtemp(dir=self._private, prefix="save-"))
-        save = self._saves[key] = _Save(scratch, anyio.Event())
+        save = self._saves[key] = _Save(scratch, anyio.Event(), spare=spare)
         try:
             try:
                 if await self._small(image, ref):
@@ -463,7 +531,7 @@ class DockerSession:
                 log(f"{exc.message}; pushing with docker push")
             if save.files is not None and ref == image.job.tag and self._spec.push_cache:
                 try:
-                    save.manifest = await self._uploader.upload(save.files, ref)
+                    save.manifest = await self._uploader.upload(save.files, ref, spare=spare)
                 except ToolError as exc:  # the push tries again, and says why it fails
                     log(f"layers not uploaded ahead of the push: {exc.message}")
         finally:

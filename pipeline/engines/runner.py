@@ -119,6 +119,10 @@ class Hints:
         return self.round_trip is None or self.round_trip >= DISTANT
 
 
+# the instructions that add a layer to a stage's image
+LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
+
+
 def jobs_for(
     plan: Plan, build_targets: Mapping[int, str], tags: Mapping[int, Reference]
 ) -> dict[int, StageJob]:
@@ -143,6 +147,7 @@ def jobs_for(
                 plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
             ),
             reads=_reads(plan, _needs(plan, index, building), restored),
+            layers=sum(i.cmd in LAYER_STEPS for i in plan.stage(index).instructions),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
             secret_mounts=tuple(
                 m for i in sorted(_needs(plan, index, building)) for m in mounts[i]

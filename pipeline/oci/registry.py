@@ -333,14 +333,26 @@ class RegistryClient:
             self._manifests[_pinned(ref, digest)] = body, info
         return digest
 
-    async def upload_blob(self, ref: Reference, digest: str, content: bytes) -> bool:
+    async def upload_blob(
+        self, ref: Reference, digest: str, content: bytes, opened: str | None = None
+    ) -> bool:
         """Put a blob into `ref`'s repository; returns whether its bytes were sent.
 
         The POST that opens the upload asks to mount the blob from this same repository, so
         one request both finds a blob the registry has and starts the upload of one it lacks:
         one round trip for a blob that is there, two for one that is not. A registry that
         does not mount answers as if the blob were missing (the OCI spec's 202).
+
+        `opened`: the location of an upload `open_upload` opened ahead, which the bytes go to
+        at once, one round trip in all; if that upload is gone or its PUT breaks off, the blob
+        is put as above.
         """
+        if opened is not None:
+            try:
+                await self._finish_upload(ref, opened, digest, content, retries=0)
+                return True
+            except (RegistryUnavailable, RegistryProtocolError, RegistryNotFound):
+                pass
         attempt = 0
         while True:
             location = await self._open_upload(ref, digest, ref.repository)
@@ -389,6 +401,23 @@ class RegistryClient:
         )
         if location is not None:
             await self._finish_upload(target, location, digest, await self.get_blob(source, digest))
+
+    async def open_upload(self, ref: Reference) -> str:
+        """The location of a new, empty upload in `ref`'s repository, for a blob whose digest
+        is not known yet (`upload_blob`'s `opened`); `cancel_upload` closes one left unused."""
+        started = await self._send("POST", ref, "blobs/uploads/", PUSH)
+        self._check(started, ref)
+        location: str | None = started.headers.get("Location")
+        if not location:
+            raise RegistryProtocolError(f"registry {ref.registry} gave no upload location")
+        return location
+
+    async def cancel_upload(self, ref: Reference, location: str) -> None:
+        """Close an upload that `open_upload` opened, so the registry keeps nothing of it."""
+        url = httpx.URL(self._url(ref, "")).join(location)
+        done = await self._request("DELETE", ref, str(url), PUSH, retries=0)
+        if done.status_code != httpx.codes.NOT_FOUND:
+            self._check(done, ref)
 
     async def _open_upload(self, ref: Reference, digest: str, mount_from: str | None) -> str | None:
         """The location of a new upload of the blob, or None when the registry mounted it."""

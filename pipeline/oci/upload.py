@@ -6,6 +6,9 @@ manifest. Here a blob the repository may lack costs one POST, which mounts it if
 has it and else opens its upload, then one PUT with its bytes; the layers and the config go
 at once, then the manifest: three round trips at most, over kept-alive connections.
 
+Over a distant registry, uploads can be opened while the image is still being built
+(`reserve`): a small blob then costs its push one PUT, with no POST before it.
+
 A layer is compressed and uploaded once per run and repository however many images share it,
 and not at all when an image the repository holds shows its blob (`learn`: a stage's hint, the
 image of its last build). Layers are compressed deterministically (zlib's gzip, level 6, no
@@ -14,6 +17,7 @@ name, no time), so one compressed in another run is the same blob, which the mou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import zlib
@@ -37,13 +41,16 @@ if TYPE_CHECKING:
     from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
 
-__all__ = ["CONFIG", "LAYER", "Blob", "ImageFiles", "Uploader"]
+__all__ = ["CONFIG", "LAYER", "Blob", "ImageFiles", "Spare", "Uploader"]
 
 LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CONFIG = "application/vnd.docker.container.image.v1+json"
 _GZIP_LAYERS = frozenset({LAYER, "application/vnd.oci.image.layer.v1.tar+gzip"})
 _CHUNK = 1 << 20
 _LEVEL = 6
+# A blob this small goes to an upload opened ahead without asking whether the registry has it:
+# sending it again costs less than the round trip that asking does.
+_BLIND = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,21 @@ class ImageFiles:
         if not isinstance(diff_ids, list) or len(diff_ids) != len(self.layers):
             raise StageFailed("the engine exported an image whose config lists other layers")
         return [str(diff_id) for diff_id in diff_ids]
+
+
+@dataclass
+class Spare:
+    """Uploads opened ahead in `ref`'s repository for one image's push (`Uploader.reserve`);
+    once `closed`, those left unused are cancelled, and so is any opened later."""
+
+    ref: Reference
+    locations: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    def take(self, ref: Reference, size: int) -> str | None:
+        if self.closed or size > _BLIND or ref.name != self.ref.name or not self.locations:
+            return None
+        return self.locations.pop()
 
 
 @dataclass
@@ -123,6 +145,37 @@ class Uploader:
         finally:
             learning.set()
 
+    async def reserve(self, spare: Spare, count: int) -> None:
+        """Open `count` uploads in the spare's repository at once, for blobs whose digests
+        are not known yet (the new layers and the config of an image being built). Quiet: an
+        upload that could not be opened costs its blob the usual POST."""
+
+        async def one() -> None:
+            try:
+                location = await self._client.open_upload(spare.ref)
+            except RegistryError:
+                return
+            if spare.closed:
+                await self._cancel(spare.ref, location)
+            else:
+                spare.locations.append(location)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(count):
+                group.start_soon(one)
+
+    async def close(self, spare: Spare) -> None:
+        """Cancel the spare's uploads left unused, so that the registry keeps none of them."""
+        spare.closed = True
+        left, spare.locations = spare.locations, []
+        async with anyio.create_task_group() as group:
+            for location in left:
+                group.start_soon(self._cancel, spare.ref, location)
+
+    async def _cancel(self, ref: Reference, location: str) -> None:
+        with contextlib.suppress(RegistryError):
+            await self._client.cancel_upload(ref, location)
+
     async def push(self, image: ImageFiles, ref: Reference, manifest: bytes | None = None) -> str:
         """Upload what `ref`'s repository lacks of the image, then its manifest under `ref`'s
         tag; returns the manifest's digest. `manifest`: what `upload` of the image to that
@@ -137,22 +190,28 @@ class Uploader:
         return await self._client.put_manifest(ref, body, DOCKER_MANIFEST)
 
     async def upload(
-        self, image: ImageFiles, ref: Reference, *, trust_listed: bool = True
+        self,
+        image: ImageFiles,
+        ref: Reference,
+        *,
+        trust_listed: bool = True,
+        spare: Spare | None = None,
     ) -> bytes:
         """Every blob of the image in `ref`'s repository, all at once; returns the manifest
         that names them. Blobs alone change no tag, so this may go ahead of the decision to
-        push (the runner's first-writer HEAD)."""
+        push (the runner's first-writer HEAD). Small blobs go to `spare`'s uploads while it
+        has some."""
         diff_ids = image.diff_ids
         layers: dict[int, Blob] = {}
         config: list[Blob] = []
 
         async def layer(position: int) -> None:
             layers[position] = await self._layer(
-                ref, diff_ids[position], image.layers[position], trust_listed=trust_listed
+                ref, diff_ids[position], image.layers[position], trust_listed, spare
             )
 
         async def upload_config() -> None:
-            config.append(await self._config(ref, image.config))
+            config.append(await self._config(ref, image.config, spare))
 
         try:
             async with anyio.create_task_group() as group:
@@ -169,7 +228,9 @@ class Uploader:
         }
         return json.dumps(manifest, indent=3).encode()
 
-    async def _layer(self, ref: Reference, diff_id: str, path: Path, *, trust_listed: bool) -> Blob:
+    async def _layer(
+        self, ref: Reference, diff_id: str, path: Path, trust_listed: bool, spare: Spare | None
+    ) -> Blob:
         """The layer's blob in `ref`'s repository: known, being uploaded by another push of
         this run, or compressed and uploaded now."""
         key = (ref.name, diff_id)
@@ -178,16 +239,18 @@ class Uploader:
 
         async def upload() -> Blob:
             data, digest = await anyio.to_thread.run_sync(_gzip, path, diff_id)
-            await self._client.upload_blob(ref, digest, data)
+            opened = spare.take(ref, len(data)) if spare is not None else None
+            await self._client.upload_blob(ref, digest, data, opened)
             return Blob(digest, len(data))
 
         return await self._once(key, upload)
 
-    async def _config(self, ref: Reference, config: bytes) -> Blob:
+    async def _config(self, ref: Reference, config: bytes, spare: Spare | None) -> Blob:
         digest = sha256_digest(config)
 
         async def upload() -> Blob:
-            await self._client.upload_blob(ref, digest, config)
+            opened = spare.take(ref, len(config)) if spare is not None else None
+            await self._client.upload_blob(ref, digest, config, opened)
             return Blob(digest, len(config), CONFIG)
 
         return await self._once((ref.name, digest), upload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -17,10 +18,11 @@ import pytest
 from pipeline.engines import docker_engine
 from pipeline.engines.base import BuildSpec, Image, StageJob, TestRun
 from pipeline.engines.docker_engine import DockerExecutor
-from pipeline.errors import EngineUnavailable
+from pipeline.errors import EngineUnavailable, StageFailed
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient
 from pipeline.settings.secrets import Secrets
+from tests.registry_server import RegistryServer
 
 
 @pytest.fixture
@@ -51,6 +53,7 @@ def fake_docker(
     failing_pull: str = "",
     build_output: str = "",
     saved: Path | None = None,
+    build_code: int = 0,
 ) -> Path:
     """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver;
     its builds print `build_output`; `docker save -o` writes `saved`; a push pushes PUSHED."""
@@ -72,6 +75,7 @@ def fake_docker(
         "    __import__('time').sleep(0.3)\n"
         "if args[0] == 'build':\n"
         f"    print({build_output!r}, end='')\n"
+        f"    sys.exit({build_code})\n"
         "if args[:2] == ['image', 'inspect']:\n"
         "    print(1000)\n"
         f"if args[0] == 'save' and {str(saved)!r} != 'None':\n"
@@ -298,3 +302,24 @@ def test_our_push_is_chosen_only_where_the_round_trips_it_spares_cost_more_than_
     assert not docker_engine.uploads_faster(20 * megabyte, 0.025)
     assert docker_engine.uploads_faster(80 * megabyte, 0.1)
     assert not docker_engine.uploads_faster(200 * megabyte, 0.1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("build_code", [0, 1], ids=["never-pushed", "failed"])
+async def test_uploads_opened_while_a_stage_builds_are_cancelled_if_unused(
+    registry: RegistryServer, tmp_path: Path, build_code: int
+) -> None:
+    """Over a distant registry, a build opens uploads for its image's new layers and config;
+    a failed build cancels them, and those of an image never pushed (its cache tag adopted)
+    go when the session ends: one POST and one DELETE each, nothing left open."""
+    saved = containerd_style_save(tmp_path)  # not ours to push: nothing uploaded
+    docker = fake_docker(tmp_path, build_code=build_code, saved=saved)
+    tag = Reference.parse(f"{registry.host}/tests/spare:web-k")
+    async with RegistryClient(insecure=[registry.host]) as client:
+        client.stats.fastest[registry.host] = 0.1
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        async with executor.session(replace(spec(tmp_path), push_cache=True)) as session:
+            stage = replace(job(), tag=tag, layers=2)
+            with contextlib.suppress(StageFailed):
+                await session.build(stage, lambda line: None)
+        assert client.stats.requests == 2 * 3

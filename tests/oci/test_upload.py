@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import StageFailed
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient
-from pipeline.oci.upload import ImageFiles, Uploader
+from pipeline.oci.upload import ImageFiles, Spare, Uploader
 from tests.registry_server import RegistryServer, push_image, sha256_digest
 
 
@@ -80,6 +80,12 @@ def delete_blob(server: RegistryServer, ref: Reference, digest: str) -> None:
     """Unlink a blob from the repository, as a registry's clean-up would."""
     gone = httpx.delete(f"{server.url}/v2/{ref.repository}/blobs/{digest}")
     assert gone.status_code == 202
+
+
+def upload_status(server: RegistryServer, location: str, *, cancel: bool = False) -> int:
+    """What the registry answers about an upload: 204 while it is open, 404 once it is gone."""
+    url = str(httpx.URL(server.url).join(location))
+    return (httpx.delete(url) if cancel else httpx.get(url)).status_code
 
 
 def uploads(client: RegistryClient) -> int:
@@ -173,3 +179,47 @@ async def test_a_layer_that_is_not_its_diff_id_is_refused(
     async with RegistryClient(insecure=[registry.host]) as client:
         with pytest.raises(StageFailed, match="exported a layer that is not"):
             await Uploader(client).push(files, repository(registry, "bad"))
+
+
+@pytest.mark.anyio
+async def test_small_blobs_go_to_uploads_opened_ahead_and_the_rest_are_cancelled(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """Uploads opened while an image builds (`reserve`) take its small blobs with one PUT
+    each, no POST; those left unused are cancelled, so the registry keeps none of them."""
+    files = image(layer(tmp_path, "a", b"base" * 1000), layer(tmp_path, "b", b"top"))
+    ref = repository(registry, "one")
+    async with RegistryClient(insecure=[registry.host]) as client:
+        uploader = Uploader(client)
+        spare = Spare(ref)
+        await uploader.reserve(spare, 4)
+        assert len(spare.locations) == 4
+        before = uploads(client)
+        manifest = await uploader.upload(files, ref, spare=spare)
+        assert uploads(client) - before == 3  # two layers and the config: a PUT each
+        left = list(spare.locations)
+        assert len(left) == 1
+        await uploader.close(spare)
+        assert spare.locations == []
+        await uploader.push(files, ref, manifest)
+        await uploader.reserve(spare, 1)  # opened after the close: cancelled at once
+    assert spare.locations == []
+    assert read(registry, ref, "one")["layers"] == json.loads(manifest)["layers"]
+    assert upload_status(registry, left[0]) == 404
+
+
+@pytest.mark.anyio
+async def test_a_blob_whose_upload_opened_ahead_is_gone_is_put_anew(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    files = image(layer(tmp_path, "a", b"a"))
+    ref = repository(registry, "one")
+    async with RegistryClient(insecure=[registry.host]) as client:
+        uploader = Uploader(client)
+        spare = Spare(ref)
+        await uploader.reserve(spare, 2)
+        for location in spare.locations:
+            assert upload_status(registry, location, cancel=True) == 204
+        digest = await uploader.push(files, ref, await uploader.upload(files, ref, spare=spare))
+    assert read(registry, ref, "one")["config"]["digest"] == sha256_digest(files.config)  # type: ignore[index]
+    assert digest.startswith("sha256:")
