@@ -122,8 +122,13 @@ async def make_plan(
     restore: bool = True,
     branches: Sequence[str] = (),
     deadline: float = PROBE_DEADLINE,
+    found_hint: Callable[[Reference], None] | None = None,
 ) -> Plan:
     """`client` None means offline: no image is pinned and the cache is not asked.
+
+    `found_hint` is told each hint the plan will give a build, as soon as it is known, before
+    the plan reads the hint's config (one round trip more): an engine that fetches its hints
+    before building may start.
 
     `branches` (this build's branch, then the default branch) name the hint tags that a missed
     stage reuses layers from and is compared with to say why it missed. A stage whose base
@@ -177,6 +182,7 @@ async def make_plan(
     cache_warning: str | None = None
     hints: dict[int, Reference] = {}
     labels: dict[int, str] = {}
+    building_now: set[int] = set()  # filled once the probe has answered
 
     def forecast() -> dict[int, Forecast]:
         rebuild = no_cache or not restore
@@ -191,10 +197,14 @@ async def make_plan(
         lookup: Callable[[int, anyio.Event], Awaitable[None]] | None = None
         if hinting:
             assert cache_repo is not None
-            lookup = functools.partial(_hint, client, cache_repo, graph, branches, hints, labels)
+            lookup = functools.partial(
+                _hint, client, cache_repo, graph, branches, hints, labels, building_now, found_hint
+            )
         likely = _likely(graph) if _distant(client, cache_repo) else []
         with anyio.move_on_at(until) as scope:
-            cache_warning = await _ask(client, refs, cache, found, lookup, likely, built)
+            cache_warning = await _ask(
+                client, refs, cache, found, lookup, likely, built, building_now
+            )
         expired = scope.cancel_called
     if refs and unreachable:
         cache = dict.fromkeys(refs, "unknown")
@@ -277,6 +287,7 @@ async def _ask(
     lookup: Callable[[int, anyio.Event], Awaitable[None]] | None,
     likely: Sequence[int],
     built: Callable[[], Sequence[int]],
+    building_now: set[int],
 ) -> str | None:
     """The probe (`_probe`), and with `lookup` the hint lookups of the stages to build.
 
@@ -309,6 +320,7 @@ async def _ask(
             group.cancel_scope.cancel()
             return warning
         building = built()
+        building_now.update(building)
         for index, scope in scopes.items():
             if index not in building:
                 scope.cancel()
@@ -326,11 +338,14 @@ async def _hint(
     branches: Sequence[str],
     hints: dict[int, Reference],
     labels: dict[int, str],
+    building: set[int],
+    found: Callable[[Reference], None] | None,
     index: int,
     decided: anyio.Event,
 ) -> None:
     """The stage's first hint tag that exists, and its key-inputs label, filled in place so
-    that the caller keeps nothing half-known past the deadline.
+    that the caller keeps nothing half-known past the deadline. `found` is told the hint as
+    soon as it is known to be given (the stage is built, and its base stage is not).
 
     Every request but the first waits for `decided`: a lookup started before the probe has
     answered costs one GET at most if its stage turns out not to be built.
@@ -344,6 +359,8 @@ async def _hint(
             body, _ = await client.get_manifest(ref)
             config_digest = json.loads(body)["config"]["digest"]
             await decided.wait()
+            if found is not None and index in building and stage.base_stage not in building:
+                found(ref)
             config = json.loads(await client.get_blob(ref, config_digest))
         except RegistryNotFound:
             continue

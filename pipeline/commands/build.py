@@ -159,7 +159,7 @@ class BuildRun:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_signals, group.cancel_scope)
-                self.plans = await self._plan_while_preparing()
+                self.plans = await self._plan_while_preparing(group)
                 self.plan = self.plans.first
                 if self.plans.several:
                     await run_platforms(self, self.plans)
@@ -216,7 +216,7 @@ class BuildRun:
         if findings:
             raise refusal(findings)
 
-    async def _plan_while_preparing(self) -> MultiPlan:
+    async def _plan_while_preparing(self, run: TaskGroup) -> MultiPlan:
         """The engine is found (`Executor.prepare`) while the plan waits on the registry, when
         that wait hides it; a plan with nothing for an engine to do stops the checks rather
         than wait for them.
@@ -228,6 +228,10 @@ class BuildRun:
         With a farther one (or one not asked by then) they start at that time, and are done
         before the plan is. With no cache, `--no-cache`, a test or a copy to the host, the
         engine is needed anyway: they start with the plan.
+
+        Each hint the plan finds for a stage it builds goes to the engine at once
+        (`Executor.prefetch`, in `run`, the run's task group), a round trip before the plan
+        is done.
         """
         graphs = platform_graphs(self.settings, self.graph, tests=self.settings.run_tests)
         waiting = anyio.CancelScope()
@@ -238,6 +242,9 @@ class BuildRun:
             if not waiting.cancel_called and not self._cache_nearby():
                 await self.executor.prepare()
 
+        def found_hint(ref: Reference) -> None:
+            run.start_soon(self.executor.prefetch, ref)
+
         async with anyio.create_task_group() as group:
             anyway = self._needs_engine_anyway()
             group.start_soon(self.executor.prepare if anyway else prepare_unless_nearby)
@@ -247,6 +254,7 @@ class BuildRun:
                 context=self.context,
                 no_cache=self.settings.no_cache,
                 client=self.client,
+                found_hint=found_hint,
             )
             if not self._needs_engine(plans):
                 group.cancel_scope.cancel()

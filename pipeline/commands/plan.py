@@ -36,7 +36,7 @@ from pipeline.oci.registry import RegistryClient
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from pipeline.cache.multi import MultiPlan
     from pipeline.cache.plan import Plan
@@ -96,8 +96,10 @@ async def plan_for(
     restore: bool = True,
     client: RegistryClient | None = None,
     platform: Platform | None = None,
+    found_hint: Callable[[Reference], None] | None = None,
 ) -> Plan:
     """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
+    `found_hint`: as `make_plan`'s.
 
     `no_cache` (`build --no-cache`) builds everything and asks the cache only whether it
     answers; `restore` False builds everything too, but asks, so that `plan` shows what the
@@ -115,6 +117,7 @@ async def plan_for(
             no_cache=no_cache,
             restore=restore,
             branches=branches(settings),
+            found_hint=found_hint,
         )
 
     if offline or client is not None:
@@ -132,6 +135,7 @@ async def plans_for(
     no_cache: bool = False,
     restore: bool = True,
     client: RegistryClient | None = None,
+    found_hint: Callable[[Reference], None] | None = None,
 ) -> MultiPlan:
     """One plan per target platform, made at once with one client; shared work marked."""
     context = context or build_context(settings)
@@ -147,6 +151,7 @@ async def plans_for(
             restore=restore,
             client=client,
             platform=platform,
+            found_hint=found_hint,
         )
 
     async def every(client: RegistryClient | None) -> MultiPlan:

@@ -175,4 +175,10 @@ class Executor(Protocol):
         """
         ...
 
+    async def prefetch(self, ref: Reference) -> None:
+        """Start fetching a hint the plan found for a stage it builds, before any session
+        opens, where the engine fetches hints before building; never raises. A build given
+        that hint waits for it rather than fetching it again."""
+        ...
+
     def session(self, spec: BuildSpec) -> AbstractAsyncContextManager[Session]: ...

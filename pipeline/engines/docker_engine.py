@@ -201,14 +201,39 @@ class DockerExecutor:
         self._env = dict(os.environ if env is None else env)
         self._registry = registry
         self._found: DockerCLI | EngineUnavailable | None = None
+        self._finding: anyio.Event | None = None
+        self._prefetched: dict[Reference, _Pull] = {}
 
     async def prepare(self) -> None:
-        """The CLI checks are subprocesses: they run on other cores while the plan is made."""
-        if self._found is None:
-            try:
-                self._found = await find_docker(self._docker, self._env)
-            except EngineUnavailable as exc:
-                self._found = exc
+        """The CLI checks are subprocesses: they run on other cores while the plan is made.
+        Callers at the same time share one check."""
+        if self._finding is not None:
+            await self._finding.wait()
+            return
+        self._finding = anyio.Event()
+        try:
+            self._found = await find_docker(self._docker, self._env)
+        except EngineUnavailable as exc:
+            self._found = exc
+        finally:
+            self._finding.set()
+            if self._found is None:  # cancelled: the next caller checks again
+                self._finding = None
+
+    async def prefetch(self, ref: Reference) -> None:
+        """`docker pull` of a hint while the plan still reads hint configs: a session's
+        build waits for it instead of pulling (`DockerSession._pull_once`), and pulls again,
+        with the session's logins, if it failed."""
+        await self.prepare()
+        cli = self._found
+        if not isinstance(cli, DockerCLI) or not cli.daemon_builder or ref in self._prefetched:
+            return
+        pull = self._prefetched[ref] = _Pull(anyio.Event())
+        try:
+            code, _ = await _run([cli.path, "pull", "--quiet", str(ref)], self._env)
+            pull.ok = code == 0
+        finally:
+            pull.done.set()
 
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DockerSession]:
@@ -223,7 +248,7 @@ class DockerExecutor:
             if spec.logins:
                 env["DOCKER_CONFIG"] = await _login(cli, spec.logins, private, env)
             uploader = Uploader(self._registry) if self._registry is not None else None
-            session = DockerSession(cli, spec, private, env, uploader)
+            session = DockerSession(cli, spec, private, env, uploader, self._prefetched)
             try:
                 yield session
             finally:
@@ -303,8 +328,10 @@ class DockerSession:
         private: Path,
         env: dict[str, str],
         uploader: Uploader | None = None,
+        prefetched: Mapping[Reference, _Pull] | None = None,
     ):
         self._cli = cli
+        self._prefetched = prefetched or {}
         self._spec = spec
         self._env = env
         self._private = private
@@ -430,7 +457,13 @@ class DockerSession:
     async def _pull_once(self, ref: Reference, log: Callable[[str], None] | None) -> bool:
         """Builds that share an image wait for one pull: dockerd is slow to pull one image
         twice at the same time (0.2 s alone, up to 0.8 s side by side). Without `log`, an
-        image the build reads, of the build's platform; else a hint, whose failure is said."""
+        image the build reads, of the build's platform; else a hint, whose failure is said,
+        and which the executor may have pulled already (`DockerExecutor.prefetch`)."""
+        early = self._prefetched.get(ref) if log is not None else None
+        if early is not None:
+            await early.done.wait()
+            if early.ok:
+                return True
         pull = self._pulls.get(ref)
         if pull is not None:
             await pull.done.wait()

@@ -25,7 +25,7 @@ from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.stages import build_stages
-from pipeline.oci.reference import Repository
+from pipeline.oci.reference import Reference, Repository
 from pipeline.oci.registry import RegistryClient
 from tests.registry_server import DOCKER_MANIFEST, RegistryServer, free_port, push_image
 
@@ -126,7 +126,10 @@ def plan_with(
     recorder: Recorder | None,
     *,
     no_cache: bool = False,
+    found: list[tuple[int, str]] | None = None,
 ) -> Plan:
+    """`found` collects each hint the plan tells of (`found_hint`), with how many requests
+    `recorder` had logged by then."""
     context = BuildContext(tmp_path, IgnoreRules.load(tmp_path, tmp_path / "Dockerfile"))
 
     async def make() -> Plan:
@@ -140,7 +143,12 @@ def plan_with(
                 client=client,
                 no_cache=no_cache,
                 branches=["main"],
+                found_hint=None if found is None else tell,
             )
+
+    def tell(ref: Reference) -> None:
+        assert found is not None
+        found.append((len(recorder.log) if recorder else 0, ref.tag or ""))
 
     return anyio.run(make)
 
@@ -241,7 +249,8 @@ def test_a_partly_changed_plan_is_as_without_speculation(
     (project / "src" / "main.py").write_text("print(2)")
 
     recorder = Recorder("changed-overlap/cache", hold=len(STAGES))
-    plan = plan_with(project, graph, cache_repo, recorder)
+    found: list[tuple[int, str]] = []
+    plan = plan_with(project, graph, cache_repo, recorder, found=found)
     by_name = {names[i]: f for i, f in plan.forecasts.items()}
     assert {n: (f.cache, f.action) for n, f in by_name.items()} == {
         "deps": ("hit", "restore"),
@@ -258,6 +267,9 @@ def test_a_partly_changed_plan_is_as_without_speculation(
     blobs = [i for i, e in enumerate(log) if e.what == "sent" and recorder.blob_get(e)]
     assert len(blobs) == 2, "the configs of app's and test's hints, not those of the hits"
     assert max(head_answers) < min(blobs)
+    # the one hint given is told before any config is asked for: engines may fetch it meanwhile
+    assert [tag for _, tag in found] == ["app--main"]
+    assert found[0][0] <= min(blobs)
 
     monkeypatch.setattr(plan_module, "SPECULATIVE_HINTS", 0)
     same_result(plan, plan_with(project, graph, cache_repo, Recorder("changed-overlap/cache")))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.engines.base import BuildSpec
+    from pipeline.oci.reference import Reference
 
 DOCKERFILE = "FROM registry.test/base AS a\nCOPY a.txt /a\nFROM a AS b\nCOPY b.txt /b\n"
 CACHED = "sha256:" + "1" * 64
@@ -44,6 +45,9 @@ class CountedChecks:
         self.started += 1
         if self.hang:
             await anyio.sleep_forever()
+
+    async def prefetch(self, ref: Reference) -> None:
+        raise AssertionError("a run that restores everything fetches no hint")
 
     def session(self, spec: BuildSpec) -> NoReturn:
         raise AssertionError("a run that restores everything opens no session")

@@ -164,6 +164,30 @@ async def test_a_distant_build_pulls_the_images_it_reads_beside_its_hints(
 
 
 @pytest.mark.anyio
+async def test_a_hint_prefetched_while_planning_is_not_pulled_again(tmp_path: Path) -> None:
+    """`prefetch` pulls a hint before the session opens; a build given it waits for that pull.
+    One that failed is pulled again by the session, whose failure is then said."""
+    docker = fake_docker(tmp_path, failing_pull="cache:gone--main")
+    lines: list[str] = []
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    async with anyio.create_task_group() as group:
+        for ref in ("cache:web--main", "cache:gone--main"):
+            group.start_soon(executor.prefetch, Reference.parse(ref))
+        await anyio.sleep(0.1)  # the pulls are under way, as the plan ends
+        async with executor.session(spec(tmp_path)) as session:
+            await session.build(job("cache:web--main", "cache:gone--main"), lines.append)
+    made = calls(tmp_path)
+    pulls = sorted(argv[-1] for argv in made if argv[0] == "pull")
+    assert pulls == ["cache:gone--main", "cache:gone--main", "cache:web--main"]
+    assert [argv[0] for argv in made].count("version") == 1, "one check for both callers"
+    assert made.index(next(a for a in made if a[0] == "build")) == len(made) - 1
+    assert lines == [
+        "cache image cache:gone--main not pulled, building without it: "
+        "Error response from daemon: manifest unknown"
+    ]
+
+
+@pytest.mark.anyio
 async def test_a_container_builder_imports_its_cache_itself(tmp_path: Path) -> None:
     docker = fake_docker(tmp_path, driver="docker-container")
     executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
