@@ -11,7 +11,7 @@ Over a distant registry, uploads can be opened while the image is still being bu
 
 A layer is compressed and uploaded once per run and repository however many images share it,
 and not at all when an image the repository holds shows its blob (`learn`: a stage's hint, the
-image of its last build). Layers are compressed deterministically (zlib's gzip, level 6, no
+image of its last build). Layers are compressed deterministically (zlib's gzip, level 1, no
 name, no time), so one compressed in another run is the same blob, which the mount then finds.
 """
 
@@ -47,7 +47,11 @@ LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CONFIG = "application/vnd.docker.container.image.v1+json"
 _GZIP_LAYERS = frozenset({LAYER, "application/vnd.oci.image.layer.v1.tar+gzip"})
 _CHUNK = 1 << 20
-_LEVEL = 6
+# zlib's fastest level, go-containerregistry's default for layers it compresses (its
+# tarball.LayerFromOpener): a 2 MB layer takes 35 ms
+# instead of level 6's 90 ms for 6 % more bytes, which cost less than that time to send over
+# a link of 1 MB/s or more. The blob is the same for the same layer in every run.
+_LEVEL = 1
 # A blob this small goes to an upload opened ahead without asking whether the registry has it:
 # sending it again costs less than the round trip that asking does.
 _BLIND = 1 << 20
