@@ -129,16 +129,23 @@ class Session(Protocol):
     # costs a manifest PUT within the push, where copying it through the registry costs a PUT
     # after it (and a GET first, of a manifest the run's client has not seen).
     shares_push_uploads: bool
+    # The engine calls a build's `running` once it has begun the build's steps. The runner
+    # then starts a build whose steps another build runs too (a stage the target builds on)
+    # only once that one is running: several clients setting up at once slow the one the
+    # run waits for, and the later build shares the steps under way.
+    tells_running: bool
 
     async def build(
         self,
         job: StageJob,
         log: Callable[[str], None],
         exporting: Callable[[], None] | None = None,
+        running: Callable[[], None] | None = None,
     ) -> Image:
         """Build the stage's image; `exporting` is called once, when the engine starts
         exporting it (its steps have run), so the runner can ask the registry about its cache
-        tag meanwhile. An engine that cannot tell never calls it."""
+        tag meanwhile. An engine that cannot tell never calls it. `running` is called once,
+        when the engine begins the build's steps, where `tells_running`."""
         ...
 
     async def push(self, image: Image, ref: Reference, log: Callable[[str], None]) -> str:

@@ -264,6 +264,7 @@ class DaggerSession:
     isolates_secret_steps = True
     # nothing says two publishes of one container share their uploads: hints are copied
     shares_push_uploads = False
+    tells_running = False
 
     def __init__(self, spec: BuildSpec, *, docker: str | None = None) -> None:
         from dagger import dag
@@ -346,8 +347,10 @@ class DaggerSession:
         job: StageJob,
         log: Callable[[str], None],
         exporting: Callable[[], None] | None = None,
+        running: Callable[[], None] | None = None,
     ) -> Image:
-        """The SDK says when the build ends, not when it exports: `exporting` is not called."""
+        """The SDK says when the build ends, not when it exports or runs its first step:
+        neither `exporting` nor `running` is called."""
         log(f"dagger: docker build --target {job.target}")
         with _stage_errors(job.name, "build", log):
             container = await self._docker_build(job).sync()

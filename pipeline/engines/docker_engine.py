@@ -48,6 +48,8 @@ TAIL_LINES = 30
 _PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 # BuildKit's plain progress when the build's last vertex, the image export, starts
 _EXPORTING = re.compile(r"#\d+ exporting to ")
+# and when a step after a stage's FROM starts: `#7 [app 2/4] COPY src/ /app/src/`
+_STEP = re.compile(r"#\d+ \[[^\]]* (?!1/)\d+/\d+\] ")
 _FIX = (
     "install it (Debian: docker-buildx), or choose a CLI that can build with --docker PATH "
     "or DAGGER_STAGES_DOCKER"
@@ -320,6 +322,8 @@ class DockerSession:
     # pushes of one image to one repository share each layer's upload: dockerd's
     # (distribution/xfer), and ours (`Uploader`, and `_Save` for the image's files)
     shares_push_uploads = True
+    # BuildKit's plain progress names each step as it starts (`_STEP`)
+    tells_running = True
 
     def __init__(
         self,
@@ -382,6 +386,7 @@ class DockerSession:
         job: StageJob,
         log: Callable[[str], None],
         exporting: Callable[[], None] | None = None,
+        running: Callable[[], None] | None = None,
     ) -> Image:
         spare = self._spare(job)
         uploader = self._uploader
@@ -398,7 +403,7 @@ class DockerSession:
                 if self._cli.daemon_builder and job.cache_from:
                     beside = tuple(ref for ref in job.reads if self._far(ref))
                     job = replace(job, cache_from=await self._pull(job.cache_from, log, beside))
-                watched = log if exporting is None else _on_export(log, exporting)
+                watched = _watched(log, exporting, running)
                 code, tail = await _stream(self._build_command(job), self._env, watched)
                 learning.cancel_scope.cancel()
             if code != 0 and spare is not None and uploader is not None:
@@ -691,16 +696,21 @@ class DockerSession:
                 log(f"artifact {path} -> {target}")
 
 
-def _on_export(log: Callable[[str], None], exporting: Callable[[], None]) -> Callable[[str], None]:
-    """`log`, calling `exporting` once at the first line of the image export."""
-    seen = False
+def _watched(
+    log: Callable[[str], None],
+    exporting: Callable[[], None] | None,
+    running: Callable[[], None] | None,
+) -> Callable[[str], None]:
+    """`log`, calling `running` once at the first line of a step that is not a `FROM`, and
+    `exporting` once at the first line of the image export."""
+    waiting = {name: call for name, call in (("run", running), ("export", exporting)) if call}
 
     def watch(line: str) -> None:
-        nonlocal seen
         log(line)
-        if not seen and _EXPORTING.match(line):
-            seen = True
-            exporting()
+        if "run" in waiting and _STEP.match(line):
+            waiting.pop("run")()
+        if "export" in waiting and _EXPORTING.match(line):
+            waiting.pop("export")()
 
     return watch
 

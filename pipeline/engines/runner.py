@@ -44,7 +44,7 @@ from pipeline.oci.registry import RegistryError
 from pipeline.settings.resolve import JOBS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Mapping
+    from collections.abc import Callable, Coroutine, Iterable, Mapping
 
     from anyio.abc import TaskGroup
 
@@ -248,6 +248,9 @@ async def execute(
     warned: set[int] = set()
     # the hint pushes beside cache pushes, each cancelled with its stage unless that push is done
     along: dict[int, anyio.CancelScope] = {}
+    # each build whose steps other builds run too waits for one of those to be running
+    covering = _covering(plan, set(jobs)) if session.tells_running and not waits else {}
+    underway = {index: anyio.Event() for index in jobs}
 
     def finish(result: StageResult) -> None:
         results[result.index] = result
@@ -264,6 +267,8 @@ async def execute(
         with scopes[index]:
             try:
                 job = await on_pushed(index) if waits.get(index) else jobs[index]
+                if covering.get(index):
+                    await _any(underway[i] for i in covering[index])
                 async with limiter:
                     result = await build_and_push(index, job)
                 if result.status is Status.FAILED:
@@ -275,6 +280,7 @@ async def execute(
             finally:
                 if index in along and not cached(index):
                     along[index].cancel()
+                underway[index].set()
                 done[index].set()  # its digest is known: builds waiting for it need no more
 
     def cached(index: int) -> bool:
@@ -343,6 +349,7 @@ async def execute(
                     job,
                     lambda line: reporter.log(job.name, line),
                     None if read is None else read.send,
+                    underway[index].set,
                 )
             except StageFailed as exc:
                 reads.cancel_scope.cancel()
@@ -414,6 +421,27 @@ async def execute(
     finally:
         cancel(set(jobs), "interrupted")
     return dict(sorted(results.items()))
+
+
+def _covering(plan: Plan, building: set[int]) -> dict[int, set[int]]:
+    """For each stage to build, the other builds that run its steps too (`_needs`)."""
+    covering: dict[int, set[int]] = {index: set() for index in building}
+    for index in building:
+        for need in _needs(plan, index, building) - {index}:
+            covering[need].add(index)
+    return covering
+
+
+async def _any(events: Iterable[anyio.Event]) -> None:
+    """Until one of `events` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
 
 
 def _isolated(

@@ -32,6 +32,9 @@ def anyio_backend() -> str:
 
 # BuildKit's plain progress for a one-step stage, as dockerd 20.10 prints it
 BUILD_OUTPUT = """\
+#4 [web 1/2] FROM docker.io/library/busybox
+#4 DONE 0.0s
+
 #5 [web 2/2] RUN true
 #5 DONE 0.1s
 
@@ -275,8 +278,27 @@ async def test_a_build_says_once_when_it_starts_exporting_its_image(tmp_path: Pa
         await session.build(job(), lines.append, lambda: exported.append(len(lines)))
         await session.build(job(), lines.append)
     assert lines[exported[0] - 1] == "#6 exporting to image"
-    assert exported == [4]
+    assert exported == [7]
     assert len(lines) == 2 * len(BUILD_OUTPUT.splitlines())
+
+
+@pytest.mark.anyio
+async def test_a_build_says_once_when_its_first_step_after_from_starts(tmp_path: Path) -> None:
+    """The runner starts the builds that share this one's steps then."""
+    docker = fake_docker(tmp_path, build_output=BUILD_OUTPUT)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+    lines: list[str] = []
+    said: list[tuple[str, int]] = []
+    async with executor.session(spec(tmp_path)) as session:
+        assert session.tells_running
+        await session.build(
+            job(),
+            lines.append,
+            lambda: said.append(("exporting", len(lines))),
+            lambda: said.append(("running", len(lines))),
+        )
+    assert said == [("running", 4), ("exporting", 7)]
+    assert lines[3] == "#5 [web 2/2] RUN true"
 
 
 def containerd_style_save(tmp_path: Path) -> Path:

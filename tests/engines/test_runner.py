@@ -73,9 +73,11 @@ class FakeSession:
         isolates_secret_steps: bool = False,
         exports: bool = False,
         shares_push_uploads: bool = False,
+        tells_running: bool = False,
     ) -> None:
         self.isolates_secret_steps = isolates_secret_steps
         self.shares_push_uploads = shares_push_uploads
+        self.tells_running = tells_running
         # says when it exports, and lets every other task run until blocked before returning
         self.exports = exports
         self.jobs: dict[str, StageJob] = {}
@@ -91,9 +93,17 @@ class FakeSession:
         self.hints_pushed: list[str] = []  # hint tags pushed beside cache tags
 
     async def build(
-        self, job: StageJob, log: object, exporting: Callable[[], None] | None = None
+        self,
+        job: StageJob,
+        log: object,
+        exporting: Callable[[], None] | None = None,
+        running: Callable[[], None] | None = None,
     ) -> Image:
         self.started.append(job.name)
+        if self.tells_running and running is not None:
+            await anyio.sleep(0.02)  # the client's set-up, before the first step
+            self.events.append(f"running {job.name}")
+            running()
         self.jobs[job.name] = job
         self.events.append(f"build {job.name}")
         self.in_flight += 1
@@ -257,6 +267,28 @@ def test_a_build_imports_the_hints_of_every_stage_it_runs(tmp_path: Path) -> Non
         "e": ["e--main"],
         "top": ["a--main", "b--main", "e--main", "top--main"],
     }
+
+
+def test_a_build_whose_steps_another_runs_starts_once_that_one_is_running(
+    tmp_path: Path,
+) -> None:
+    """`top` runs every other stage's steps too: on an engine that tells when a build's steps
+    begin, the others start after that, and share those steps; on one that cannot, at once."""
+    telling = FakeSession(tells_running=True)
+    results, _ = run(make(tmp_path), telling, push_cache=False)
+    assert {r.status for r in results.values()} == {"built"}
+    assert telling.started[0] == "top"
+    assert telling.events.index("running top") < telling.events.index("build a")
+    silent = FakeSession()
+    run(make(tmp_path), silent, push_cache=False)
+    assert silent.started[0] == "a"
+
+
+def test_a_build_waiting_for_another_starts_if_that_one_fails_first(tmp_path: Path) -> None:
+    session = FakeSession(tells_running=True, fail=frozenset({"top"}))
+    plan = make(tmp_path, ("top",), "FROM busybox AS a\nRUN true\nFROM a AS top\nRUN false\n")
+    results, _ = run(plan, session, push_cache=False)
+    assert {name: r.status for name, r in results.items()} == {"a": "built", "top": "failed"}
 
 
 READS_DOCKERFILE = """\
