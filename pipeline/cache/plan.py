@@ -122,13 +122,15 @@ async def make_plan(
     restore: bool = True,
     branches: Sequence[str] = (),
     deadline: float = PROBE_DEADLINE,
-    found_hint: Callable[[Reference], None] | None = None,
+    on_image: Callable[[Reference, str | None], None] | None = None,
 ) -> Plan:
     """`client` None means offline: no image is pinned and the cache is not asked.
 
-    `found_hint` is told each hint the plan will give a build, as soon as it is known, before
-    the plan reads the hint's config (one round trip more): an engine that fetches its hints
-    before building may start.
+    `on_image` is told, as soon as each is known, the images from a registry that builds may
+    read, so that an engine that fetches such images before building may start: each pinned
+    base image of the target platform (`pinned_base`), with that platform, once resolved,
+    before the cache is asked; and each hint the plan will give a build, with None, before
+    the plan reads the hint's config (one round trip more).
 
     `branches` (this build's branch, then the default branch) name the hint tags that a missed
     stage reuses layers from and is compared with to say why it missed. A stage whose base
@@ -155,7 +157,10 @@ async def make_plan(
                     # a tag no build writes: its answer only says whether the cache answers
                     probe = cache_repo.tag(cache_tag(graph.targets[0], "0" * KEY_CHARS))
                     group.start_soon(_reach, client, probe, unreachable)
-                await _resolve(client, digests, warnings)
+                told = None
+                if on_image is not None:
+                    told = functools.partial(_found_bases, graph, on_image, str(platform))
+                await _resolve(client, digests, warnings, told)
         expired = scope.cancel_called
     keys = compute_keys(
         dockerfile,
@@ -198,7 +203,7 @@ async def make_plan(
         if hinting:
             assert cache_repo is not None
             lookup = functools.partial(
-                _hint, client, cache_repo, graph, branches, hints, labels, building_now, found_hint
+                _hint, client, cache_repo, graph, branches, hints, labels, building_now, on_image
             )
         likely = _likely(graph) if _distant(client, cache_repo) else []
         with anyio.move_on_at(until) as scope:
@@ -339,7 +344,7 @@ async def _hint(
     hints: dict[int, Reference],
     labels: dict[int, str],
     building: set[int],
-    found: Callable[[Reference], None] | None,
+    found: Callable[[Reference, str | None], None] | None,
     index: int,
     decided: anyio.Event,
 ) -> None:
@@ -360,7 +365,7 @@ async def _hint(
             config_digest = json.loads(body)["config"]["digest"]
             await decided.wait()
             if found is not None and index in building and stage.base_stage not in building:
-                found(ref)
+                found(ref, None)
             config = json.loads(await client.get_blob(ref, config_digest))
         except RegistryNotFound:
             continue
@@ -373,14 +378,47 @@ async def _hint(
         return
 
 
-async def _resolve(
-    client: RegistryClient, digests: dict[str, str | None], warnings: list[str]
+def pinned_base(stage: Stage, pins: Mapping[str, str]) -> Reference | None:
+    """The stage's base image pinned as its build reads it, if it is of the target platform:
+    `FROM <image>` without `--platform`, resolved to a digest by the plan."""
+    digest = pins.get(stage.base)
+    if stage.base_stage is not None or not digest or "@" in stage.base:
+        return None
+    if stage.instructions[0].flag("platform") is not None:
+        return None
+    return Reference.parse(f"{stage.base}@{digest}")
+
+
+def _found_bases(
+    graph: Graph,
+    found: Callable[[Reference, str | None], None],
+    platform: str,
+    image: str,
+    digest: str,
 ) -> None:
-    """Each image's digest, filled into `digests` in place: those left None stay unpinned."""
+    """Tell `found` of `image`, just pinned, as the base of each needed stage it is one of."""
+    told: set[Reference] = set()
+    for index in graph.needed:
+        ref = pinned_base(graph.stages[index], {image: digest})
+        if ref is not None and ref not in told:
+            told.add(ref)
+            found(ref, platform)
+
+
+async def _resolve(
+    client: RegistryClient,
+    digests: dict[str, str | None],
+    warnings: list[str],
+    resolved: Callable[[str, str], None] | None = None,
+) -> None:
+    """Each image's digest, filled into `digests` in place: those left None stay unpinned.
+    `resolved` is told each image and its digest as soon as it is known."""
 
     async def one(image: str) -> None:
         try:
-            digests[image] = await client.resolve(Reference.parse(image))
+            digest = digests[image] = await client.resolve(Reference.parse(image))
+            if resolved is not None:
+                resolved(image, digest)
         except ValueError as exc:
             warnings.append(f"image {image}: {exc}; its key uses the reference unpinned")
         except RegistryError as exc:

@@ -229,9 +229,9 @@ class BuildRun:
         before the plan is. With no cache, `--no-cache`, a test or a copy to the host, the
         engine is needed anyway: they start with the plan.
 
-        Each hint the plan finds for a stage it builds goes to the engine at once
-        (`Executor.prefetch`, in `run`, the run's task group), a round trip before the plan
-        is done.
+        Each base image the plan pins, and each hint it finds for a stage it builds, goes to
+        the engine at once (`Executor.prefetch`, in `run`, the run's task group), before the
+        plan is done.
         """
         graphs = platform_graphs(self.settings, self.graph, tests=self.settings.run_tests)
         waiting = anyio.CancelScope()
@@ -242,8 +242,8 @@ class BuildRun:
             if not waiting.cancel_called and not self._cache_nearby():
                 await self.executor.prepare()
 
-        def found_hint(ref: Reference) -> None:
-            run.start_soon(self.executor.prefetch, ref)
+        def fetch(ref: Reference, platform: str | None) -> None:
+            run.start_soon(self.executor.prefetch, ref, platform)
 
         async with anyio.create_task_group() as group:
             anyway = self._needs_engine_anyway()
@@ -254,7 +254,7 @@ class BuildRun:
                 context=self.context,
                 no_cache=self.settings.no_cache,
                 client=self.client,
-                found_hint=found_hint,
+                on_image=fetch,
             )
             if not self._needs_engine(plans):
                 group.cancel_scope.cancel()

@@ -96,10 +96,10 @@ async def plan_for(
     restore: bool = True,
     client: RegistryClient | None = None,
     platform: Platform | None = None,
-    found_hint: Callable[[Reference], None] | None = None,
+    on_image: Callable[[Reference, str | None], None] | None = None,
 ) -> Plan:
     """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
-    `found_hint`: as `make_plan`'s.
+    `on_image`: as `make_plan`'s.
 
     `no_cache` (`build --no-cache`) builds everything and asks the cache only whether it
     answers; `restore` False builds everything too, but asks, so that `plan` shows what the
@@ -117,7 +117,7 @@ async def plan_for(
             no_cache=no_cache,
             restore=restore,
             branches=branches(settings),
-            found_hint=found_hint,
+            on_image=on_image,
         )
 
     if offline or client is not None:
@@ -135,7 +135,7 @@ async def plans_for(
     no_cache: bool = False,
     restore: bool = True,
     client: RegistryClient | None = None,
-    found_hint: Callable[[Reference], None] | None = None,
+    on_image: Callable[[Reference, str | None], None] | None = None,
 ) -> MultiPlan:
     """One plan per target platform, made at once with one client; shared work marked."""
     context = context or build_context(settings)
@@ -151,7 +151,7 @@ async def plans_for(
             restore=restore,
             client=client,
             platform=platform,
-            found_hint=found_hint,
+            on_image=on_image,
         )
 
     async def every(client: RegistryClient | None) -> MultiPlan:

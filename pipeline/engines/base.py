@@ -182,10 +182,11 @@ class Executor(Protocol):
         """
         ...
 
-    async def prefetch(self, ref: Reference) -> None:
-        """Start fetching a hint the plan found for a stage it builds, before any session
-        opens, where the engine fetches hints before building; never raises. A build given
-        that hint waits for it rather than fetching it again."""
+    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+        """Start fetching, before any session opens, a hint the plan found for a stage it
+        builds (`platform` None), or a pinned base image of that platform that a build may
+        read, where the engine fetches such images before building; never raises. A build
+        given that hint or reading that image waits for it rather than fetching it again."""
         ...
 
     def session(self, spec: BuildSpec) -> AbstractAsyncContextManager[Session]: ...

@@ -99,8 +99,9 @@ class DaggerExecutor:
         self._log_output = log_output
         self._docker = docker  # the docker CLI that `load` hands images to
 
-    async def prefetch(self, ref: Reference) -> None:
-        """The engine imports no hint: Dagger 0.21 has no registry cache import."""
+    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+        """The engine imports no hint (Dagger 0.21 has no registry cache import), and pulls
+        what its builds read itself."""
 
     async def prepare(self) -> None:
         """Nothing early: importing the SDK is a second of CPU that would slow the plan down,

@@ -177,6 +177,12 @@ def _major(version: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _far(registry: RegistryClient | Uploader | None, ref: Reference) -> bool:
+    """Whether an image a build reads is worth pulling ahead of the build (`PULL_BESIDE`)."""
+    round_trip = None if registry is None else registry.round_trip(ref)
+    return round_trip is not None and round_trip >= PULL_BESIDE
+
+
 def _unique() -> str:
     """12 random hex digits for a container's name (the `uuid` module costs every run's
     start-up more than this needs)."""
@@ -222,18 +228,24 @@ class DockerExecutor:
             if self._found is None:  # cancelled: the next caller checks again
                 self._finding = None
 
-    async def prefetch(self, ref: Reference) -> None:
-        """`docker pull` of a hint while the plan still reads hint configs: a session's
-        build waits for it instead of pulling (`DockerSession._pull_once`), and pulls again,
-        with the session's logins, if it failed."""
-        await self.prepare()
-        cli = self._found
-        if not isinstance(cli, DockerCLI) or not cli.daemon_builder or ref in self._prefetched:
+    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+        """`docker pull` while the plan is still being made, of a hint (`platform` None) or
+        of a base image of that platform, the latter only from a registry far enough for
+        BuildKit's own resolve of it to cost (`PULL_BESIDE`). A session's build waits for
+        it instead of pulling (`DockerSession._pull_once`), and pulls a hint again, with the
+        session's logins, if it failed."""
+        if ref in self._prefetched or (platform is not None and not _far(self._registry, ref)):
             return
         pull = self._prefetched[ref] = _Pull(anyio.Event())
         try:
-            code, _ = await _run([cli.path, "pull", "--quiet", str(ref)], self._env)
-            pull.ok = code == 0
+            await self.prepare()
+            cli = self._found
+            if isinstance(cli, DockerCLI) and cli.daemon_builder:
+                command = [cli.path, "pull", "--quiet"]
+                if platform is not None:
+                    command += ["--platform", platform]
+                code, _ = await _run([*command, str(ref)], self._env)
+                pull.ok = code == 0
         finally:
             pull.done.set()
 
@@ -401,8 +413,14 @@ class DockerSession:
                     for ref in job.cache_from:
                         learning.start_soon(uploader.learn, ref)
                 if self._cli.daemon_builder and job.cache_from:
-                    beside = tuple(ref for ref in job.reads if self._far(ref))
+                    beside = tuple(ref for ref in job.reads if _far(self._uploader, ref))
                     job = replace(job, cache_from=await self._pull(job.cache_from, log, beside))
+                elif self._cli.daemon_builder:
+                    # images it reads that the executor pulls already: BuildKit would resolve
+                    # them through the registry meanwhile
+                    for ref in job.reads:
+                        if (early := self._prefetched.get(ref)) is not None:
+                            await early.done.wait()
                 watched = _watched(log, exporting, running)
                 code, tail = await _stream(self._build_command(job), self._env, watched)
                 learning.cancel_scope.cancel()
@@ -427,11 +445,6 @@ class DockerSession:
         spare = Spare(job.tag)
         self._spares.append(spare)
         return spare
-
-    def _far(self, ref: Reference) -> bool:
-        """Whether an image the build reads is worth pulling beside its hints (`PULL_BESIDE`)."""
-        round_trip = None if self._uploader is None else self._uploader.round_trip(ref)
-        return round_trip is not None and round_trip >= PULL_BESIDE
 
     async def _pull(
         self,
@@ -464,7 +477,7 @@ class DockerSession:
         twice at the same time (0.2 s alone, up to 0.8 s side by side). Without `log`, an
         image the build reads, of the build's platform; else a hint, whose failure is said,
         and which the executor may have pulled already (`DockerExecutor.prefetch`)."""
-        early = self._prefetched.get(ref) if log is not None else None
+        early = self._prefetched.get(ref)
         if early is not None:
             await early.done.wait()
             if early.ok:

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from pipeline.cache.explain import LABEL
+from pipeline.cache.plan import pinned_base
 from pipeline.dockerfile.mounts import Mount, run_mounts
 from pipeline.dockerfile.rewrite import restorable
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
-from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError
 from pipeline.settings.resolve import JOBS
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from pipeline.cache.plan import Plan
     from pipeline.engines.base import Image, Session
+    from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
 
 __all__ = [
@@ -159,15 +160,13 @@ def jobs_for(
 
 def _reads(plan: Plan, runs: set[int], restored: Mapping[int, Reference]) -> tuple[Reference, ...]:
     """The pinned images a build that runs the stages `runs` reads from a registry, of the
-    build's platform only: the base of each stage FROM an image without `--platform`, and each
-    restored stage they build on or copy from whose chain of bases has none either."""
+    build's platform only: the base of each (`pinned_base`), and each restored stage they
+    build on or copy from whose chain of bases has no `--platform` either."""
     reads: dict[Reference, None] = {}
     for index in sorted(runs):
         stage = plan.stage(index)
-        digest = plan.pins.get(stage.base)
-        flagged = stage.instructions[0].flag("platform") is not None
-        if stage.base_stage is None and digest and "@" not in stage.base and not flagged:
-            reads.setdefault(Reference.parse(f"{stage.base}@{digest}"))
+        if (base := pinned_base(stage, plan.pins)) is not None:
+            reads.setdefault(base)
         for dependency in stage.depends_on:
             if dependency in restored and _root_platform(plan, dependency) is None:
                 reads.setdefault(restored[dependency])

@@ -126,9 +126,9 @@ def plan_with(
     recorder: Recorder | None,
     *,
     no_cache: bool = False,
-    found: list[tuple[int, str]] | None = None,
+    found: list[tuple[int, str | None]] | None = None,
 ) -> Plan:
-    """`found` collects each hint the plan tells of (`found_hint`), with how many requests
+    """`found` collects each image the plan tells of (`on_image`), with how many requests
     `recorder` had logged by then."""
     context = BuildContext(tmp_path, IgnoreRules.load(tmp_path, tmp_path / "Dockerfile"))
 
@@ -143,12 +143,12 @@ def plan_with(
                 client=client,
                 no_cache=no_cache,
                 branches=["main"],
-                found_hint=None if found is None else tell,
+                on_image=None if found is None else tell,
             )
 
-    def tell(ref: Reference) -> None:
+    def tell(ref: Reference, platform: str | None) -> None:
         assert found is not None
-        found.append((len(recorder.log) if recorder else 0, ref.tag or ""))
+        found.append((len(recorder.log) if recorder else 0, str(ref) if platform else ref.tag))
 
     return anyio.run(make)
 
@@ -249,7 +249,7 @@ def test_a_partly_changed_plan_is_as_without_speculation(
     (project / "src" / "main.py").write_text("print(2)")
 
     recorder = Recorder("changed-overlap/cache", hold=len(STAGES))
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str | None]] = []
     plan = plan_with(project, graph, cache_repo, recorder, found=found)
     by_name = {names[i]: f for i, f in plan.forecasts.items()}
     assert {n: (f.cache, f.action) for n, f in by_name.items()} == {
@@ -267,9 +267,13 @@ def test_a_partly_changed_plan_is_as_without_speculation(
     blobs = [i for i, e in enumerate(log) if e.what == "sent" and recorder.blob_get(e)]
     assert len(blobs) == 2, "the configs of app's and test's hints, not those of the hits"
     assert max(head_answers) < min(blobs)
-    # the one hint given is told before any config is asked for: engines may fetch it meanwhile
-    assert [tag for _, tag in found] == ["app--main"]
-    assert found[0][0] <= min(blobs)
+    # engines may fetch meanwhile: the pinned base is told before the cache is asked, and the
+    # one hint given before any config is
+    base = f"{registry.host}/base/busybox:1@{plan.pins[f'{registry.host}/base/busybox:1']}"
+    assert [told for _, told in found] == [base, "app--main"]
+    first_cache_request = log.index(recorder.cache_requests()[0])
+    assert found[0][0] <= first_cache_request
+    assert found[1][0] <= min(blobs)
 
     monkeypatch.setattr(plan_module, "SPECULATIVE_HINTS", 0)
     same_result(plan, plan_with(project, graph, cache_repo, Recorder("changed-overlap/cache")))

@@ -40,14 +40,15 @@ class CountedChecks:
     def __init__(self, *, hang: bool = False) -> None:
         self.started = 0
         self.hang = hang
+        self.prefetched: list[Reference] = []
 
     async def prepare(self) -> None:
         self.started += 1
         if self.hang:
             await anyio.sleep_forever()
 
-    async def prefetch(self, ref: Reference) -> None:
-        raise AssertionError("a run that restores everything fetches no hint")
+    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+        self.prefetched.append(ref)
 
     def session(self, spec: BuildSpec) -> NoReturn:
         raise AssertionError("a run that restores everything opens no session")

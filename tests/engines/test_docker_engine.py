@@ -76,6 +76,8 @@ def fake_docker(
         "    sys.exit(print('Error response from daemon: manifest unknown') or 1)\n"
         "if args[0] == 'pull':\n"
         "    __import__('time').sleep(0.3)\n"
+        f"    with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as out:\n"
+        "        out.write(json.dumps(['pulled', args[-1]]) + '\\n')\n"
         "if args[0] == 'build':\n"
         f"    print({build_output!r}, end='')\n"
         f"    sys.exit({build_code})\n"
@@ -188,6 +190,33 @@ async def test_a_hint_prefetched_while_planning_is_not_pulled_again(tmp_path: Pa
         "cache image cache:gone--main not pulled, building without it: "
         "Error response from daemon: manifest unknown"
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("round_trip", [0.1, 0.001])
+async def test_a_base_image_is_pulled_while_planning_only_from_a_distant_registry(
+    tmp_path: Path, round_trip: float
+) -> None:
+    """A build without hints that reads the base waits for its pull under way, so BuildKit
+    does not resolve it through the registry meanwhile; next to the registry, none is made."""
+    docker = fake_docker(tmp_path)
+    base = Reference.parse("registry.test/busybox@sha256:" + "a" * 64)
+    async with RegistryClient() as client:
+        client.stats.fastest["registry.test"] = round_trip
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        async with anyio.create_task_group() as group:
+            group.start_soon(executor.prefetch, base, "linux/arm64")
+            await anyio.sleep(0.05)  # the plan ends while the pull is under way
+            async with executor.session(spec(tmp_path)) as session:
+                await session.build(replace(job(), reads=(base,)), lambda line: None)
+    made = calls(tmp_path)
+    pulls = [argv for argv in made if argv[0] == "pull"]
+    if round_trip < docker_engine.PULL_BESIDE:
+        assert pulls == []
+    else:
+        assert pulls == [["pull", "--quiet", "--platform", "linux/arm64", str(base)]]
+        build = made.index(next(argv for argv in made if argv[0] == "build"))
+        assert made.index(["pulled", str(base)]) < build
 
 
 @pytest.mark.anyio
