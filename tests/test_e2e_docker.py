@@ -445,9 +445,17 @@ def test_hint_tags_are_pushed_with_the_cache_tags_and_no_layer_twice(
     uploads = blob_uploads(proxy)
     assert layers <= set(uploads)
     assert sorted(d for d in uploads if d in layers) == sorted(layers)
+    # The local registry's filesystem driver writes a blob's link in place: a HEAD racing the
+    # concurrent push that writes it reads it empty and is answered 500 ("invalid checksum
+    # digest format"), which fails that `docker push`. A hint push beside that failed is said,
+    # and the hint is then moved by our client: a GET of the stage's manifest, which dockerd
+    # pushed, and a PUT; the only such requests of ours allowed.
+    failed = re.findall(r"hint tag \S+:(\S+)--local not pushed: ", capsys.readouterr().err)
+    moved = {f"PUT /v2/{name}/manifests/{stage}--local" for stage in failed}
+    read = {f"GET /v2/{name}/manifests/{report[stage]['digest']}" for stage in failed}
     ours = [f"{r.method} {r.path}" for r in proxy.requests if r.user_agent.startswith("dagger")]
-    assert not [r for r in ours if r.startswith(("PUT ", "POST "))], ours
-    assert not [r for r in ours if "/manifests/sha256:" in r], ours
+    assert {r for r in ours if r.startswith(("PUT ", "POST "))} == moved, ours
+    assert {r for r in ours if "/manifests/sha256:" in r} <= read, ours
 
 
 @pytest.mark.parametrize("distant", [False, True], ids=["hint-copied", "hint-beside"])
