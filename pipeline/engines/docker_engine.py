@@ -625,7 +625,8 @@ class DockerSession:
         code, tail = await _stream([self._cli.path, "push", str(ref)], self._env, keep)
         digests = [m.group(1) for line in lines if (m := _PUSH_DIGEST.search(line))]
         if code != 0 or not digests:
-            raise StageFailed(f"docker push {ref} exited with {code}: {_last_line(tail)}", tail=tail)
+            message = f"docker push {ref} exited with {code}: {_last_line(tail)}"
+            raise StageFailed(message, tail=tail)
         return digests[-1]
 
     async def run(self, image: Image | Reference, test: TestRun, log: Callable[[str], None]) -> int:
