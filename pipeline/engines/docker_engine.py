@@ -214,19 +214,20 @@ class DockerExecutor:
 
     async def prepare(self) -> None:
         """The CLI checks are subprocesses: they run on other cores while the plan is made.
-        Callers at the same time share one check."""
-        if self._finding is not None:
-            await self._finding.wait()
-            return
-        self._finding = anyio.Event()
-        try:
-            self._found = await find_docker(self._docker, self._env)
-        except EngineUnavailable as exc:
-            self._found = exc
-        finally:
-            self._finding.set()
-            if self._found is None:  # cancelled: the next caller checks again
+        Callers at the same time share one check; if the caller making it is cancelled, one
+        of the others makes it again."""
+        while self._found is None:
+            if (finding := self._finding) is not None:
+                await finding.wait()
+                continue
+            finding = self._finding = anyio.Event()
+            try:
+                self._found = await find_docker(self._docker, self._env)
+            except EngineUnavailable as exc:
+                self._found = exc
+            finally:
                 self._finding = None
+                finding.set()
 
     async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
         """`docker pull` while the plan is still being made, of a hint (`platform` None) or

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from pipeline.engines import docker_engine
@@ -398,3 +399,24 @@ async def test_uploads_opened_while_a_stage_builds_are_cancelled_if_unused(
             with contextlib.suppress(StageFailed):
                 await session.build(stage, lambda line: None)
         assert client.stats.requests == 2 * 3
+
+
+@pytest.mark.anyio
+async def test_the_engine_checks_are_made_again_if_the_caller_making_them_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Callers at the same time share one check; one left waiting makes it itself once the
+    caller making it is cancelled (the plan stops its own when it builds nothing)."""
+    docker = fake_docker(tmp_path)
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)})
+
+    async def cancelled_soon() -> None:
+        with anyio.move_on_after(0.005):
+            await executor.prepare()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancelled_soon)
+        await anyio.lowlevel.checkpoint()  # the checks are under way, in that caller
+        async with executor.session(spec(tmp_path)) as session:
+            await session.build(job(), lambda line: None)
+    assert "build" in [argv[0] for argv in calls(tmp_path)]
