@@ -40,7 +40,7 @@ from pipeline.cache.explain import LABEL, explain, key_label
 from pipeline.cache.forecast import Cache, Forecast, decide
 from pipeline.cache.keys import StageKey, Volatile, compute_keys, external_images
 from pipeline.cache.tags import KEY_CHARS, cache_tag, hint_tag
-from pipeline.dockerfile.rewrite import rewrite
+from pipeline.dockerfile.rewrite import pinned, rewrite
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryError, RegistryNotFound
 
@@ -381,12 +381,10 @@ async def _hint(
 def pinned_base(stage: Stage, pins: Mapping[str, str]) -> Reference | None:
     """The stage's base image pinned as its build reads it, if it is of the target platform:
     `FROM <image>` without `--platform`, resolved to a digest by the plan."""
-    digest = pins.get(stage.base)
-    if stage.base_stage is not None or not digest or "@" in stage.base:
+    text = pinned(stage, pins)
+    if text is None or stage.instructions[0].flag("platform") is not None:
         return None
-    if stage.instructions[0].flag("platform") is not None:
-        return None
-    return Reference.parse(f"{stage.base}@{digest}")
+    return Reference.parse(text)
 
 
 def _found_bases(

@@ -28,9 +28,11 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_CACHE_ARG",
     "build_targets",
+    "pinned",
     "rerun_every_run",
     "restorable",
     "rewrite",
+    "runs_on",
     "truncate",
 ]
 
@@ -89,16 +91,16 @@ def rewrite(
         name = f" AS {targets[stage.index]}" if named else ""
         if stage.index not in restored:
             head = stage.instructions[0]
-            pinned = _pinned(stage, pins or {})
-            if pinned is not None or (stage.declared_name is None and name_unnamed):
+            pinned_to = pinned(stage, pins or {})
+            if pinned_to is not None or (stage.declared_name is None and name_unnamed):
                 platform = head.flag("platform")
                 flag = f"--platform={platform} " if platform else ""
-                out.append(f"FROM {flag}{pinned or head.args[0]}{name}")
+                out.append(f"FROM {flag}{pinned_to or head.args[0]}{name}")
                 out.extend(lines[head.end_line : end])
             else:
                 out.extend(lines[stage.line - 1 : end])
             continue
-        platform = _runs_on(stage, stages)
+        platform = runs_on(stage, stages)
         flag = f"--platform={platform} " if platform else ""
         out.append(f"FROM {flag}{restored[stage.index]}{name}")
         for instruction in stage.instructions[1:]:
@@ -143,8 +145,9 @@ def rerun_every_run(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _runs_on(stage: Stage, stages: Sequence[Stage]) -> str | None:
-    """The `--platform` a restored stage keeps, as written: the platform it ran on.
+def runs_on(stage: Stage, stages: Sequence[Stage]) -> str | None:
+    """The `--platform` a restored stage keeps, as written: the platform it ran on (None:
+    the target's).
 
     A stage FROM a stage runs on its parent's platform (BuildKit ignores its own flag). Without
     the flag, `FROM <image>` is of the target platform, so the children of a restored
@@ -155,7 +158,8 @@ def _runs_on(stage: Stage, stages: Sequence[Stage]) -> str | None:
     return stage.instructions[0].flag("platform")
 
 
-def _pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:
+def pinned(stage: Stage, pins: Mapping[str, str]) -> str | None:
+    """`FROM <image>@<digest>`'s reference, for a stage FROM an image the plan pinned."""
     if stage.base_stage is not None or "@" in stage.base or stage.base not in pins:
         return None
     return f"{stage.base}@{pins[stage.base]}"

@@ -95,6 +95,12 @@ class DockerCLI:
     def build_command(self) -> list[str]:
         return [self.path, "buildx", "build", "--load"] if self.buildx else [self.path, "build"]
 
+    def pull_command(self, ref: Reference, platform: str | None = None) -> list[str]:
+        command = [self.path, "pull", "--quiet"]
+        if platform:
+            command += ["--platform", platform]
+        return [*command, str(ref)]
+
 
 async def _run(
     command: Sequence[str], env: Mapping[str, str], stdin: bytes | None = None
@@ -242,10 +248,7 @@ class DockerExecutor:
             await self.prepare()
             cli = self._found
             if isinstance(cli, DockerCLI) and cli.daemon_builder:
-                command = [cli.path, "pull", "--quiet"]
-                if platform is not None:
-                    command += ["--platform", platform]
-                code, _ = await _run([*command, str(ref)], self._env)
+                code, _ = await _run(cli.pull_command(ref, platform), self._env)
                 pull.ok = code == 0
         finally:
             pull.done.set()
@@ -414,7 +417,7 @@ class DockerSession:
                     for ref in job.cache_from:
                         learning.start_soon(uploader.learn, ref)
                 if self._cli.daemon_builder and job.cache_from:
-                    beside = tuple(ref for ref in job.reads if _far(self._uploader, ref))
+                    beside = tuple(ref for ref in job.reads if _far(uploader, ref))
                     job = replace(job, cache_from=await self._pull(job.cache_from, log, beside))
                 elif self._cli.daemon_builder:
                     # images it reads that the executor pulls already: BuildKit would resolve
@@ -488,11 +491,9 @@ class DockerSession:
             await pull.done.wait()
             return pull.ok
         pull = self._pulls[ref] = _Pull(anyio.Event())
-        command = [self._cli.path, "pull", "--quiet"]
-        if log is None and self._spec.platform:
-            command += ["--platform", self._spec.platform]
+        platform = self._spec.platform if log is None else None
         try:
-            code, output = await _run([*command, str(ref)], self._env)
+            code, output = await _run(self._cli.pull_command(ref, platform), self._env)
             pull.ok = code == 0
         finally:
             pull.done.set()
@@ -687,10 +688,7 @@ class DockerSession:
         """The image's name in this daemon: a built one has its tag; a ref is pulled first."""
         if isinstance(image, Image):
             return str(image.job.tag)
-        command = [self._cli.path, "pull", "--quiet"]
-        if self._spec.platform:
-            command += ["--platform", self._spec.platform]
-        code, output = await _run([*command, str(image)], self._env)
+        code, output = await _run(self._cli.pull_command(image, self._spec.platform), self._env)
         if code != 0:
             raise StageFailed(f"docker pull {image}: {_last_line(output)}")
         log(f"pulled {image}")

@@ -36,7 +36,7 @@ import anyio
 from pipeline.cache.explain import LABEL
 from pipeline.cache.plan import pinned_base
 from pipeline.dockerfile.mounts import Mount, run_mounts
-from pipeline.dockerfile.rewrite import restorable
+from pipeline.dockerfile.rewrite import restorable, runs_on
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
@@ -44,7 +44,7 @@ from pipeline.oci.registry import RegistryError
 from pipeline.settings.resolve import JOBS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable, Mapping
+    from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -137,6 +137,7 @@ def jobs_for(
     building = set(plan.indices("build"))
     mounts = {index: _secret_mounts(plan, index) for index in building}
     restored = plan.restored()
+    runs = {index: sorted(_needs(plan, index, building)) for index in building}
     return {
         index: StageJob(
             index=index,
@@ -144,40 +145,32 @@ def jobs_for(
             target=build_targets[index],
             key=plan.keys[index].key,
             tag=tags[index],
-            cache_from=tuple(
-                plan.hints[i] for i in sorted(_needs(plan, index, building)) if i in plan.hints
-            ),
-            reads=_reads(plan, _needs(plan, index, building), restored),
+            cache_from=tuple(plan.hints[i] for i in runs[index] if i in plan.hints),
+            reads=_reads(plan, runs[index], restored),
             layers=sum(i.cmd in LAYER_STEPS for i in plan.stage(index).instructions),
             labels={LABEL: plan.labels[index]} if index in plan.labels else {},
-            secret_mounts=tuple(
-                m for i in sorted(_needs(plan, index, building)) for m in mounts[i]
-            ),
+            secret_mounts=tuple(m for i in runs[index] for m in mounts[i]),
         )
         for index in sorted(building)
     }
 
 
-def _reads(plan: Plan, runs: set[int], restored: Mapping[int, Reference]) -> tuple[Reference, ...]:
+def _reads(
+    plan: Plan, runs: Sequence[int], restored: Mapping[int, Reference]
+) -> tuple[Reference, ...]:
     """The pinned images a build that runs the stages `runs` reads from a registry, of the
     build's platform only: the base of each (`pinned_base`), and each restored stage they
     build on or copy from whose chain of bases has no `--platform` either."""
     reads: dict[Reference, None] = {}
-    for index in sorted(runs):
+    stages = plan.graph.stages
+    for index in runs:
         stage = plan.stage(index)
         if (base := pinned_base(stage, plan.pins)) is not None:
             reads.setdefault(base)
         for dependency in stage.depends_on:
-            if dependency in restored and _root_platform(plan, dependency) is None:
+            if dependency in restored and runs_on(plan.stage(dependency), stages) is None:
                 reads.setdefault(restored[dependency])
     return tuple(reads)
-
-
-def _root_platform(plan: Plan, index: int) -> str | None:
-    stage = plan.stage(index)
-    while stage.base_stage is not None:
-        stage = plan.stage(stage.base_stage)
-    return stage.instructions[0].flag("platform")
 
 
 def _secret_mounts(plan: Plan, index: int) -> tuple[Mount, ...]:

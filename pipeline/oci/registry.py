@@ -405,10 +405,8 @@ class RegistryClient:
     async def open_upload(self, ref: Reference) -> str:
         """The location of a new, empty upload in `ref`'s repository, for a blob whose digest
         is not known yet (`upload_blob`'s `opened`); `cancel_upload` closes one left unused."""
-        started = await self._send("POST", ref, "blobs/uploads/", PUSH)
-        self._check(started, ref)
-        location: str | None = started.headers.get("Location")
-        if not location:
+        location = await self._open_upload(ref, None)
+        if location is None:
             raise RegistryProtocolError(f"registry {ref.registry} gave no upload location")
         return location
 
@@ -419,9 +417,12 @@ class RegistryClient:
         if done.status_code != httpx.codes.NOT_FOUND:
             self._check(done, ref)
 
-    async def _open_upload(self, ref: Reference, digest: str, mount_from: str | None) -> str | None:
-        """The location of a new upload of the blob, or None when the registry mounted it."""
-        query = f"?mount={digest}&from={mount_from}" if mount_from else ""
+    async def _open_upload(
+        self, ref: Reference, digest: str | None, mount_from: str | None = None
+    ) -> str | None:
+        """The location of a new upload of the blob, or None when the registry mounted it
+        (`mount_from`, with its `digest`)."""
+        query = f"?mount={digest}&from={mount_from}" if digest and mount_from else ""
         started = await self._send("POST", ref, f"blobs/uploads/{query}", PUSH)
         if started.status_code == httpx.codes.CREATED:
             return None
