@@ -514,3 +514,41 @@ def test_a_run_that_pushes_no_cache_uploads_nothing_ahead(
         f"{r.method} {r.path}" for r in proxy.requests if r.method in ("PUT", "POST", "PATCH")
     ]
     assert writes == []
+
+
+def test_base_layers_the_cache_registry_holds_are_mounted_not_uploaded(
+    tmp_path: Path,
+    docker_env: DockerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A base image mirrored in the cache's registry (as an ECR pull-through cache keeps
+    one): where the run pushes from `docker save`, each stage's base layers are mounted from
+    the base's repository, one POST each, and never uploaded; the manifests name the base's
+    own blobs, and the images pull back."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
+    monkeypatch.setenv("TOKEN", SECRET)
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy(("127.0.0.1", 5000), cut_after=1 << 40) as proxy:
+        project = write_project(tmp_path, f"{proxy.host}/busybox:1")
+        monkeypatch.chdir(project)
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        report = ["--report", str(project / "report.json")]
+        code = main([*command, "--secret", "id=token,env=TOKEN", *report])
+    assert code == 0, capsys.readouterr().err
+    assert statuses(project) == dict.fromkeys(["deps", "assets", "app"], "built")
+    _, base = pushed_manifest(docker_env.registry, "busybox", "1")
+    base_layers = {layer["digest"] for layer in base["layers"]}  # type: ignore[attr-defined]
+    assert not base_layers & set(blob_uploads(proxy))
+    mounted = {
+        parse_qs(urlsplit(r.path).query)["mount"][0]
+        for r in proxy.requests
+        if r.method == "POST" and "from=busybox" in r.path
+    }
+    assert mounted == base_layers
+    for stage in ("deps", "assets", "app"):
+        _, document = pushed_manifest(docker_env.registry, name, f"{stage}--local")
+        layers = [layer["digest"] for layer in document["layers"]]  # type: ignore[attr-defined]
+        assert layers[: len(base_layers)] == [layer["digest"] for layer in base["layers"]]  # type: ignore[attr-defined]
+    pulled = docker_env.run("pull", "-q", f"{docker_env.registry}/{name}:app--local", check=False)
+    assert pulled.returncode == 0, pulled.stderr

@@ -412,9 +412,9 @@ class DockerSession:
                 ahead.start_soon(uploader.reserve, spare, job.layers + 1)
             async with anyio.create_task_group() as learning:
                 if uploader is not None:
-                    # what the hints (images of the cache repo) show of the layers a push may
-                    # share; learnt while the stage builds, and only then: never waited for
-                    for ref in job.cache_from:
+                    # what the hints and the images the build reads show of the layers a push
+                    # may share or mount; learnt while the stage builds, never waited for
+                    for ref in dict.fromkeys([*job.cache_from, *job.reads]):
                         learning.start_soon(uploader.learn, ref)
                 if self._cli.daemon_builder and job.cache_from:
                     beside = tuple(ref for ref in job.reads if _far(uploader, ref))

@@ -402,6 +402,12 @@ class RegistryClient:
         if location is not None:
             await self._finish_upload(target, location, digest, await self.get_blob(source, digest))
 
+    async def mount_blob(self, ref: Reference, digest: str, source: str) -> str | None:
+        """Mount the blob into `ref`'s repository from the `source` repository of the same
+        registry: None once mounted, else the location of the upload the registry opened
+        instead (`upload_blob`'s `opened`), as one that cannot mount it answers."""
+        return await self._open_upload(ref, digest, source)
+
     async def open_upload(self, ref: Reference) -> str:
         """The location of a new, empty upload in `ref`'s repository, for a blob whose digest
         is not known yet (`upload_blob`'s `opened`); `cancel_upload` closes one left unused."""

@@ -13,6 +13,9 @@ A layer is compressed and uploaded once per run and repository however many imag
 and not at all when an image the repository holds shows its blob (`learn`: a stage's hint, the
 image of its last build). Layers are compressed deterministically (zlib's gzip, level 1, no
 name, no time), so one compressed in another run is the same blob, which the mount then finds.
+A layer that an image of another repository on the same registry shows (`learn` of a pinned
+base image: a mirror of the base next to the cache) is mounted from there, as `docker push`
+does: one POST, and neither compressed nor sent.
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class Uploader:
         self._client = client
         self._blobs: dict[tuple[str, str], Blob] = {}  # (repository, diff id): found or uploaded
         self._listed: dict[tuple[str, str], Blob] = {}  # (repository, diff id): an image lists it
+        # (registry, diff id): the repository of an image that lists it, and its blob there
+        self._elsewhere: dict[tuple[str, str], tuple[str, Blob]] = {}
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._learning: dict[str, anyio.Event] = {}
 
@@ -127,9 +132,10 @@ class Uploader:
         return self._client.round_trip(ref)
 
     async def learn(self, ref: Reference) -> None:
-        """Note the layers of the image `ref` names as present in its repository. Quiet: a
-        failure costs only uploads that could have been skipped. Callers asking for one image
-        at the same time share its two GETs."""
+        """Note the layers of the image `ref` names as present in its repository, whence a
+        push to another repository of its registry may mount them. Quiet: a failure costs
+        only uploads that could have been skipped. Callers asking for one image at the same
+        time share its two GETs."""
         key = str(ref)
         if (learning := self._learning.get(key)) is not None:
             await learning.wait()
@@ -144,6 +150,7 @@ class Uploader:
                 if layer.get("mediaType") in _GZIP_LAYERS:
                     blob = Blob(str(layer["digest"]), int(layer["size"]))
                     self._listed.setdefault((ref.name, str(diff_id)), blob)
+                    self._elsewhere.setdefault((ref.registry, str(diff_id)), (ref.repository, blob))
         except (RegistryError, ValueError, KeyError, TypeError, AttributeError):
             return
         finally:
@@ -240,10 +247,23 @@ class Uploader:
         key = (ref.name, diff_id)
         if trust_listed and key not in self._blobs and (listed := self._listed.get(key)):
             return listed
+        source = self._elsewhere.get((ref.registry, diff_id))
 
         async def upload() -> Blob:
+            opened = None
+            if source is not None and source[0] != ref.repository:
+                # the registry checks a mount: its answer is as sure as an upload's
+                repository, blob = source
+                try:
+                    opened = await self._client.mount_blob(ref, blob.digest, repository)
+                except RegistryError:
+                    opened = None  # then uploaded as any other layer
+                else:
+                    if opened is None:
+                        return blob
             data, digest = await anyio.to_thread.run_sync(_gzip, path, diff_id)
-            opened = spare.take(ref, len(data)) if spare is not None else None
+            if opened is None and spare is not None:
+                opened = spare.take(ref, len(data))
             await self._client.upload_blob(ref, digest, data, opened)
             return Blob(digest, len(data))
 

@@ -223,3 +223,46 @@ async def test_a_blob_whose_upload_opened_ahead_is_gone_is_put_anew(
         digest = await uploader.push(files, ref, await uploader.upload(files, ref, spare=spare))
     assert read(registry, ref, "one")["config"]["digest"] == sha256_digest(files.config)  # type: ignore[index]
     assert digest.startswith("sha256:")
+
+
+@pytest.mark.anyio
+async def test_a_layer_another_repository_of_the_registry_shows_is_mounted_from_there(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A base image mirrored next to the cache (`learn` of it): its layer goes into the cache
+    repository by one POST that mounts it, neither compressed nor sent, as `docker push`
+    mounts it; the manifest names the base's own blob."""
+    base, theirs, mirror = hint_of_another_tool(registry, tmp_path)
+    ref = repository(registry, "stage")
+    async with RegistryClient(insecure=[registry.host]) as client:
+        uploader = Uploader(client)
+        await uploader.learn(mirror)
+        before = client.stats.requests
+        await uploader.push(image(base, layer(tmp_path, "top", b"top")), ref)
+        # the base layer: one POST that mounts it; the new layer and the config: a POST and
+        # a PUT each; then the manifest
+        assert client.stats.requests - before == 6
+    entry = read(registry, ref, "stage")["layers"][0]  # type: ignore[index]
+    assert entry["digest"] == sha256_digest(theirs)
+    assert read_blob(registry, ref, entry["digest"]) == theirs
+
+
+@pytest.mark.anyio
+async def test_a_layer_the_other_repository_lost_is_uploaded_through_the_mount_s_upload(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A mount the registry cannot make opens an upload, which takes the layer at once."""
+    base, theirs, mirror = hint_of_another_tool(registry, tmp_path)
+    ref = repository(registry, "stage")
+    async with RegistryClient(insecure=[registry.host]) as client:
+        uploader = Uploader(client)
+        await uploader.learn(mirror)
+        delete_blob(registry, mirror, sha256_digest(theirs))
+        before = client.stats.requests
+        await uploader.push(image(base), ref)
+        # the base layer: the POST that failed to mount it, then a PUT; the config: a POST
+        # and a PUT; then the manifest
+        assert client.stats.requests - before == 5
+    entry = read(registry, ref, "stage")["layers"][0]  # type: ignore[index]
+    assert entry["digest"] != sha256_digest(theirs)
+    assert gzip.decompress(read_blob(registry, ref, entry["digest"])) == base.read_bytes()
