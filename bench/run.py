@@ -750,6 +750,19 @@ def traffic_table(traffic: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_probe_ms() -> float:
+    """A fixed piece of pure-Python work, timed (median of 5): how fast this VM runs an
+    interpreter today. The tree at ffedff8 built warm in 175 ms in one session and in 357 ms
+    in the next, on a VM of the same kind; ratios to plain docker move with it, since our
+    start-up is Python. 60.7 ms when first recorded, in the slower of those sessions."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(number * number for number in range(1_000_000))
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 1)
+
+
 def machine() -> dict[str, Any]:
     server = subprocess.run(
         [DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True
@@ -771,6 +784,7 @@ def machine() -> dict[str, Any]:
         "commit": head.stdout.strip(),
         "pipeline_changes": dirty.stdout.split("\n")[:-1],
         "loadavg_at_start": os.getloadavg(),
+        "cpu_probe_ms": cpu_probe_ms(),
     }
 
 
@@ -849,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.wipe()
     results = [aggregate(runs) for runs in rows.values()]
     print(table(results))
+    print(f"CPU probe: {info['cpu_probe_ms']} ms (bench/run.py cpu_probe_ms; lower is faster)")
     if note := steal_note(rows):
         print(note)
     if last := [run for run in bench.traffic if run["repeat"] == args.repeat - 1]:
