@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from pipeline.dockerfile.platforms import Platform, native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, ToolError
 from pipeline.oci.registry import RegistryAuthError, sha256_digest
@@ -189,6 +190,56 @@ def _far(registry: RegistryClient | Uploader | None, ref: Reference) -> bool:
     return round_trip is not None and round_trip >= PULL_BESIDE
 
 
+_PLATFORM = "{{.Os}}/{{.Architecture}}{{if .Variant}}/{{.Variant}}{{end}}"
+
+
+async def _pull_read(
+    cli: DockerCLI, env: Mapping[str, str], ref: Reference, platform: str | None
+) -> bool:
+    """`docker pull` an image a build reads, pinned by digest, of `platform` (None: this
+    machine's), unless the image store holds it already: BuildKit then reads it from there,
+    and the pull would only ask the registry again what it pinned (two round trips). The
+    look into the store runs beside the pull and stops it, so a runner that lacks the image
+    waits for nothing more than the pull."""
+    found = False
+
+    async def look(scope: anyio.CancelScope) -> None:
+        nonlocal found
+        if await _in_store(cli, env, ref, platform):
+            found = True
+            scope.cancel()
+
+    async def pull(scope: anyio.CancelScope) -> None:
+        nonlocal found
+        code, _ = await _run(cli.pull_command(ref, platform), env)
+        if code == 0:  # else the look may still find it
+            found = True
+            scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        if ref.digest is not None:
+            group.start_soon(look, group.cancel_scope)
+        group.start_soon(pull, group.cancel_scope)
+    return found
+
+
+async def _in_store(
+    cli: DockerCLI, env: Mapping[str, str], ref: Reference, platform: str | None
+) -> bool:
+    """Whether the image store holds the image `ref` pins, of `platform`. A name and digest
+    find only an image pulled by them; the platform is checked too, since one pulled from
+    the same index for another platform carries the same name and digest."""
+    command = [cli.path, "image", "inspect", "--format", _PLATFORM, str(ref)]
+    code, output = await _run(command, env)
+    if code != 0:
+        return False
+    try:
+        held = Platform.parse(output.strip())
+        return held == (Platform.parse(platform) if platform else native_platform())
+    except ValueError:
+        return False
+
+
 def _unique() -> str:
     """12 random hex digits for a container's name (the `uuid` module costs every run's
     start-up more than this needs)."""
@@ -247,8 +298,10 @@ class DockerExecutor:
         try:
             await self.prepare()
             cli = self._found
-            if isinstance(cli, DockerCLI) and cli.daemon_builder:
-                code, _ = await _run(cli.pull_command(ref, platform), self._env)
+            if isinstance(cli, DockerCLI) and cli.daemon_builder and platform is not None:
+                pull.ok = await _pull_read(cli, self._env, ref, platform)
+            elif isinstance(cli, DockerCLI) and cli.daemon_builder:
+                code, _ = await _run(cli.pull_command(ref), self._env)
                 pull.ok = code == 0
         finally:
             pull.done.set()
@@ -491,13 +544,15 @@ class DockerSession:
             await pull.done.wait()
             return pull.ok
         pull = self._pulls[ref] = _Pull(anyio.Event())
-        platform = self._spec.platform if log is None else None
         try:
-            code, output = await _run(self._cli.pull_command(ref, platform), self._env)
+            if log is None:
+                pull.ok = await _pull_read(self._cli, self._env, ref, self._spec.platform)
+                return pull.ok
+            code, output = await _run(self._cli.pull_command(ref), self._env)
             pull.ok = code == 0
         finally:
             pull.done.set()
-        if not pull.ok and log is not None:
+        if not pull.ok:
             log(f"cache image {ref} not pulled, building without it: {_last_line(output)}")
         return pull.ok
 
@@ -578,8 +633,7 @@ class DockerSession:
         save = self._saves[key] = _Save(scratch, anyio.Event(), spare=spare)
         try:
             try:
-                if await self._small(image, ref):
-                    save.files = await self._save(image, scratch)
+                save.files = await self._save_small(image, ref, scratch)
             except StageFailed as exc:
                 log(f"{exc.message}; pushing with docker push")
             if save.files is not None and ref == image.job.tag and self._spec.push_cache:
@@ -591,11 +645,34 @@ class DockerSession:
             save.done.set()
         return save
 
-    async def _small(self, image: Image, ref: Reference) -> bool:
+    async def _save_small(self, image: Image, ref: Reference, scratch: Path) -> ImageFiles | None:
+        """The image's files from `docker save`, where pushing them with our client beats
+        `docker push` (`uploads_faster`); else None. The save starts at once: the `docker
+        image inspect` that tells the image's size runs beside it and stops it if the image
+        is too big, so a small image's push waits for one CLI call instead of two in a row."""
         assert self._uploader is not None
         round_trip = self._uploader.round_trip(ref)
         if not uploads_faster(0, round_trip):
-            return False  # whatever its size: asking it costs a CLI call
+            return None  # whatever its size: asking it costs a CLI call
+        saved: list[ImageFiles] = []
+        failed: list[StageFailed] = []
+
+        async def check(scope: anyio.CancelScope) -> None:
+            if not await self._fits(image, round_trip):
+                scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(check, group.cancel_scope)
+            try:
+                saved.append(await self._save(image, scratch))
+            except StageFailed as exc:
+                failed.append(exc)
+                group.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        return saved[0] if saved else None
+
+    async def _fits(self, image: Image, round_trip: float | None) -> bool:
         inspect = [self._cli.path, "image", "inspect", "--format", "{{.Size}}", str(image.job.tag)]
         code, output = await _run(inspect, self._env)
         size = output.strip()

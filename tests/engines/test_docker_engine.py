@@ -58,9 +58,13 @@ def fake_docker(
     build_output: str = "",
     saved: Path | None = None,
     build_code: int = 0,
+    stored: dict[str, str] | None = None,
+    save_seconds: float = 0.0,
 ) -> Path:
     """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver;
-    its builds print `build_output`; `docker save -o` writes `saved`; a push pushes PUSHED."""
+    its builds print `build_output`; `docker save -o` writes `saved`; a push pushes PUSHED;
+    its image store holds the images `stored` names, each of the platform given; a save takes
+    `save_seconds`, and says it ended."""
     path = tmp_path / "bin" / "docker"
     path.parent.mkdir()
     path.write_text(
@@ -82,8 +86,15 @@ def fake_docker(
         "if args[0] == 'build':\n"
         f"    print({build_output!r}, end='')\n"
         f"    sys.exit({build_code})\n"
+        f"if args[:2] == ['image', 'inspect'] and args[3] == {docker_engine._PLATFORM!r}:\n"
+        f"    stored = {stored or {}!r}\n"
+        "    sys.exit(print(stored[args[-1]]) if args[-1] in stored else 1)\n"
         "if args[:2] == ['image', 'inspect']:\n"
         "    print(1000)\n"
+        "if args[0] == 'save':\n"
+        f"    __import__('time').sleep({save_seconds})\n"
+        f"    with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as out:\n"
+        "        out.write(json.dumps(['saved']) + '\\n')\n"
         f"if args[0] == 'save' and {str(saved)!r} != 'None':\n"
         f"    __import__('shutil').copyfile({str(saved)!r}, args[2])\n"
         "if args[0] == 'push':\n"
@@ -218,6 +229,35 @@ async def test_a_base_image_is_pulled_while_planning_only_from_a_distant_registr
         assert pulls == [["pull", "--quiet", "--platform", "linux/arm64", str(base)]]
         build = made.index(next(argv for argv in made if argv[0] == "build"))
         assert made.index(["pulled", str(base)]) < build
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("held", ["linux/arm64/v8", "linux/amd64"])
+async def test_an_image_a_build_reads_that_the_store_holds_is_not_pulled_again(
+    tmp_path: Path, held: str
+) -> None:
+    """A pinned base or restored stage the image store holds for the build's platform is read
+    from there by BuildKit: no pull asks the registry for it again, neither while planning
+    nor beside the hints. One held for another platform only (pulled from the same index) is
+    pulled."""
+    base = Reference.parse("registry.test/busybox:1@sha256:" + "a" * 64)
+    stage = Reference.parse("registry.test/cache@sha256:" + "b" * 64)
+    docker = fake_docker(tmp_path, stored={str(base): held, str(stage): held})
+    async with RegistryClient() as client:
+        client.stats.fastest["registry.test"] = 0.1
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        build_spec = replace(spec(tmp_path), platform="linux/arm64")
+        async with anyio.create_task_group() as group:
+            group.start_soon(executor.prefetch, base, "linux/arm64")
+            await anyio.sleep(0.05)
+            async with executor.session(build_spec) as session:
+                hinted = replace(job("registry.test/cache:web--main"), reads=(base, stage))
+                await session.build(hinted, lambda line: None)
+    pulled = sorted(argv[-1] for argv in calls(tmp_path) if argv[0] == "pulled")
+    if held == "linux/amd64":
+        assert pulled == sorted([str(base), str(stage), "registry.test/cache:web--main"])
+    else:
+        assert pulled == ["registry.test/cache:web--main"]
 
 
 @pytest.mark.anyio
@@ -366,8 +406,32 @@ async def test_an_archive_docker_save_writes_otherwise_is_pushed_by_docker_push(
             digest = await session.push(image, Reference.parse("cache:web-k"), lines.append)
         assert client.stats.requests == 0
     assert digest == PUSHED
-    assert [call[0] for call in calls(tmp_path)][-3:] == ["image", "save", "push"]
+    made = [call[0] for call in calls(tmp_path)]
+    assert sorted(made[-4:-1]) == ["image", "save", "saved"]  # the inspect beside the save
+    assert made[-1] == "push"
     assert any("is not layer sha256:" in line and "docker push" in line for line in lines)
+
+
+@pytest.mark.anyio
+async def test_the_save_of_an_image_too_big_to_push_ourselves_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save starts with the size check beside it; an image the check finds too big for
+    our push is pushed by `docker push`, its save stopped rather than waited for."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: size == 0)
+    docker = fake_docker(tmp_path, saved=containerd_style_save(tmp_path), save_seconds=30)
+    lines: list[str] = []
+    async with RegistryClient() as client:
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        async with executor.session(spec(tmp_path)) as session:
+            digest = await session.push(Image(job()), Reference.parse("cache:web-k"), lines.append)
+        assert client.stats.requests == 0
+    assert digest == PUSHED
+    made = [call[0] for call in calls(tmp_path)]
+    assert "save" in made
+    assert "saved" not in made
+    assert made[-1] == "push"
+    assert lines == ["web-k: digest: " + PUSHED + " size: 1"]
 
 
 def test_our_push_is_chosen_only_where_the_round_trips_it_spares_cost_more_than_the_save() -> None:
