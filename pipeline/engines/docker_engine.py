@@ -198,29 +198,13 @@ async def _pull_read(
 ) -> bool:
     """`docker pull` an image a build reads, pinned by digest, of `platform` (None: this
     machine's), unless the image store holds it already: BuildKit then reads it from there,
-    and the pull would only ask the registry again what it pinned (two round trips). The
-    look into the store runs beside the pull and stops it, so a runner that lacks the image
-    waits for nothing more than the pull."""
-    found = False
-
-    async def look(scope: anyio.CancelScope) -> None:
-        nonlocal found
-        if await _in_store(cli, env, ref, platform):
-            found = True
-            scope.cancel()
-
-    async def pull(scope: anyio.CancelScope) -> None:
-        nonlocal found
-        code, _ = await _run(cli.pull_command(ref, platform), env)
-        if code == 0:  # else the look may still find it
-            found = True
-            scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        if ref.digest is not None:
-            group.start_soon(look, group.cancel_scope)
-        group.start_soon(pull, group.cancel_scope)
-    return found
+    and a pull would only ask the registry again what the plan pinned (two round trips).
+    The look comes first rather than beside the pull: a run that builds nothing (its pulls
+    stopped as it ends) then starts one process, not two, while it waits for the cache."""
+    if ref.digest is not None and await _in_store(cli, env, ref, platform):
+        return True
+    code, _ = await _run(cli.pull_command(ref, platform), env)
+    return code == 0
 
 
 async def _in_store(
