@@ -123,6 +123,7 @@ async def make_plan(
     branches: Sequence[str] = (),
     deadline: float = PROBE_DEADLINE,
     on_image: Callable[[Reference, str | None], None] | None = None,
+    on_build: Callable[[], None] | None = None,
 ) -> Plan:
     """`client` None means offline: no image is pinned and the cache is not asked.
 
@@ -131,6 +132,8 @@ async def make_plan(
     base image of the target platform (`pinned_base`), with that platform, once resolved,
     before the cache is asked; and each hint the plan will give a build, with None, before
     the plan reads the hint's config (one round trip more).
+    `on_build` is told once the cache has answered that a stage is to be built, before the
+    plan reads that stage's hint: an engine that must be found first can start then.
 
     `branches` (this build's branch, then the default branch) name the hint tags that a missed
     stage reuses layers from and is compared with to say why it missed. A stage whose base
@@ -208,7 +211,7 @@ async def make_plan(
         likely = _likely(graph) if _distant(client, cache_repo) else []
         with anyio.move_on_at(until) as scope:
             cache_warning = await _ask(
-                client, refs, cache, found, lookup, likely, built, building_now
+                client, refs, cache, found, lookup, likely, built, building_now, on_build
             )
         expired = scope.cancel_called
     if refs and unreachable:
@@ -293,6 +296,7 @@ async def _ask(
     likely: Sequence[int],
     built: Callable[[], Sequence[int]],
     building_now: set[int],
+    on_build: Callable[[], None] | None = None,
 ) -> str | None:
     """The probe (`_probe`), and with `lookup` the hint lookups of the stages to build.
 
@@ -326,6 +330,8 @@ async def _ask(
             return warning
         building = built()
         building_now.update(building)
+        if building and on_build is not None:
+            on_build()
         for index, scope in scopes.items():
             if index not in building:
                 scope.cancel()

@@ -227,7 +227,8 @@ class BuildRun:
         says that a stage is built, and a run that restores everything never starts them.
         With a farther one (or one not asked by then) they start at that time, and are done
         before the plan is. With no cache, `--no-cache`, a test or a copy to the host, the
-        engine is needed anyway: they start with the plan.
+        engine is needed anyway: they start with the plan. Once the cache has answered that a
+        stage is built, they start at once, while the plan reads that stage's hint.
 
         Each base image the plan pins, and each hint it finds for a stage it builds, goes to
         the engine at once (`Executor.prefetch`, in `run`, the run's task group), before the
@@ -245,6 +246,9 @@ class BuildRun:
         def fetch(ref: Reference, platform: str | None) -> None:
             run.start_soon(self.executor.prefetch, ref, platform)
 
+        def building() -> None:
+            run.start_soon(self.executor.prepare)  # the plan need not wait for it
+
         async with anyio.create_task_group() as group:
             anyway = self._needs_engine_anyway()
             group.start_soon(self.executor.prepare if anyway else prepare_unless_nearby)
@@ -255,6 +259,7 @@ class BuildRun:
                 no_cache=self.settings.no_cache,
                 client=self.client,
                 on_image=fetch,
+                on_build=building,
             )
             if not self._needs_engine(plans):
                 group.cancel_scope.cancel()

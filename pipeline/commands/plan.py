@@ -97,9 +97,10 @@ async def plan_for(
     client: RegistryClient | None = None,
     platform: Platform | None = None,
     on_image: Callable[[Reference, str | None], None] | None = None,
+    on_build: Callable[[], None] | None = None,
 ) -> Plan:
     """Keys, cache refs and the forecast; `offline` asks no registry, `client` is reused.
-    `on_image`: as `make_plan`'s.
+    `on_image`, `on_build`: as `make_plan`'s.
 
     `no_cache` (`build --no-cache`) builds everything and asks the cache only whether it
     answers; `restore` False builds everything too, but asks, so that `plan` shows what the
@@ -118,6 +119,7 @@ async def plan_for(
             restore=restore,
             branches=branches(settings),
             on_image=on_image,
+            on_build=on_build,
         )
 
     if offline or client is not None:
@@ -136,6 +138,7 @@ async def plans_for(
     restore: bool = True,
     client: RegistryClient | None = None,
     on_image: Callable[[Reference, str | None], None] | None = None,
+    on_build: Callable[[], None] | None = None,
 ) -> MultiPlan:
     """One plan per target platform, made at once with one client; shared work marked."""
     context = context or build_context(settings)
@@ -152,6 +155,7 @@ async def plans_for(
             client=client,
             platform=platform,
             on_image=on_image,
+            on_build=on_build,
         )
 
     async def every(client: RegistryClient | None) -> MultiPlan:

@@ -1,6 +1,7 @@
 """When a build starts its engine checks (`Executor.prepare`): a run that restores everything
 from a nearby cache never starts them, as they would slow the registry's answers down; one whose
-cache keeps the plan waiting starts them during that wait. The registry is an httpx mock whose
+cache keeps the plan waiting starts them during that wait, and one that builds starts them as
+soon as the cache has said so. The registry is an httpx mock whose
 answers come after a delay; the executor only counts its checks.
 """
 
@@ -115,3 +116,43 @@ def test_a_cache_that_answered_quickly_is_nearby_however_long_its_plan_takes(
     """The base image's digest came at once; the cache tags take their time, past the moment
     the checks would start behind a distant registry."""
     assert warm_run(tmp_path, monkeypatch, delay=2 * HIDDEN_BEHIND, base_delay=0) == 0
+
+
+def test_a_cold_run_next_to_its_cache_starts_the_checks_once_the_cache_says_it_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cache tag is there: the checks start as soon as the probe has answered, while the
+    plan still reads the hints (which here never answer), not once the plan is done."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE)
+    settings = Settings(
+        context=str(tmp_path),
+        dockerfile=str(tmp_path / "Dockerfile"),
+        cache_repo=Repository.parse("registry.test/x/cache"),
+        engine="docker",
+    )
+    checks = CountedChecks()
+    monkeypatch.setattr(build_module, "choose_executor", lambda settings, client=None: checks)
+    graph = select(build_stages(parse_text(DOCKERFILE)), ["b"])
+    hints: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if "/base/" in request.url.path:
+            headers = {"Docker-Content-Digest": CACHED, "Content-Type": DOCKER_MANIFEST}
+            return httpx.Response(200, headers={**headers, "Content-Length": "2"})
+        if request.method == "HEAD":
+            return httpx.Response(404)
+        hints.append(request.url.path)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def run() -> None:
+        transport = httpx.MockTransport(answer)
+        async with RegistryClient(transport=transport, retries=0) as client:
+            with anyio.move_on_after(1):
+                await BuildRun(settings, graph, client).run()
+
+    anyio.run(run)
+    assert hints, "the plan was reading a hint"
+    assert checks.started == 1
