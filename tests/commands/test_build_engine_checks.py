@@ -26,6 +26,7 @@ from pipeline.settings.resolve import Settings
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pipeline.dockerfile.graph import Graph
     from pipeline.engines.base import BuildSpec
     from pipeline.oci.reference import Reference
 
@@ -68,12 +69,10 @@ def registry(delay: float, base_delay: float) -> httpx.MockTransport:
     return httpx.MockTransport(answer)
 
 
-def warm_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float, base_delay: float | None = None
-) -> int:
-    """How often a run that restores every stage started the engine checks, which never end:
-    the run does not wait for them. The registry answers after `delay`, about the base image
-    after `base_delay` (by default the same)."""
+def project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: CountedChecks
+) -> tuple[Settings, Graph]:
+    """DOCKERFILE's project, whose build of `b` runs on `checks`."""
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text(name)
     (tmp_path / "Dockerfile").write_text(DOCKERFILE)
@@ -83,9 +82,18 @@ def warm_run(
         cache_repo=Repository.parse("registry.test/x/cache"),
         engine="docker",
     )
-    checks = CountedChecks(hang=True)
     monkeypatch.setattr(build_module, "choose_executor", lambda settings, client=None: checks)
-    graph = select(build_stages(parse_text(DOCKERFILE)), ["b"])
+    return settings, select(build_stages(parse_text(DOCKERFILE)), ["b"])
+
+
+def warm_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float, base_delay: float | None = None
+) -> int:
+    """How often a run that restores every stage started the engine checks, which never end:
+    the run does not wait for them. The registry answers after `delay`, about the base image
+    after `base_delay` (by default the same)."""
+    checks = CountedChecks(hang=True)
+    settings, graph = project(tmp_path, monkeypatch, checks)
 
     async def run() -> None:
         transport = registry(delay, delay if base_delay is None else base_delay)
@@ -123,18 +131,8 @@ def test_a_cold_run_next_to_its_cache_starts_the_checks_once_the_cache_says_it_b
 ) -> None:
     """No cache tag is there: the checks start as soon as the probe has answered, while the
     plan still reads the hints (which here never answer), not once the plan is done."""
-    for name in ("a.txt", "b.txt"):
-        (tmp_path / name).write_text(name)
-    (tmp_path / "Dockerfile").write_text(DOCKERFILE)
-    settings = Settings(
-        context=str(tmp_path),
-        dockerfile=str(tmp_path / "Dockerfile"),
-        cache_repo=Repository.parse("registry.test/x/cache"),
-        engine="docker",
-    )
     checks = CountedChecks()
-    monkeypatch.setattr(build_module, "choose_executor", lambda settings, client=None: checks)
-    graph = select(build_stages(parse_text(DOCKERFILE)), ["b"])
+    settings, graph = project(tmp_path, monkeypatch, checks)
     hints: list[str] = []
 
     async def answer(request: httpx.Request) -> httpx.Response:
