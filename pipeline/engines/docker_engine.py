@@ -282,11 +282,12 @@ class DockerExecutor:
         try:
             await self.prepare()
             cli = self._found
-            if isinstance(cli, DockerCLI) and cli.daemon_builder and platform is not None:
-                pull.ok = await _pull_read(cli, self._env, ref, platform)
-            elif isinstance(cli, DockerCLI) and cli.daemon_builder:
-                code, _ = await _run(cli.pull_command(ref), self._env)
-                pull.ok = code == 0
+            if isinstance(cli, DockerCLI) and cli.daemon_builder:
+                if platform is not None:
+                    pull.ok = await _pull_read(cli, self._env, ref, platform)
+                else:  # a hint: a tag, which the store cannot vouch for
+                    code, _ = await _run(cli.pull_command(ref), self._env)
+                    pull.ok = code == 0
         finally:
             pull.done.set()
 

@@ -122,9 +122,9 @@ class Uploader:
     def __init__(self, client: RegistryClient) -> None:
         self._client = client
         self._blobs: dict[tuple[str, str], Blob] = {}  # (repository, diff id): found or uploaded
-        self._listed: dict[tuple[str, str], Blob] = {}  # (repository, diff id): an image lists it
-        # (registry, diff id): the repository of an image that lists it, and its blob there
-        self._elsewhere: dict[tuple[str, str], tuple[str, Blob]] = {}
+        # (registry, diff id): each repository of that registry with an image that lists the
+        # layer, and its blob there
+        self._listed: dict[tuple[str, str], dict[str, Blob]] = {}
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._learning: dict[str, anyio.Event] = {}
 
@@ -149,8 +149,8 @@ class Uploader:
             for diff_id, layer in pairs:
                 if layer.get("mediaType") in _GZIP_LAYERS:
                     blob = Blob(str(layer["digest"]), int(layer["size"]))
-                    self._listed.setdefault((ref.name, str(diff_id)), blob)
-                    self._elsewhere.setdefault((ref.registry, str(diff_id)), (ref.repository, blob))
+                    listed = self._listed.setdefault((ref.registry, str(diff_id)), {})
+                    listed.setdefault(ref.repository, blob)
         except (RegistryError, ValueError, KeyError, TypeError, AttributeError):
             return
         finally:
@@ -245,19 +245,20 @@ class Uploader:
         """The layer's blob in `ref`'s repository: known, being uploaded by another push of
         this run, or compressed and uploaded now."""
         key = (ref.name, diff_id)
-        if trust_listed and key not in self._blobs and (listed := self._listed.get(key)):
-            return listed
-        source = self._elsewhere.get((ref.registry, diff_id))
+        listed = self._listed.get((ref.registry, diff_id), {})
+        if trust_listed and key not in self._blobs and (here := listed.get(ref.repository)):
+            return here
+        elsewhere = [(name, blob) for name, blob in listed.items() if name != ref.repository]
 
         async def upload() -> Blob:
             opened = None
-            if source is not None and source[0] != ref.repository:
+            if elsewhere:
                 # the registry checks a mount: its answer is as sure as an upload's
-                repository, blob = source
+                repository, blob = elsewhere[0]
                 try:
                     opened = await self._client.mount_blob(ref, blob.digest, repository)
                 except RegistryError:
-                    opened = None  # then uploaded as any other layer
+                    pass  # then uploaded as any other layer
                 else:
                     if opened is None:
                         return blob
