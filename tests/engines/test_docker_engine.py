@@ -428,7 +428,8 @@ async def test_the_save_of_an_image_too_big_to_push_ourselves_is_stopped(
         assert client.stats.requests == 0
     assert digest == PUSHED
     made = [call[0] for call in calls(tmp_path)]
-    assert "save" in made
+    # the save may be stopped before the fake CLI even wrote down its call: that it never
+    # ended is what counts
     assert "saved" not in made
     assert made[-1] == "push"
     assert lines == ["web-k: digest: " + PUSHED + " size: 1"]
