@@ -407,7 +407,9 @@ async def test_an_archive_docker_save_writes_otherwise_is_pushed_by_docker_push(
         assert client.stats.requests == 0
     assert digest == PUSHED
     made = [call[0] for call in calls(tmp_path)]
-    assert sorted(made[-4:-1]) == ["image", "save", "saved"]  # the inspect beside the save
+    # the inspect beside the save; each fake process writes down its call as it starts, so
+    # under load the session's `docker version` may be written down after them
+    assert {"image", "save", "saved"} <= set(made[:-1])
     assert made[-1] == "push"
     assert any("is not layer sha256:" in line and "docker push" in line for line in lines)
 
