@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -649,3 +650,59 @@ def test_shell_takes_its_stage_as_the_target_and_refuses_target(
     with pytest.raises(SystemExit):
         main(["shell", "--help"])
     assert "--target" not in capsys.readouterr().out
+
+
+GC_PROBE = """
+import gc, os, runpy, sys
+def exit_now(code):
+    raise SystemExit(code)
+os._exit = exit_now
+import pipeline.cli
+loaded = pipeline.cli._loaded
+def seen():
+    print("held off while loading:", not gc.isenabled(), file=sys.stderr)
+    loaded()
+    print("on once loaded:", gc.isenabled(), file=sys.stderr)
+pipeline.cli._loaded = seen
+sys.argv = [sys.argv[1], "prune", "--older-than", "1d"]  # loads, then fails: no cache
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+"""
+
+
+def test_loaded_turns_the_collector_back_on_only_where_it_was_held_off() -> None:
+    import gc
+
+    from pipeline import cli
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        cli._loaded()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        if not was:
+            gc.disable()
+    before = gc.get_freeze_count()
+    cli._loaded()  # called in a process whose collector was never held off: nothing to undo
+    assert gc.get_freeze_count() == before
+
+
+def test_the_script_form_holds_the_collector_off_until_loaded(tmp_path: Path) -> None:
+    """From main.py's first line until a command has loaded its modules; then on again."""
+    (tmp_path / "Dockerfile").write_text("FROM a AS app\n")
+    result = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, str(MAIN)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert "held off while loading: True" in result.stderr, result.stderr
+    assert "on once loaded: True" in result.stderr, result.stderr

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -33,14 +32,15 @@ from pipeline.dockerfile.platforms import Platform, native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, ToolError
 from pipeline.oci.registry import RegistryAuthError, sha256_digest
-from pipeline.oci.upload import ImageFiles, Spare, Uploader
 
 if TYPE_CHECKING:
+    import tarfile
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
     from pipeline.oci.reference import Reference
     from pipeline.oci.registry import RegistryClient
+    from pipeline.oci.upload import ImageFiles, Spare, Uploader
     from pipeline.settings.secrets import Secrets
 
 __all__ = ["DockerCLI", "DockerExecutor", "DockerSession", "find_docker"]
@@ -303,7 +303,7 @@ class DockerExecutor:
             env = {**self._env, "DOCKER_BUILDKIT": "1"}
             if spec.logins:
                 env["DOCKER_CONFIG"] = await _login(cli, spec.logins, private, env)
-            uploader = Uploader(self._registry) if self._registry is not None else None
+            uploader = _uploader(self._registry)
             session = DockerSession(cli, spec, private, env, uploader, self._prefetched)
             try:
                 yield session
@@ -484,6 +484,8 @@ class DockerSession:
             return None
         if not uploads_faster(0, self._uploader.round_trip(job.tag)):
             return None
+        from pipeline.oci.upload import Spare
+
         spare = Spare(job.tag)
         self._spares.append(spare)
         return spare
@@ -790,11 +792,26 @@ def _watched(
     return watch
 
 
+def _uploader(registry: RegistryClient | None) -> Uploader | None:
+    """Our own pushes (`oci.upload`, and `tarfile` for `docker save`'s archives) are loaded
+    by a session, the first time a run builds: a run that restores every stage never pushes,
+    and its start-up is most of its time."""
+    if registry is None:
+        return None
+    from pipeline.oci.upload import Uploader
+
+    return Uploader(registry)
+
+
 def _unpack(archive: Path, scratch: Path) -> ImageFiles:
     """A `docker save` archive's one image: its config's bytes, and its layer tarballs
     extracted into `scratch` in the config's order (`manifest.json` names them), each checked
     to be the uncompressed layer its diff id names. An archive of another shape (a containerd
     image store saves compressed blobs) is a StageFailed, which `docker push` then replaces."""
+    import tarfile
+
+    from pipeline.oci.upload import ImageFiles
+
     with tarfile.open(archive) as tar:
         manifest = _member(tar, "manifest.json")
         try:

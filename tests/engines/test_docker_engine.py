@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
 import sys
 import tarfile
 from dataclasses import replace
@@ -487,3 +488,15 @@ async def test_the_engine_checks_are_made_again_if_the_caller_making_them_is_can
         async with executor.session(spec(tmp_path)) as session:
             await session.build(job(), lambda line: None)
     assert "build" in [argv[0] for argv in calls(tmp_path)]
+
+
+def test_our_pushes_are_loaded_only_once_a_session_builds() -> None:
+    """A run that restores every stage never pushes, and its start-up is most of its time."""
+    probe = (
+        "import sys, pipeline.engines.docker_engine\n"
+        "print(sorted(m for m in sys.modules if m in ('pipeline.oci.upload', 'tarfile')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
