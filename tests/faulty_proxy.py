@@ -43,6 +43,7 @@ class Request:
     method: str
     path: str
     user_agent: str
+    authorized: bool = False  # it carried an Authorization header
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ class CuttingProxy:
                 return False
             method, path, headers = _parse_head(head)
             with self._lock:
-                self.requests.append(Request(method, path, headers.get("user-agent", "")))
+                agent, authorized = headers.get("user-agent", ""), "authorization" in headers
+                self.requests.append(Request(method, path, agent, authorized))
             server.sendall(head)
             cutting = method in ("PATCH", "PUT") and "/blobs/uploads/" in path
             budget = self.cut_after if cutting else None

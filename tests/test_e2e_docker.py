@@ -26,7 +26,7 @@ from tests.e2e_project import (
     write_project,
 )
 from tests.faulty_proxy import CuttingProxy, cutting_proxy
-from tests.registry_server import free_port
+from tests.registry_server import RegistryServer, free_port
 
 
 @pytest.fixture
@@ -552,3 +552,52 @@ def test_base_layers_the_cache_registry_holds_are_mounted_not_uploaded(
         assert layers[: len(base_layers)] == [layer["digest"] for layer in base["layers"]]  # type: ignore[attr-defined]
     pulled = docker_env.run("pull", "-q", f"{docker_env.registry}/{name}:app--local", check=False)
     assert pulled.returncode == 0, pulled.stderr
+
+
+@pytest.mark.wipes_engine_cache
+def test_a_cache_behind_a_login_is_pushed_and_its_hints_pulled_with_the_runs_credentials(
+    tmp_path: Path,
+    docker_env: DockerEnv,
+    auth_registry: RegistryServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cache registry that wants a login, whose credentials only the environment holds
+    (a CI's token), not the user's Docker config: the run logs dockerd in through its own
+    private config, for its pushes and for the hint it pulls (while planning: see
+    test_prefetches_log_in_with_the_runs_credentials_once_for_the_run), whose layers a
+    changed stage then reuses. dockerd never asks for the hint without them, and the
+    password is never printed."""
+    host, port = auth_registry.host.rsplit(":", 1)
+    project = write_project(tmp_path, docker_env.base)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TOKEN", SECRET)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-docker-config"))
+    monkeypatch.setenv("REGISTRY_USER", auth_registry.username or "")
+    monkeypatch.setenv("REGISTRY_PASSWORD", auth_registry.password or "")
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "FROM deps AS app\n", "FROM $BASE AS app\nRUN sleep 1 && echo slow > /app.slow\n"
+        )
+    )
+    name = f"e2e-{uuid.uuid4().hex[:12]}/cache"
+    with cutting_proxy((host, int(port)), cut_after=1 << 40) as proxy:
+        command = docker_env.build_args("--cache-repo", f"{proxy.host}/{name}", "--target", "app")
+        command += ["--secret", "id=token,env=TOKEN"]
+        assert main(command) == 0, capsys.readouterr().err
+        (project / "src" / "main.py").write_text("print('changed')\n")
+        docker_env.wipe_engine_cache(f"{proxy.host}/{name}")
+        first = len(proxy.requests)
+        capsys.readouterr()
+        assert main([*command, "--verbose"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    step = re.search(r"#(\d+) \[app \d+/\d+\] RUN sleep 1", err)
+    assert step is not None, err
+    assert f"#{step.group(1)} CACHED" in err
+    assert "not pulled" not in err
+    hint = [r for r in proxy.requests[first:] if r.path.endswith("/manifests/app--local")]
+    by_docker = [r for r in hint if r.user_agent.startswith("docker/")]
+    assert by_docker, hint
+    assert all(r.authorized for r in by_docker)
+    assert auth_registry.password not in err

@@ -135,6 +135,9 @@ class BuildRun:
         self.local = local or LocalCopies()
         self.outputs = self._outputs()
         self.secrets = resolve_secrets(settings.secrets, os.environ)
+        self._credentials = Credentials(sources=settings.credentials, docker_config=False)
+        self._found_logins: dict[str, RegistryLogin | None] = {}
+        self._looking_up = anyio.Lock()
         self.masker = self.secrets.masker()
         self.executor = choose_executor(settings, client)
         self.test = self._test_run()
@@ -168,6 +171,8 @@ class BuildRun:
                 group.cancel_scope.cancel()
         finally:
             self.reporter.close()
+            with anyio.CancelScope(shield=True):
+                await self.executor.close()
         report = self._report(time.monotonic() - started)
         self.reporter.summary(report.stages)
         for warning in report.warnings:
@@ -243,8 +248,11 @@ class BuildRun:
             if not waiting.cancel_called and not self._cache_nearby():
                 await self.executor.prepare()
 
+        async def prefetch(ref: Reference, platform: str | None) -> None:
+            await self.executor.prefetch(ref, platform, await self._login(ref.registry))
+
         def fetch(ref: Reference, platform: str | None) -> None:
-            run.start_soon(self.executor.prefetch, ref, platform)
+            run.start_soon(prefetch, ref, platform)
 
         def building() -> None:
             run.start_soon(self.executor.prepare)  # the plan need not wait for it
@@ -390,13 +398,22 @@ class BuildRun:
             except ValueError:
                 continue  # not a reference (the planner has said so); nothing to log in to
         hosts = dict.fromkeys([*cache, *(ref.registry for ref in published), *pulled])
-        credentials = Credentials(sources=self.settings.credentials, docker_config=False)
-        logins = []
-        for host in hosts:
-            secret = await credentials.lookup(host)
-            if secret is not None and not secret.identity_token:
-                logins.append(RegistryLogin(host, secret.username, secret.password))
-        return tuple(logins)
+        logins = [await self._login(host) for host in hosts]
+        return tuple(login for login in logins if login is not None)
+
+    async def _login(self, host: str) -> RegistryLogin | None:
+        """The run's credentials for `host`, from the environment or the CI, not the user's
+        Docker config, which the engine reads itself. Looked up once a run: a credential
+        helper is a process, and the prefetches of several hints ask at the same time."""
+        async with self._looking_up:
+            if host not in self._found_logins:
+                secret = await self._credentials.lookup(host)
+                self._found_logins[host] = (
+                    None
+                    if secret is None or secret.identity_token
+                    else RegistryLogin(host, secret.username, secret.password)
+                )
+            return self._found_logins[host]
 
     def hints(self, plan: Plan, jobs: Iterable[int], group: TaskGroup) -> Hints | None:
         """This branch's hint tag of each stage to build, moved in `group`: a group that ends

@@ -182,11 +182,18 @@ class Executor(Protocol):
         """
         ...
 
-    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+    async def prefetch(
+        self, ref: Reference, platform: str | None = None, login: RegistryLogin | None = None
+    ) -> None:
         """Start fetching, before any session opens, a hint the plan found for a stage it
         builds (`platform` None), or a pinned base image of that platform that a build may
         read, where the engine fetches such images before building; never raises. A build
-        given that hint or reading that image waits for it rather than fetching it again."""
+        given that hint or reading that image waits for it rather than fetching it again.
+        `login`: the run's credentials for `ref`'s registry, if it has any."""
+        ...
+
+    async def close(self) -> None:
+        """The end of the run: what the executor kept for it (logins) goes."""
         ...
 
     def session(self, spec: BuildSpec) -> AbstractAsyncContextManager[Session]: ...

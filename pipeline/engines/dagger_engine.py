@@ -99,9 +99,14 @@ class DaggerExecutor:
         self._log_output = log_output
         self._docker = docker  # the docker CLI that `load` hands images to
 
-    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+    async def prefetch(
+        self, ref: Reference, platform: str | None = None, login: RegistryLogin | None = None
+    ) -> None:
         """The engine imports no hint (Dagger 0.21 has no registry cache import), and pulls
         what its builds read itself."""
+
+    async def close(self) -> None:
+        """Each session's engine connection closes with it."""
 
     async def prepare(self) -> None:
         """Nothing early: importing the SDK is a second of CPU that would slow the plan down,

@@ -252,6 +252,7 @@ class DockerExecutor:
         self._found: DockerCLI | EngineUnavailable | None = None
         self._finding: anyio.Event | None = None
         self._prefetched: dict[Reference, _Pull] = {}
+        self._logins = _Logins(self._env)
 
     async def prepare(self) -> None:
         """The CLI checks are subprocesses: they run on other cores while the plan is made.
@@ -270,12 +271,16 @@ class DockerExecutor:
                 self._finding = None
                 finding.set()
 
-    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+    async def prefetch(
+        self, ref: Reference, platform: str | None = None, login: RegistryLogin | None = None
+    ) -> None:
         """`docker pull` while the plan is still being made, of a hint (`platform` None) or
         of a base image of that platform, the latter only from a registry far enough for
         BuildKit's own resolve of it to cost (`PULL_BESIDE`). A session's build waits for
-        it instead of pulling (`DockerSession._pull_once`), and pulls a hint again, with the
-        session's logins, if it failed."""
+        it instead of pulling (`DockerSession._pull_once`), and pulls a hint again if it
+        failed. With `login`, the run's credentials for `ref`'s registry, the pull goes
+        through the run's private Docker config, logged in to that registry first: the
+        user's own config may have no credentials for it (a CI's token in the environment)."""
         if ref in self._prefetched or (platform is not None and not _far(self._registry, ref)):
             return
         pull = self._prefetched[ref] = _Pull(anyio.Event())
@@ -283,13 +288,23 @@ class DockerExecutor:
             await self.prepare()
             cli = self._found
             if isinstance(cli, DockerCLI) and cli.daemon_builder:
+                env = self._env
+                if login is not None:
+                    try:
+                        env = {**env, "DOCKER_CONFIG": await self._logins.config(cli, [login])}
+                    except EngineUnavailable:
+                        return  # the session logs in again, and says why it failed
                 if platform is not None:
-                    pull.ok = await _pull_read(cli, self._env, ref, platform)
+                    pull.ok = await _pull_read(cli, env, ref, platform)
                 else:  # a hint: a tag, which the store cannot vouch for
-                    code, _ = await _run(cli.pull_command(ref), self._env)
+                    code, _ = await _run(cli.pull_command(ref), env)
                     pull.ok = code == 0
         finally:
             pull.done.set()
+
+    async def close(self) -> None:
+        """The run's private Docker config goes: it holds the registry logins."""
+        self._logins.close()
 
     @contextlib.asynccontextmanager
     async def session(self, spec: BuildSpec) -> AsyncIterator[DockerSession]:
@@ -302,7 +317,7 @@ class DockerExecutor:
         try:
             env = {**self._env, "DOCKER_BUILDKIT": "1"}
             if spec.logins:
-                env["DOCKER_CONFIG"] = await _login(cli, spec.logins, private, env)
+                env["DOCKER_CONFIG"] = await self._logins.config(cli, spec.logins)
             uploader = _uploader(self._registry)
             session = DockerSession(cli, spec, private, env, uploader, self._prefetched)
             try:
@@ -314,19 +329,47 @@ class DockerExecutor:
             shutil.rmtree(private, ignore_errors=True)
 
 
+class _Logins:
+    """The run's private copy of the user's Docker config, logged in to each registry once
+    for the run's prefetches and sessions alike; theirs is never touched. Made at the first
+    login, and removed by `close` with the credentials it holds."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._directory: Path | None = None
+        self._done: set[RegistryLogin] = set()
+        self._locks: dict[str, anyio.Lock] = {}
+
+    async def config(self, cli: DockerCLI, logins: Sequence[RegistryLogin]) -> str:
+        """The config's directory, once logged in to each of `logins`. Callers at the same
+        time share one login to a host; a failed one is an EngineUnavailable, and the next
+        caller tries again."""
+        if self._directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="dagger-stages-logins-"))
+        config = _private_config(self._directory, self._env)
+        for login in logins:
+            async with self._locks.setdefault(login.host, anyio.Lock()):
+                if login not in self._done:
+                    await _login(cli, login, config, self._env)
+                    self._done.add(login)
+        return str(config)
+
+    def close(self) -> None:
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+            self._done.clear()
+
+
 async def _login(
-    cli: DockerCLI, logins: Sequence[RegistryLogin], private: Path, env: Mapping[str, str]
-) -> str:
-    """Log in through a private copy of the user's Docker config, never touching theirs."""
-    config = _private_config(private, env)
-    for login in logins:
-        command = [cli.path, "--config", str(config), "login", "-u", login.username]
-        code, output = await _run(
-            [*command, "--password-stdin", login.host], env, stdin=login.password.encode()
-        )
-        if code != 0:
-            raise EngineUnavailable(f"docker login to {login.host} failed: {_last_line(output)}")
-    return str(config)
+    cli: DockerCLI, login: RegistryLogin, config: Path, env: Mapping[str, str]
+) -> None:
+    command = [cli.path, "--config", str(config), "login", "-u", login.username]
+    code, output = await _run(
+        [*command, "--password-stdin", login.host], env, stdin=login.password.encode()
+    )
+    if code != 0:
+        raise EngineUnavailable(f"docker login to {login.host} failed: {_last_line(output)}")
 
 
 def _build_error(tail: str, code: int) -> str:
@@ -340,6 +383,8 @@ def _build_error(tail: str, code: int) -> str:
 
 def _private_config(private: Path, env: Mapping[str, str]) -> Path:
     config = private / "docker-config"
+    if config.is_dir():
+        return config
     config.mkdir(mode=0o700)
     source = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "~")).expanduser() / ".docker")
     if (source / "config.json").is_file():

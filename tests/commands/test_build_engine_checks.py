@@ -7,6 +7,7 @@ answers come after a delay; the executor only counts its checks.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -19,6 +20,7 @@ from pipeline.dockerfile.graph import select
 from pipeline.dockerfile.parse import parse_text
 from pipeline.dockerfile.stages import build_stages
 from pipeline.engines.results import Status
+from pipeline.oci.credentials import CredentialSource
 from pipeline.oci.reference import Repository
 from pipeline.oci.registry import DOCKER_MANIFEST, RegistryClient
 from pipeline.settings.resolve import Settings
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.dockerfile.graph import Graph
-    from pipeline.engines.base import BuildSpec
+    from pipeline.engines.base import BuildSpec, RegistryLogin
     from pipeline.oci.reference import Reference
 
 DOCKERFILE = "FROM registry.test/base AS a\nCOPY a.txt /a\nFROM a AS b\nCOPY b.txt /b\n"
@@ -43,14 +45,22 @@ class CountedChecks:
         self.started = 0
         self.hang = hang
         self.prefetched: list[Reference] = []
+        self.logins: list[RegistryLogin | None] = []
+        self.closed = False
 
     async def prepare(self) -> None:
         self.started += 1
         if self.hang:
             await anyio.sleep_forever()
 
-    async def prefetch(self, ref: Reference, platform: str | None = None) -> None:
+    async def prefetch(
+        self, ref: Reference, platform: str | None = None, login: RegistryLogin | None = None
+    ) -> None:
         self.prefetched.append(ref)
+        self.logins.append(login)
+
+    async def close(self) -> None:
+        self.closed = True
 
     def session(self, spec: BuildSpec) -> NoReturn:
         raise AssertionError("a run that restores everything opens no session")
@@ -154,3 +164,28 @@ def test_a_cold_run_next_to_its_cache_starts_the_checks_once_the_cache_says_it_b
     anyio.run(run)
     assert hints, "the plan was reading a hint"
     assert checks.started == 1
+
+
+def test_prefetches_are_given_the_runs_credentials_and_the_run_closes_its_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine pulls what the plan finds with the credentials the run has for that
+    registry (a CI's token in the environment), which the user's Docker config may lack."""
+    checks = CountedChecks()
+    settings, graph = project(tmp_path, monkeypatch, checks)
+    source = CredentialSource("registry.test", "env", "CI_USER", "CI_PASSWORD")
+    settings = replace(settings, credentials=(source,))
+    monkeypatch.setenv("CI_USER", "ci")
+    monkeypatch.setenv("CI_PASSWORD", "hunter2")
+
+    async def run() -> None:
+        with anyio.fail_after(10):
+            transport = registry(delay=0, base_delay=0)
+            async with RegistryClient(transport=transport, retries=0) as client:
+                await BuildRun(settings, graph, client).run()
+
+    anyio.run(run)
+    assert checks.prefetched
+    assert {login.host if login else None for login in checks.logins} == {"registry.test"}
+    assert {login.password if login else None for login in checks.logins} == {"hunter2"}
+    assert checks.closed

@@ -18,7 +18,7 @@ import anyio.lowlevel
 import pytest
 
 from pipeline.engines import docker_engine
-from pipeline.engines.base import BuildSpec, Image, StageJob, TestRun
+from pipeline.engines.base import BuildSpec, Image, RegistryLogin, StageJob, TestRun
 from pipeline.engines.docker_engine import DockerExecutor
 from pipeline.errors import EngineUnavailable, StageFailed
 from pipeline.oci.reference import Reference
@@ -62,7 +62,8 @@ def fake_docker(
     stored: dict[str, str] | None = None,
     save_seconds: float = 0.0,
 ) -> Path:
-    """A docker 20.10 CLI that records its calls; `driver` gives it buildx with that driver;
+    """A docker 20.10 CLI that records its calls (and the config a pull or build is given);
+    `driver` gives it buildx with that driver;
     its builds print `build_output`; `docker save -o` writes `saved`; a push pushes PUSHED;
     its image store holds the images `stored` names, each of the platform given; a save takes
     `save_seconds`, and says it ended."""
@@ -74,6 +75,10 @@ def fake_docker(
         f"with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as out:\n"
         "    out.write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "args = sys.argv[1:]\n"
+        "if args[0] in ('pull', 'build') and 'DOCKER_CONFIG' in __import__('os').environ:\n"
+        f"    with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as out:\n"
+        "        config = __import__('os').environ['DOCKER_CONFIG']\n"
+        "        out.write(json.dumps([args[0] + ' config', config]) + '\\n')\n"
         "if args[:2] == ['buildx', 'inspect']:\n"
         f"    sys.exit(print('Name: x\\nDriver: {driver}') if {driver is not None} else 1)\n"
         "if args[0] == 'version':\n"
@@ -500,3 +505,58 @@ def test_our_pushes_are_loaded_only_once_a_session_builds() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_prefetches_log_in_with_the_runs_credentials_once_for_the_run(
+    tmp_path: Path,
+) -> None:
+    """The user's Docker config may hold nothing for the cache registry (a CI's token in the
+    environment): a prefetch logs in to it through the run's private config, which the
+    session then uses without logging in again, and which closing the executor removes."""
+    docker = fake_docker(tmp_path)
+    login = RegistryLogin("cache.test", "ci", "hunter2")
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent), "HOME": str(tmp_path)})
+    async with anyio.create_task_group() as group:
+        for ref in ("cache.test/app:web--main", "cache.test/app:api--main"):
+            group.start_soon(executor.prefetch, Reference.parse(ref), None, login)
+    async with executor.session(replace(spec(tmp_path), logins=(login,))) as session:
+        await session.build(job("cache.test/app:web--main"), lambda line: None)
+    made = calls(tmp_path)
+    logins = [argv for argv in made if "login" in argv]
+    assert len(logins) == 1
+    assert logins[0][-2:] == ["--password-stdin", "cache.test"]
+    config = logins[0][logins[0].index("--config") + 1]
+    assert [argv for argv in made if argv[0].endswith(" config")] == [
+        ["pull config", config],
+        ["pull config", config],
+        ["build config", config],
+    ]
+    assert "hunter2" not in json.dumps(made)
+    assert exists(config)
+    await executor.close()
+    assert not exists(config)
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+@pytest.mark.anyio
+async def test_a_prefetch_whose_login_fails_leaves_the_pull_and_the_error_to_the_session(
+    tmp_path: Path,
+) -> None:
+    docker = fake_docker(tmp_path)
+    script = docker.read_text().replace(
+        "args = sys.argv[1:]\n",
+        "args = sys.argv[1:]\nif 'login' in args:\n    sys.exit(print('unauthorized') or 1)\n",
+    )
+    docker.write_text(script)
+    login = RegistryLogin("cache.test", "ci", "wrong")
+    executor = DockerExecutor(str(docker), {"PATH": str(docker.parent), "HOME": str(tmp_path)})
+    await executor.prefetch(Reference.parse("cache.test/app:web--main"), None, login)
+    assert not [argv for argv in calls(tmp_path) if argv[0] == "pull"]
+    with pytest.raises(EngineUnavailable, match=r"docker login to cache\.test failed"):
+        async with executor.session(replace(spec(tmp_path), logins=(login,))):
+            pass
+    await executor.close()
