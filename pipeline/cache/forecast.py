@@ -25,6 +25,9 @@ Action = Literal["restore", "build", "skip"]
 
 @dataclass(frozen=True)
 class Forecast:
+    """What the cache holds of a needed stage and what the run will do with it, decided before
+    anything is built so that `plan` shows what `build` does."""
+
     cache: Cache | None  # None: not asked (no cache repo, a volatile stage, build --no-cache)
     action: Action
     digest: str | None = None

@@ -66,6 +66,9 @@ class Volatile:
 
 @dataclass(frozen=True)
 class StageKey:
+    """A stage's cache key and the inputs it digests, kept because its cache image carries them
+    as a label, from which a later miss is explained input by input (`explain`)."""
+
     index: int
     key: str
     inputs: Mapping[str, Any] = field(repr=False)

@@ -26,6 +26,9 @@ __all__ = ["MultiPlan", "PlatformPlan", "share"]
 
 @dataclass(frozen=True)
 class PlatformPlan:
+    """One target platform's plan, with the stages it leaves to an earlier platform that plans
+    them under the same key, so that a shared stage is built and pushed once."""
+
     platform: Platform
     plan: Plan
     # needed stages an earlier platform plans with the same key: index -> that platform
@@ -38,6 +41,9 @@ class PlatformPlan:
 
 @dataclass(frozen=True)
 class MultiPlan:
+    """The plans of a build's target platforms, in the order given; a single-platform build has
+    one, so that every command handles both alike."""
+
     plans: tuple[PlatformPlan, ...]
 
     @property

@@ -69,6 +69,9 @@ saves a cold plan."""
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything one platform's build is decided by, worked out before it starts: keys, cache
+    refs, forecasts and pinned bases, so that `plan` shows exactly what `build` then does."""
+
     graph: Graph
     cache_repo: Repository | None
     keys: Mapping[int, StageKey]

@@ -53,6 +53,9 @@ FIELDS = ("sha", "short_sha", "branch", "tag", "run_id", "default_branch", "stag
 
 @dataclass(frozen=True)
 class Publication:
+    """A target and one ref to publish it under, its template already expanded: worked out
+    before the build, so that a bad template fails first and the engine's checks see the refs."""
+
     stage: int
     ref: Reference
 

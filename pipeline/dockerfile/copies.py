@@ -40,6 +40,9 @@ class GitSourceError(ValueError):
 
 @dataclass(frozen=True)
 class GitSource:
+    """What a Git source asks for, once its fragment and query agree: `remote_source` tells from
+    it whether the source can move, and `copy_error` checks it against the ADD's own flags."""
+
     ref: str
     checksum: str
     keep_git_dir: bool | None

@@ -29,6 +29,9 @@ _TIMESTAMP = re.compile(r"[-+]?\d{1,19}")
 
 @dataclass(frozen=True)
 class SourceDateEpoch:
+    """The build's `SOURCE_DATE_EPOCH` and, when a stage dates it, that stage and its ADD: every
+    key takes it in, and that stage is needed whatever the target, as BuildKit evaluates it."""
+
     value: str  # as given: a timestamp, `context`, or a stage's name
     stage: int | None = None  # the source-only stage that dates the build
     source: str | None = None  # that stage's ADD source, expanded

@@ -62,6 +62,9 @@ class MountError(ValueError):
 
 @dataclass(frozen=True)
 class Mount:
+    """One `RUN --mount`, keeping what later passes ask of it: the secret or SSH id a step
+    needs, the stage or context files it reads (key inputs), and what an engine may refuse."""
+
     type: str = "bind"
     source_stage: str | None = None
     source: str | None = None

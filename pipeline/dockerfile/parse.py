@@ -95,6 +95,9 @@ _HEREDOC = re.compile(r"^\d*<<-?\s*[^<]+$")  # BuildKit's parser.ParseHeredoc
 
 @dataclass(frozen=True)
 class Directives:
+    """The parser directives at the top of the file: `escape` decides how every later word is
+    split and expanded, and `syntax` names the frontend an engine must accept."""
+
     syntax: str | None = None
     escape: str = "\\"
     check: str | None = None
@@ -123,6 +126,9 @@ class Instruction:
 
 @dataclass(frozen=True)
 class ParsedDockerfile:
+    """A Dockerfile as parsed, before stages: its instructions, and its text line by line,
+    since the keys normalise an instruction from its lines and the rewrites splice by them."""
+
     path: str
     directives: Directives
     instructions: tuple[Instruction, ...]

@@ -108,6 +108,9 @@ def platform_error(specifier: str) -> str | None:
 
 @dataclass(frozen=True)
 class Platform:
+    """A target platform, normalised as BuildKit's `platforms.Parse` normalises it, so that two
+    spellings of one platform are equal and the TARGET* ARGs are what BuildKit would set."""
+
     os: str
     arch: str
     variant: str = ""

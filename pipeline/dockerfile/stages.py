@@ -41,6 +41,9 @@ EdgeKind = Literal["base", "copy", "mount"]
 
 @dataclass(frozen=True)
 class ArgDecl:
+    """An ARG as declared, its default unexpanded: a global one is resolved with the build args
+    into what FROM lines see, a stage's own in that stage's scope when its key is made."""
+
     name: str
     default: str | None
     line: int
@@ -60,6 +63,9 @@ class Edge:
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage as BuildKit resolves it before any build: its FROM expanded with the global
+    ARGs, and an edge for each stage or image it reads, for the graph, keys and rewrite."""
+
     index: int
     declared_name: str | None
     line: int
@@ -88,6 +94,9 @@ class Stage:
 
 @dataclass(frozen=True)
 class Warning:
+    """Something that fails no build of this file yet is worth telling, such as an error in a
+    stage the target does not need: printed at its line, and the plan goes on."""
+
     line: int
     message: str
 
@@ -106,6 +115,9 @@ class StageError:
 
 @dataclass(frozen=True)
 class Dockerfile:
+    """A Dockerfile's stages as BuildKit resolves them for one set of build args and target
+    platform; what fails only for some targets waits in `stage_errors` for `graph.select`."""
+
     path: str
     parsed: ParsedDockerfile
     global_args: tuple[ArgDecl, ...]
@@ -127,6 +139,9 @@ class Dockerfile:
 
 @dataclass(frozen=True)
 class _RawStage:
+    """A stage's FROM, expanded, before references between stages are resolved: a `--from` may
+    name any stage, so every stage's name must be known first."""
+
     index: int
     name: str | None
     line: int
@@ -235,6 +250,9 @@ def _expand(word: str, env: Mapping[str, str], parsed: ParsedDockerfile, line: i
 
 @dataclass(frozen=True)
 class _Expanded:
+    """An expanded word and the variables it read: the `used` ones of a FROM go into the key
+    (`from_args`), the `unset` ones name the global ARG a bad `--platform` may have meant."""
+
     value: str
     used: frozenset[str]
     unset: frozenset[str] = frozenset()

@@ -62,6 +62,9 @@ class BuildSpec:
 
 @dataclass(frozen=True)
 class StageJob:
+    """One stage for an executor to build, with what is its own rather than the run's
+    (`BuildSpec`): its target, where its image goes, and what the engine may prepare ahead."""
+
     index: int
     name: str  # as reports show it
     target: str  # the name to pass as the build target (unnamed stages get one in the rewrite)

@@ -88,6 +88,9 @@ def uploads_faster(size: int, round_trip: float | None) -> bool:
 
 @dataclass(frozen=True)
 class DockerCLI:
+    """The docker CLI `find_docker` checked, and how it builds: with buildx or its built-in
+    BuildKit, and in dockerd's own builder or not, which decides whether pulls help a build."""
+
     path: str
     version: str
     buildx: bool
@@ -394,6 +397,9 @@ def _private_config(private: Path, env: Mapping[str, str]) -> Path:
 
 @dataclass
 class _Pull:
+    """One `docker pull`, awaited by every build that needs its image meanwhile: dockerd is
+    slow to pull one image twice at once."""
+
     done: anyio.Event
     ok: bool = False
 

@@ -43,6 +43,9 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class StageResult:
+    """How a stage ended in this run and where its image is, made by the runner alone so that
+    the terminal, the reports and the exit code all read the same values."""
+
     index: int
     name: str
     status: Status

@@ -80,6 +80,9 @@ class Reporter(Protocol):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How `execute` runs a plan, as the command's flags say: how many builds at once, whether
+    a failure stops the rest, and whether cache images are pushed or adopted."""
+
     jobs: int = JOBS
     fail_fast: bool = False
     push_cache: bool = True

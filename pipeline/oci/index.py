@@ -25,6 +25,9 @@ __all__ = ["PlatformImage", "image_index"]
 
 @dataclass(frozen=True)
 class PlatformImage:
+    """One entry of an image index: the platform it is for, and its manifest's descriptor, read
+    back from the registry once the image was copied or pushed there."""
+
     platform: Platform
     manifest: ManifestInfo
 

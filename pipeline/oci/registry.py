@@ -105,6 +105,9 @@ class RegistryNotFound(RegistryError, LookupError):
 
 @dataclass(frozen=True)
 class ManifestInfo:
+    """A manifest as a descriptor names it, the fields an image index lists it by; a HEAD
+    answers them without the body."""
+
     digest: str
     media_type: str
     size: int
@@ -628,12 +631,18 @@ class RegistryClient:
 
 @dataclass(frozen=True)
 class _Token:
+    """A Bearer token and when to stop sending it: `TOKEN_MARGIN` before it expires, so that a
+    request is not refused for a token that lapsed in flight."""
+
     value: str
     expires_at: float
 
 
 @dataclass(frozen=True)
 class _Challenge:
+    """A `WWW-Authenticate` challenge, names lower-cased: a Bearer one's `realm`, `service` and
+    `scope` say where to ask for a token, and for what."""
+
     scheme: str
     params: dict[str, str]
 

@@ -62,6 +62,9 @@ _BLIND = 1 << 20
 
 @dataclass(frozen=True)
 class Blob:
+    """A blob in a repository, as a manifest's descriptor names it: remembered per diff id, so
+    that a layer is compressed and uploaded once however many images of the run share it."""
+
     digest: str
     size: int
     media_type: str = LAYER

@@ -34,6 +34,9 @@ SHORT_SHA = 7
 
 @dataclass(frozen=True)
 class CIContext:
+    """What the CI (or the laptop) says about this run: the refs publish templates fill in, and
+    the registry, repos and credential sources it implies; no secret, so plans can show it."""
+
     provider: Provider
     branch: str | None = None
     sha: str | None = None
