@@ -628,7 +628,7 @@ def test_the_default_engine_is_auto_and_docker_without_dagger(
 ) -> None:
     """A plain `build` on a machine without Dagger uses the Docker daemon, not exit 3."""
     from pipeline.commands.build import choose_executor
-    from pipeline.engines.dagger_engine import CLI_VARIABLE, SESSION_VARIABLES
+    from pipeline.engines.dagger_rules import CLI_VARIABLE, SESSION_VARIABLES
     from pipeline.engines.docker_engine import DockerExecutor
     from pipeline.settings.resolve import Settings
 

@@ -44,6 +44,7 @@ from pipeline.cache.ignore import IgnoreRules
 from pipeline.dockerfile.platforms import native_platform
 from pipeline.dockerfile.rewrite import NO_CACHE_ARG, rerun_every_run
 from pipeline.engines.base import Image
+from pipeline.engines.dagger_rules import CLI_VARIABLE, find_cli, has_session
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 
 if TYPE_CHECKING:
@@ -55,10 +56,8 @@ if TYPE_CHECKING:
     from pipeline.engines.base import BuildSpec, RegistryLogin, StageJob, TestRun
     from pipeline.oci.reference import Reference
 
-__all__ = ["DaggerExecutor", "DaggerSession", "dagger_available", "upload_excludes"]
+__all__ = ["DaggerExecutor", "DaggerSession", "upload_excludes"]
 
-SESSION_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN")
-CLI_VARIABLE = "_EXPERIMENTAL_DAGGER_CLI_BIN"  # the SDK's own override of the CLI it runs
 PRIVATE_DIR = ".dagger-stages"
 DOCKERFILE = f"{PRIVATE_DIR}/Dockerfile"
 DOCKERIGNORE = f"{DOCKERFILE}.dockerignore"
@@ -75,19 +74,6 @@ _PUBLISHED_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _EXIT_CODE_SUFFIX = re.compile(r":?\s*exit code: -?\d+\s*$")
 # engine/engineutil/ref.go: ExecError output keeps its last 100 KiB behind this marker
 _OMITTED = re.compile(r"^\[omitting (\d+) bytes\]\.\.\.")
-
-
-def dagger_available(env: Mapping[str, str]) -> bool:
-    """Whether a Dagger engine can be reached without downloading anything; imports no dagger."""
-    return _has_session(env) or _find_cli(env) is not None
-
-
-def _has_session(env: Mapping[str, str]) -> bool:
-    return all(env.get(name) for name in SESSION_VARIABLES)
-
-
-def _find_cli(env: Mapping[str, str]) -> str | None:
-    return env.get(CLI_VARIABLE) or shutil.which("dagger", path=env.get("PATH"))
 
 
 class DaggerExecutor:
@@ -139,9 +125,9 @@ class DaggerExecutor:
 
 def _cli_to_start(env: Mapping[str, str]) -> str | None:
     """The CLI the SDK must start a session with: None under `dagger run`, exit 3 without one."""
-    if _has_session(env):
+    if has_session(env):
         return None
-    cli = _find_cli(env)
+    cli = find_cli(env)
     if cli is None:
         raise EngineUnavailable(
             "no Dagger engine: no `dagger run` session in the environment and no dagger CLI "

@@ -32,6 +32,7 @@ Nothing here imports `dagger`: `plan` runs these rules too.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,12 +50,17 @@ if TYPE_CHECKING:
     from pipeline.oci.reference import Repository
 
 __all__ = [
+    "CLI_VARIABLE",
     "REACHES_VARIABLE",
+    "SESSION_VARIABLES",
     "Finding",
     "Use",
     "check",
+    "dagger_available",
     "dockerfile_findings",
     "engine_is_dagger",
+    "find_cli",
+    "has_session",
     "network_findings",
     "refusal",
     "secret_exposures",
@@ -104,13 +110,31 @@ class Use:
     line: int | None = None
 
 
+SESSION_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN")
+CLI_VARIABLE = "_EXPERIMENTAL_DAGGER_CLI_BIN"  # the SDK's own override of the CLI it runs
+
+
 def engine_is_dagger(engine: str, env: Mapping[str, str]) -> bool:
-    """`auto` is Dagger when a session or its CLI is there; asks nothing of an engine."""
+    """`auto` is Dagger when a session or its CLI is there; asks nothing of an engine, and
+    loads not even the Dagger executor's module, which every `plan` would pay for."""
     if engine != "auto":
         return engine == "dagger"
-    from pipeline.engines.dagger_engine import dagger_available
-
     return dagger_available(env)
+
+
+def dagger_available(env: Mapping[str, str]) -> bool:
+    """Whether a Dagger engine can be reached without downloading anything."""
+    return has_session(env) or find_cli(env) is not None
+
+
+def has_session(env: Mapping[str, str]) -> bool:
+    """`dagger run` set up a session for us to join."""
+    return all(env.get(name) for name in SESSION_VARIABLES)
+
+
+def find_cli(env: Mapping[str, str]) -> str | None:
+    """The Dagger CLI the SDK would run to start a session."""
+    return env.get(CLI_VARIABLE) or shutil.which("dagger", path=env.get("PATH"))
 
 
 def check(

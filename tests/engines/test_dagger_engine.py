@@ -24,10 +24,10 @@ from pipeline.engines.dagger_engine import (
     DOCKERIGNORE,
     RUN_ID_VARIABLE,
     DaggerExecutor,
-    dagger_available,
     ignore_rules,
     upload_excludes,
 )
+from pipeline.engines.dagger_rules import dagger_available
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 from pipeline.oci.reference import Reference
 from pipeline.settings.secrets import Secrets
@@ -117,14 +117,27 @@ def overlapping(queries: Sequence[RecordedQuery]) -> bool:
 
 def test_importing_the_executor_does_not_import_dagger() -> None:
     code = (
-        "import sys, pipeline.engines.dagger_engine as d\n"
-        "d.dagger_available({})\n"
+        "import sys, pipeline.engines.dagger_engine, pipeline.engines.dagger_rules as r\n"
+        "r.dagger_available({})\n"
         "print(sorted(m for m in sys.modules if m == 'dagger' or m.startswith('dagger.')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_choosing_the_engine_loads_not_even_the_dagger_executor() -> None:
+    """`auto` looks for a session or a CLI: every `plan` and every `build` asks."""
+    code = (
+        "import sys, pipeline.engines.dagger_rules as r\n"
+        "r.engine_is_dagger('auto', {})\n"
+        "print('pipeline.engines.dagger_engine' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_dagger_available_needs_a_whole_session_or_a_cli(tmp_path: Path) -> None:
