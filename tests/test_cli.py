@@ -416,12 +416,13 @@ try:
     runpy.run_path(script, run_name="__main__")
 except SystemExit as exit:
     print(exit.code, sys.path[0] == sys.path[0].rstrip("/") and "/pipeline" not in sys.path[0],
-          "dagger" in sys.modules, file=sys.stderr)
+          "dagger" in sys.modules, "httpx" in sys.modules, file=sys.stderr)
 """
 
 
 def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> None:
-    """pipeline/ must not stay first on sys.path, and `plan` must not pay for `import dagger`."""
+    """pipeline/ must not stay first on sys.path, and `plan` must not pay for `import dagger`,
+    nor an offline plan for the HTTP client."""
     (tmp_path / "Dockerfile").write_text("FROM a\n")
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(MAIN)],
@@ -431,7 +432,7 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
         check=False,
         timeout=60,
     )
-    assert result.stderr.split() == ["0", "True", "False"]
+    assert result.stderr.split() == ["0", "True", "False", "False"]
 
 
 def test_publish_flag_replaces_the_config_list_per_stage() -> None:

@@ -41,8 +41,8 @@ from pipeline.cache.forecast import Cache, Forecast, decide
 from pipeline.cache.keys import StageKey, Volatile, compute_keys, external_images
 from pipeline.cache.tags import KEY_CHARS, cache_tag, hint_tag
 from pipeline.dockerfile.rewrite import pinned, rewrite
+from pipeline.oci.errors import RegistryError, RegistryNotFound
 from pipeline.oci.reference import Reference
-from pipeline.oci.registry import RegistryError, RegistryNotFound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence

@@ -32,7 +32,6 @@ from pipeline.engines.dagger_rules import check, engine_is_dagger, secret_exposu
 from pipeline.engines.emulation import emulation_notes
 from pipeline.errors import UsageError
 from pipeline.oci.credentials import Credentials
-from pipeline.oci.registry import RegistryClient
 from pipeline.output.plan_view import dumps, plan_json, plan_table
 
 if TYPE_CHECKING:
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from pipeline.dockerfile.stages import Warning as StageWarning
     from pipeline.engines.dagger_rules import Finding
     from pipeline.oci.reference import Reference
+    from pipeline.oci.registry import RegistryClient
     from pipeline.settings.resolve import Settings
 
 __all__ = [
@@ -63,7 +63,10 @@ __all__ = [
 
 
 def registry_client(settings: Settings) -> RegistryClient:
-    """The registry client of one command: its tokens and connections serve every request."""
+    """The registry client of one command: its tokens and connections serve every request.
+    Loaded here, when a command asks a registry: `plan --offline` never loads httpx."""
+    from pipeline.oci.registry import RegistryClient
+
     return RegistryClient(
         credentials=Credentials(sources=settings.credentials),
         insecure=settings.insecure_registries,

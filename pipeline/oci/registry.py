@@ -1,15 +1,8 @@
 """A small client for the OCI distribution API: what the stage cache needs, no more.
 
-RegistryError (ToolError)        anything a registry made go wrong; names the registry
-├── RegistryUnavailable          connect error, timeout, 5xx or 429 after the retries
-├── RegistryAuthError            401 or 403 with whatever credentials we had
-├── RegistryProtocolError        an answer the API does not allow (bad digest, bad JSON, 400)
-├── RegistryUnsupported          405: the registry does not offer the operation (DELETE)
-└── RegistryNotFound             also a LookupError: no such manifest, blob or repository
-
-Every httpx exception is translated here, at the boundary. Requests go through one
-`httpx.AsyncClient` whose transport can be injected, anonymous first; `RegistryAuth`
-answers a 401's `WWW-Authenticate` challenge (Basic, or a Bearer token from the
+Every httpx exception is translated here, at the boundary, into the `oci.errors` it raises.
+Requests go through one `httpx.AsyncClient` whose transport can be injected, anonymous first;
+`RegistryAuth` answers a 401's `WWW-Authenticate` challenge (Basic, or a Bearer token from the
 realm, as distribution's token spec describes) and caches tokens per host and scope.
 """
 
@@ -30,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from pipeline.errors import ToolError
+from pipeline.oci.errors import (
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFound,
+    RegistryProtocolError,
+    RegistryUnavailable,
+    RegistryUnsupported,
+)
 from pipeline.oci.reference import Reference, Repository, is_insecure_host
 
 if TYPE_CHECKING:
@@ -70,37 +70,6 @@ TOKEN_MARGIN = 5.0
 MAX_RETRY_AFTER = 10.0
 MAX_TAG_PAGES = 10_000
 CLIENT_ID = "dagger-stages"
-
-
-class RegistryError(ToolError):
-    pass
-
-
-class RegistryUnavailable(RegistryError):
-    """`timed_out`: the registry took the connection or request and did not answer in time."""
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, timed_out: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.timed_out = timed_out
-
-
-class RegistryAuthError(RegistryError):
-    pass
-
-
-class RegistryProtocolError(RegistryError):
-    pass
-
-
-class RegistryUnsupported(RegistryError):
-    pass
-
-
-class RegistryNotFound(RegistryError, LookupError):
-    pass
 
 
 @dataclass(frozen=True)
