@@ -858,7 +858,17 @@ def _unpack(archive: Path, scratch: Path) -> ImageFiles:
     """A `docker save` archive's one image: its config's bytes, and its layer tarballs
     extracted into `scratch` in the config's order (`manifest.json` names them), each checked
     to be the uncompressed layer its diff id names. An archive of another shape (a containerd
-    image store saves compressed blobs) is a StageFailed, which `docker push` then replaces."""
+    image store saves compressed blobs), or none it can read, is a StageFailed, which
+    `docker push` then replaces."""
+    import tarfile
+
+    try:
+        return _unpack_archive(archive, scratch)
+    except (OSError, tarfile.TarError) as exc:
+        raise StageFailed(f"docker save wrote no archive to read: {exc}") from None
+
+
+def _unpack_archive(archive: Path, scratch: Path) -> ImageFiles:
     import tarfile
 
     from pipeline.oci.upload import ImageFiles

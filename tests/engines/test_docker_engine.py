@@ -560,3 +560,22 @@ async def test_a_prefetch_whose_login_fails_leaves_the_pull_and_the_error_to_the
         async with executor.session(replace(spec(tmp_path), logins=(login,))):
             pass
     await executor.close()
+
+
+@pytest.mark.anyio
+async def test_a_save_that_leaves_no_archive_is_pushed_by_docker_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docker save` said it saved, yet wrote nothing readable (a full disk, a CLI that lies):
+    not a crash, but the push `docker push` makes anyway. A suite run on a loaded machine,
+    where the local registry's round trip made our own push the faster, crashed on it."""
+    monkeypatch.setattr(docker_engine, "uploads_faster", lambda size, round_trip: True)
+    docker = fake_docker(tmp_path)  # its save writes no archive
+    lines: list[str] = []
+    async with RegistryClient() as client:
+        executor = DockerExecutor(str(docker), {"PATH": str(docker.parent)}, registry=client)
+        async with executor.session(spec(tmp_path)) as session:
+            digest = await session.push(Image(job()), Reference.parse("cache:web-k"), lines.append)
+    assert digest == PUSHED
+    assert calls(tmp_path)[-1][0] == "push"
+    assert any("docker save wrote no archive to read" in line for line in lines), lines
