@@ -40,3 +40,12 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter: which modules an import loads, as a run's
+    start-up pays for them, cannot be seen in this test process, where they are loaded."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()

@@ -424,15 +424,22 @@ def test_script_form_unshadows_and_plan_never_imports_dagger(tmp_path: Path) -> 
     """pipeline/ must not stay first on sys.path, and `plan` must not pay for `import dagger`,
     nor an offline plan for the HTTP client."""
     (tmp_path / "Dockerfile").write_text("FROM a\n")
+    assert probe_script(PROBE, tmp_path).split() == ["0", "True", "False", "False"]
+
+
+def probe_script(probe: str, project: Path) -> str:
+    """What `probe` writes to stderr, run in `project` with main.py's path as its argument:
+    a probe runs the script form there and reports what it saw of the process."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(MAIN)],
-        cwd=tmp_path,
+        [sys.executable, "-c", probe, str(MAIN)],
+        cwd=project,
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert result.stderr.split() == ["0", "True", "False", "False"]
+    return result.stderr
 
 
 def test_publish_flag_replaces_the_config_list_per_stage() -> None:
@@ -696,14 +703,6 @@ def test_loaded_turns_the_collector_back_on_only_where_it_was_held_off() -> None
 def test_the_script_form_holds_the_collector_off_until_loaded(tmp_path: Path) -> None:
     """From main.py's first line until a command has loaded its modules; then on again."""
     (tmp_path / "Dockerfile").write_text("FROM a AS app\n")
-    result = subprocess.run(
-        [sys.executable, "-c", GC_PROBE, str(MAIN)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert "held off while loading: True" in result.stderr, result.stderr
-    assert "on once loaded: True" in result.stderr, result.stderr
+    stderr = probe_script(GC_PROBE, tmp_path)
+    assert "held off while loading: True" in stderr, stderr
+    assert "on once loaded: True" in stderr, stderr

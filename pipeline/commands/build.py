@@ -54,8 +54,8 @@ from pipeline.engines.results import Status, TestOutcome
 from pipeline.engines.runner import Hints, RunOptions, execute, initial_results, jobs_for
 from pipeline.errors import StageFailed, UsageError
 from pipeline.oci.credentials import Credentials
+from pipeline.oci.errors import RegistryError
 from pipeline.oci.reference import Reference
-from pipeline.oci.registry import RegistryError
 from pipeline.output.report import RunReport
 from pipeline.output.reproduce import reproduce_command
 from pipeline.output.terminal import make_reporter

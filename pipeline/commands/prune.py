@@ -41,8 +41,8 @@ import anyio
 from pipeline.cache.tags import stage_of
 from pipeline.commands.plan import load_graph, plans_for, platform_graphs, registry_client
 from pipeline.errors import UsageError
+from pipeline.oci.errors import RegistryError, RegistryNotFound, RegistryUnsupported
 from pipeline.oci.reference import Reference, validate_digest
-from pipeline.oci.registry import RegistryError, RegistryNotFound, RegistryUnsupported
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence

@@ -31,7 +31,8 @@ import anyio
 from pipeline.dockerfile.platforms import Platform, native_platform
 from pipeline.engines.base import Image
 from pipeline.errors import EngineUnavailable, StageFailed, ToolError
-from pipeline.oci.registry import RegistryAuthError, sha256_digest
+from pipeline.oci.errors import RegistryAuthError
+from pipeline.oci.registry import sha256_digest
 
 if TYPE_CHECKING:
     import tarfile
@@ -339,7 +340,7 @@ class _Logins:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
-        self._directory: Path | None = None
+        self._config: Path | None = None
         self._done: set[RegistryLogin] = set()
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -347,9 +348,10 @@ class _Logins:
         """The config's directory, once logged in to each of `logins`. Callers at the same
         time share one login to a host; a failed one is an EngineUnavailable, and the next
         caller tries again."""
-        if self._directory is None:
-            self._directory = Path(tempfile.mkdtemp(prefix="dagger-stages-logins-"))
-        config = _private_config(self._directory, self._env)
+        if self._config is None:
+            private = Path(tempfile.mkdtemp(prefix="dagger-stages-logins-"))
+            self._config = _private_config(private, self._env)
+        config = self._config
         for login in logins:
             async with self._locks.setdefault(login.host, anyio.Lock()):
                 if login not in self._done:
@@ -358,9 +360,9 @@ class _Logins:
         return str(config)
 
     def close(self) -> None:
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self._config is not None:
+            shutil.rmtree(self._config.parent, ignore_errors=True)
+            self._config = None
             self._done.clear()
 
 
@@ -386,8 +388,6 @@ def _build_error(tail: str, code: int) -> str:
 
 def _private_config(private: Path, env: Mapping[str, str]) -> Path:
     config = private / "docker-config"
-    if config.is_dir():
-        return config
     config.mkdir(mode=0o700)
     source = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "~")).expanduser() / ".docker")
     if (source / "config.json").is_file():
@@ -863,33 +863,31 @@ def _unpack(archive: Path, scratch: Path) -> ImageFiles:
     import tarfile
 
     try:
-        return _unpack_archive(archive, scratch)
+        with tarfile.open(archive) as tar:
+            return _image_files(tar, scratch)
     except (OSError, tarfile.TarError) as exc:
         raise StageFailed(f"docker save wrote no archive to read: {exc}") from None
 
 
-def _unpack_archive(archive: Path, scratch: Path) -> ImageFiles:
-    import tarfile
-
+def _image_files(tar: tarfile.TarFile, scratch: Path) -> ImageFiles:
     from pipeline.oci.upload import ImageFiles
 
-    with tarfile.open(archive) as tar:
-        manifest = _member(tar, "manifest.json")
-        try:
-            (entry,) = json.loads(manifest)
-            config_name, layer_names = str(entry["Config"]), [str(n) for n in entry["Layers"]]
-        except (ValueError, KeyError, TypeError):
-            raise StageFailed("docker save wrote an archive without one image") from None
-        files = ImageFiles(
-            _member(tar, config_name),
-            tuple(scratch / f"layer-{position}.tar" for position in range(len(layer_names))),
-        )
-        for name, path, diff_id in zip(layer_names, files.layers, files.diff_ids, strict=True):
-            data = _member(tar, name)
-            if sha256_digest(data) != diff_id:
-                raise StageFailed(f"docker save wrote {name}, which is not layer {diff_id}")
-            path.write_bytes(data)
-        return files
+    manifest = _member(tar, "manifest.json")
+    try:
+        (entry,) = json.loads(manifest)
+        config_name, layer_names = str(entry["Config"]), [str(n) for n in entry["Layers"]]
+    except (ValueError, KeyError, TypeError):
+        raise StageFailed("docker save wrote an archive without one image") from None
+    files = ImageFiles(
+        _member(tar, config_name),
+        tuple(scratch / f"layer-{position}.tar" for position in range(len(layer_names))),
+    )
+    for name, path, diff_id in zip(layer_names, files.layers, files.diff_ids, strict=True):
+        data = _member(tar, name)
+        if sha256_digest(data) != diff_id:
+            raise StageFailed(f"docker save wrote {name}, which is not layer {diff_id}")
+        path.write_bytes(data)
+    return files
 
 
 def _member(tar: tarfile.TarFile, name: str) -> bytes:

@@ -40,7 +40,7 @@ from pipeline.dockerfile.rewrite import restorable, runs_on
 from pipeline.engines.base import StageJob
 from pipeline.engines.results import StageResult, Status
 from pipeline.errors import StageFailed, ToolError
-from pipeline.oci.registry import RegistryError
+from pipeline.oci.errors import RegistryError
 from pipeline.settings.resolve import JOBS
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipeline.engines.dagger_rules import dagger_available
 from pipeline.errors import EngineUnavailable, StageFailed, UsageError
 from pipeline.oci.reference import Reference
 from pipeline.settings.secrets import Secrets
+from tests.cli import fresh_python
 from tests.fake_dagger import (
     ExecFailure,
     ExecResult,
@@ -121,10 +121,7 @@ def test_importing_the_executor_does_not_import_dagger() -> None:
         "r.dagger_available({})\n"
         "print(sorted(m for m in sys.modules if m == 'dagger' or m.startswith('dagger.')))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def test_choosing_the_engine_loads_not_even_the_dagger_executor() -> None:
@@ -134,10 +131,7 @@ def test_choosing_the_engine_loads_not_even_the_dagger_executor() -> None:
         "r.engine_is_dagger('auto', {})\n"
         "print('pipeline.engines.dagger_engine' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "False"
+    assert fresh_python(code) == "False"
 
 
 def test_dagger_available_needs_a_whole_session_or_a_cli(tmp_path: Path) -> None:

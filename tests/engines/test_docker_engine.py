@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import io
 import json
-import subprocess
 import sys
 import tarfile
 from dataclasses import replace
@@ -24,6 +23,7 @@ from pipeline.errors import EngineUnavailable, StageFailed
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient
 from pipeline.settings.secrets import Secrets
+from tests.cli import fresh_python
 from tests.registry_server import RegistryServer
 
 
@@ -501,10 +501,7 @@ def test_our_pushes_are_loaded_only_once_a_session_builds() -> None:
         "import sys, pipeline.engines.docker_engine\n"
         "print(sorted(m for m in sys.modules if m in ('pipeline.oci.upload', 'tarfile')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(probe) == "[]"
 
 
 @pytest.mark.anyio
